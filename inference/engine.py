@@ -1,0 +1,198 @@
+"""The synchronous engine: requests in, one step at a time, outputs out.
+
+``prepare`` validates and tokenizes (safe from any thread); ``add``, ``abort`` and ``step`` belong
+to the one thread that drives the engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+from .config import EngineConfig
+from .detokenizer import IncrementalText
+from .errors import EngineError, EngineFault, PromptTooLong, RequestCancelled
+from .model_loader import ModelSource, load_model, locate_model
+from .model_runner import ModelRunner
+from .params import ChatRequest
+from .scheduler import Scheduler
+from .sequence import FinishReason, Sequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request that passed validation: it fits the context and its options are in range."""
+
+    request: ChatRequest
+    prompt_ids: list[int]
+    max_new_tokens: int
+    arrived: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds from arrival: until scheduled, until the first token, until done."""
+
+    queued_ms: float
+    first_token_ms: float | None
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Completion:
+    request_id: str
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step produced for one sequence: a text delta, and its end if it ended."""
+
+    seq_id: int
+    delta: str = ""
+    completion: Completion | None = None
+    error: EngineError | None = None
+
+
+@dataclass
+class EngineStats:
+    waiting: int = 0
+    running: int = 0
+    steps: int = 0
+    tokens_generated: int = 0
+    prompt_tokens: int = 0
+    last_batch_size: int = 0
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig, model, tokenizer, source: ModelSource | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
+        self.runner = ModelRunner(model, config.max_running, self.max_model_len)
+        self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens)
+        self.eos_ids = frozenset(self._eos_ids())
+        self.stats = EngineStats()
+        self._seqs: dict[int, tuple[Sequence, Prepared, IncrementalText]] = {}
+        self._ids = itertools.count()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LLMEngine:
+        import torch
+
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        source = locate_model(config.model_path)
+        model, tokenizer = load_model(source, config.model_cache_dir, config.device, config.dtype)
+        return cls(config, model, tokenizer, source)
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        eos = self.model.generation_config.eos_token_id
+        ids |= set(eos) if isinstance(eos, list) else {eos}
+        return {i for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id}
+
+    def prepare(self, request: ChatRequest) -> Prepared:
+        """Validate and tokenize; raise InvalidRequest or PromptTooLong."""
+        request.validate(self.config.max_new_tokens_cap)
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if not isinstance(ids, list):
+            ids = ids["input_ids"]
+        max_new = request.params.max_new_tokens or self.config.default_max_new_tokens
+        if len(ids) + max_new > self.max_model_len:
+            raise PromptTooLong(len(ids), max_new, self.max_model_len)
+        return Prepared(request, list(ids), max_new, time.perf_counter())
+
+    def add(self, prepared: Prepared, seq_id: int | None = None) -> int:
+        seq_id = next(self._ids) if seq_id is None else seq_id
+        seq = Sequence(seq_id, prepared.prompt_ids, prepared.request.params, prepared.max_new_tokens,
+                       self.eos_ids, arrived=prepared.arrived)
+        self._seqs[seq_id] = (seq, prepared, IncrementalText(self.tokenizer, prepared.request.params.stop))
+        self.scheduler.add(seq)
+        return seq_id
+
+    def abort(self, seq_id: int) -> StepOutput | None:
+        """Drop a sequence wherever it is; its slot is free for the next step."""
+        if seq_id not in self._seqs:
+            return None
+        return self._end(seq_id, FinishReason.CANCELLED, RequestCancelled("request cancelled"))
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[StepOutput]:
+        plan = self.scheduler.schedule()
+        if not plan:
+            return []
+        now = time.perf_counter()
+        for s in plan:
+            if s.seq.scheduled_at is None:
+                s.seq.scheduled_at = now
+        try:
+            tokens = self.runner.step(plan)
+        except Exception as exc:  # noqa: BLE001 - a failed step ends its requests, not the engine
+            log.exception("model step failed; ending %d requests", len(plan))
+            fault = EngineFault(f"model step failed: {type(exc).__name__}")
+            return [self._end(s.seq.seq_id, FinishReason.ERROR, fault) for s in plan]
+        sampled = [s.seq for s in plan if s.samples]
+        self._count(plan, len(tokens))
+        return [self._advance(seq, token) for seq, token in zip(sampled, tokens, strict=True)]
+
+    def _count(self, plan: list, sampled: int) -> None:
+        for s in plan:
+            if not s.seq.prefill_done:
+                self.stats.prompt_tokens += s.num_new
+            s.seq.num_computed += s.num_new
+        self.stats.steps += 1
+        self.stats.tokens_generated += sampled
+        self.stats.last_batch_size = len(plan)
+
+    def _advance(self, seq: Sequence, token: int) -> StepOutput:
+        text = self._seqs[seq.seq_id][2]
+        reason = seq.append(token)
+        delta, stopped = text.push(token) if token not in self.eos_ids else ("", False)
+        if stopped:
+            reason = FinishReason.STOP
+        if reason is None:
+            return StepOutput(seq.seq_id, delta)
+        out = self._end(seq.seq_id, reason)
+        return StepOutput(seq.seq_id, delta + out.delta, out.completion)
+
+    def _end(self, seq_id: int, reason: FinishReason, error: EngineError | None = None) -> StepOutput:
+        seq, prepared, text = self._seqs.pop(seq_id)
+        self.scheduler.finish(seq, reason)
+        self.runner.release(seq_id)
+        self.stats.running = len(self.scheduler.running)
+        self.stats.waiting = len(self.scheduler.waiting)
+        if error is not None:
+            return StepOutput(seq_id, error=error)
+        generated = [t for t in seq.output_ids if t not in self.eos_ids]
+        rest = text.finish(generated)
+        now = time.perf_counter()
+        ms = lambda t: None if t is None else (t - seq.arrived) * 1000.0  # noqa: E731
+        completion = Completion(
+            prepared.request.request_id, text.text, reason,
+            Usage(len(seq.prompt_ids), len(seq.output_ids)),
+            Timings(ms(seq.scheduled_at) or 0.0, ms(seq.first_token_at), ms(now)),
+        )
+        return StepOutput(seq_id, rest, completion)

@@ -1,0 +1,70 @@
+"""A sequence: one request's tokens and progress through the engine. No torch here."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from .params import SamplingParams
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Token state of one request.
+
+    Invariant: the KV cache of ``slot`` holds the first ``num_computed`` tokens of
+    ``prompt_ids + output_ids``. Prefill is done when ``num_computed >= len(prompt_ids)``.
+    """
+
+    seq_id: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+    status: Status = Status.WAITING
+    output_ids: list[int] = field(default_factory=list)
+    num_computed: int = 0
+    slot: int | None = None
+    finish_reason: FinishReason | None = None
+    arrived: float = field(default_factory=time.perf_counter)
+    scheduled_at: float | None = None
+    first_token_at: float | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def prefill_done(self) -> bool:
+        return self.num_computed >= len(self.prompt_ids)
+
+    def tokens(self, start: int, stop: int) -> list[int]:
+        """Tokens ``start:stop`` of prompt followed by output."""
+        if stop <= len(self.prompt_ids):
+            return self.prompt_ids[start:stop]
+        return (self.prompt_ids + self.output_ids)[start:stop]
+
+    def append(self, token: int) -> FinishReason | None:
+        """Record a sampled token; return why the sequence ends, if it does."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.output_ids.append(token)
+        if token in self.eos_ids:
+            return FinishReason.STOP
+        if len(self.output_ids) >= self.max_new_tokens:
+            return FinishReason.LENGTH
+        return None

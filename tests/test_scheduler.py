@@ -1,0 +1,69 @@
+"""The scheduler alone: no model, no torch."""
+
+from inference.params import SamplingParams
+from inference.scheduler import Scheduler
+from inference.sequence import FinishReason, Sequence, Status
+
+
+def seq(i: int, prompt_len: int) -> Sequence:
+    return Sequence(i, list(range(prompt_len)), SamplingParams(), 10, frozenset({-1}))
+
+
+def run_plan(plan) -> None:
+    """What the engine does after a step: advance, and sample where the plan says so."""
+    sampled = [s.seq for s in plan if s.samples]
+    for s in plan:
+        s.seq.num_computed += s.num_new
+    for q in sampled:
+        q.append(7)
+
+
+def test_new_prompts_are_prefilled_together_and_then_decode_one_token_each():
+    sch = Scheduler(max_running=4, max_prefill_tokens=100)
+    a, b = seq(0, 5), seq(1, 7)
+    sch.add(a)
+    sch.add(b)
+    plan = sch.schedule()
+    assert [(s.seq, s.num_new, s.samples) for s in plan] == [(a, 5, True), (b, 7, True)]
+    run_plan(plan)
+    assert [(s.seq, s.num_new) for s in sch.schedule()] == [(a, 1), (b, 1)]
+
+
+def test_long_prompt_is_chunked_and_decodes_keep_running():
+    sch = Scheduler(max_running=4, max_prefill_tokens=8)
+    short, long_ = seq(0, 3), seq(1, 20)
+    sch.add(short)
+    run_plan(sch.schedule())
+    sch.add(long_)
+    plans = []
+    while not long_.output_ids:
+        plan = sch.schedule()
+        plans.append([(s.seq.seq_id, s.num_new) for s in plan])
+        run_plan(plan)
+    # The decoding sequence advances every step while the long prompt goes in 8-token chunks.
+    assert plans == [[(0, 1), (1, 8)], [(0, 1), (1, 8)], [(0, 1), (1, 4)]]
+
+
+def test_running_is_capped_and_finishing_frees_the_slot_for_the_next_in_line():
+    sch = Scheduler(max_running=2, max_prefill_tokens=100)
+    seqs = [seq(i, 3) for i in range(3)]
+    for s in seqs:
+        sch.add(s)
+    run_plan(sch.schedule())
+    assert [s.status for s in seqs] == [Status.RUNNING, Status.RUNNING, Status.WAITING]
+    freed = seqs[0].slot
+    sch.finish(seqs[0], FinishReason.STOP)
+    plan = sch.schedule()
+    assert seqs[2].slot == freed and plan[-1].seq is seqs[2]
+
+
+def test_finishing_a_waiting_sequence_removes_it():
+    sch = Scheduler(max_running=1, max_prefill_tokens=100)
+    a, b = seq(0, 3), seq(1, 3)
+    sch.add(a)
+    sch.add(b)
+    sch.schedule()
+    sch.finish(b, FinishReason.CANCELLED)
+    assert list(sch.waiting) == [] and b.status is Status.FINISHED
+    sch.finish(a, FinishReason.CANCELLED)
+    assert not sch.has_work()
