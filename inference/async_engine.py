@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
-from .engine import Completion, EngineStats, LLMEngine, Prepared, StepOutput
+from .engine import Completion, EngineInfo, EngineStats, LLMEngine, Prepared, StepOutput, engine_info
 from .errors import EngineError, EngineFault, EngineStopped, Overloaded
 from .params import ChatRequest
 
@@ -42,6 +42,7 @@ class AsyncEngine:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._info = engine_info(engine)
 
     @property
     def running(self) -> bool:
@@ -60,6 +61,9 @@ class AsyncEngine:
         await asyncio.to_thread(self._thread.join)
         self._thread = None
         self._fail_all(EngineStopped("the engine stopped"))
+
+    def info(self) -> EngineInfo:
+        return self._info
 
     def stats(self) -> EngineStats:
         s = self.engine.stats

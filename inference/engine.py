@@ -196,3 +196,36 @@ class LLMEngine:
             Timings(ms(seq.scheduled_at) or 0.0, ms(seq.first_token_at), ms(now)),
         )
         return StepOutput(seq_id, rest, completion)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a client may want to know of the model and the engine's limits."""
+
+    name: str
+    source: str
+    parameters: int
+    context_length: int
+    device: str
+    dtype: str
+    max_new_tokens_cap: int
+    default_max_new_tokens: int
+    max_running: int
+    max_waiting: int
+
+
+def engine_info(engine: LLMEngine) -> EngineInfo:
+    param = next(engine.model.parameters())
+    source = engine.source
+    return EngineInfo(
+        name=source.name if source else type(engine.model).__name__,
+        source=str(source.path) if source else "",
+        parameters=sum(p.numel() for p in engine.model.parameters()),
+        context_length=engine.max_model_len,
+        device=str(param.device),
+        dtype=str(param.dtype).removeprefix("torch."),
+        max_new_tokens_cap=engine.config.max_new_tokens_cap,
+        default_max_new_tokens=engine.config.default_max_new_tokens,
+        max_running=engine.config.max_running,
+        max_waiting=engine.config.max_waiting,
+    )

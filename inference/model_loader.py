@@ -141,7 +141,9 @@ def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
 def load_model(source: ModelSource, cache_dir: Path, device: str, dtype: str):
     """Load (model, tokenizer) ready for inference on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     directory = cached_dir(source, cache_dir) if source.kind == "gguf" else source.path
     device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=resolve_dtype(dtype, device))

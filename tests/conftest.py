@@ -48,3 +48,44 @@ async def engine(llm: LLMEngine):
     await ae.start()
     yield ae
     await ae.stop()
+
+
+class LiveServer:
+    def __init__(self, url: str, app) -> None:
+        self.url = url
+        self.app = app
+
+    @property
+    def loader(self):
+        return self.app.state.api.loader
+
+
+async def start_server(app):
+    """Serve ``app`` with uvicorn on a free loopback port, in this event loop."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio"))
+    server.install_signal_handlers = lambda: None  # older uvicorn
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return server, task, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+async def live(engine):
+    """The GraphQL app over the session's real engine, served on loopback."""
+    from graphql_api.app import create_app
+    from graphql_api.settings import ApiSettings
+
+    app = create_app(ApiSettings(), engine=engine)
+    server, task, url = await start_server(app)
+    yield LiveServer(url, app)
+    server.should_exit = True
+    await task

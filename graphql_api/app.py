@@ -1,0 +1,120 @@
+"""The Starlette application: GraphQL at /graphql (HTTP, SSE, WebSocket), probes, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from inference.config import EngineConfig
+from inference.protocol import EngineClient
+
+from .context import Context
+from .loaders import ChatLoader
+from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from .schema import build_schema
+from .settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+
+class State:
+    """Long-lived objects of one app: the engine and its one DataLoader."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self.engine: EngineClient | None = None
+        self._loader: ChatLoader | None = None
+        self.started_at = time.time()
+
+    @property
+    def loader(self) -> ChatLoader:
+        """The one DataLoader of this app's engine, made on first use (inside the event loop)."""
+        if self._loader is None or self._loader.engine is not self.engine:
+            self._loader = ChatLoader(self.engine)
+        return self._loader
+
+
+class GraphQLApp(GraphQL):
+    def __init__(self, state: State) -> None:
+        s = state.settings
+        super().__init__(
+            build_schema(s),
+            graphql_ide="graphiql" if s.graphiql else None,
+            connection_init_wait_timeout=timedelta(seconds=s.connection_init_timeout_s),
+            max_subscriptions_per_connection=s.max_subscriptions_per_connection,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
+        )
+        self.state = state
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        state = self.state
+        request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+        return Context(engine=state.engine, loader=state.loader, settings=state.settings,
+                       request_id=request_id, started_at=state.started_at)
+
+
+def embedded_engine(config: EngineConfig | None = None) -> EngineClient:
+    """Load the model and build the in-process engine (slow: run it off the event loop)."""
+    from inference.async_engine import AsyncEngine
+    from inference.engine import LLMEngine
+
+    return AsyncEngine(LLMEngine.from_config(config or EngineConfig()))
+
+
+def create_app(settings: ApiSettings | None = None, engine: EngineClient | None = None,
+               on_ready: callable | None = None) -> Starlette:
+    """The ASGI app. Without ``engine`` it loads the model in its lifespan and owns that engine;
+    an engine from outside (tests, remote inference) is used as it is and left running."""
+    settings = settings or ApiSettings()
+    state = State(settings)
+    state.engine = engine
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = engine is None
+        state.engine = await asyncio.to_thread(embedded_engine) if owned else engine
+        if not state.engine.running:
+            await state.engine.start()
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            if owned:
+                await state.engine.stop()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready = state.engine is not None and state.engine.running
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    graphql = GraphQLApp(state)
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        middleware=[Middleware(RequestIdMiddleware),
+                    Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)],
+        lifespan=lifespan,
+    )
+    app.state.api = state
+    return app

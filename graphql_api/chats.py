@@ -1,0 +1,93 @@
+"""From ChatInput to engine requests and from engine results to GraphQL results."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from inference.engine import Completion
+from inference.errors import EngineError
+from inference.params import ChatMessage, ChatRequest, SamplingParams
+
+from .context import Context
+from .errors import chat_error, invalid
+from .settings import ApiSettings
+from .types import (ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, FinishReason,
+                    Timings, Usage)
+
+
+def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatRequest | ChatError:
+    """A ChatRequest, or the ChatError naming the first field that is wrong."""
+    chat_id = str(item.chat_id)
+    if not chat_id.strip():
+        return invalid(chat_id, "chatId", "chatId must not be blank")
+    if not item.user_prompt.strip():
+        return invalid(chat_id, "userPrompt", "userPrompt must not be empty or blank")
+    limit = settings.max_prompt_chars
+    texts = [("userPrompt", item.user_prompt), ("systemPrompt", item.system_prompt or "")]
+    texts += [(f"history[{i}].content", m.content) for i, m in enumerate(item.history or ())]
+    for field, text in texts:
+        if len(text) > limit:
+            return invalid(chat_id, field, f"{field} has {len(text)} characters; the limit is {limit}")
+    if len(item.history or ()) > settings.max_history:
+        return invalid(chat_id, "history", f"history has {len(item.history)} turns; the limit is {settings.max_history}")
+    system = item.system_prompt if item.system_prompt is not None else settings.default_system_prompt
+    messages = [ChatMessage("system", system)] if system.strip() else []
+    messages += [ChatMessage(m.role.value, m.content) for m in item.history or ()]
+    messages.append(ChatMessage("user", item.user_prompt))
+    return ChatRequest(tuple(messages), sampling_params(item), request_id=f"{request_id}:{chat_id}")
+
+
+def sampling_params(item: ChatInput) -> SamplingParams:
+    o = item.options
+    if o is None:
+        return SamplingParams()
+    defaults = SamplingParams()
+    return SamplingParams(
+        max_new_tokens=o.max_tokens,
+        temperature=defaults.temperature if o.temperature is None else o.temperature,
+        top_p=defaults.top_p if o.top_p is None else o.top_p,
+        top_k=defaults.top_k if o.top_k is None else o.top_k,
+        seed=o.seed,
+        stop=tuple(o.stop or ()),
+    )
+
+
+def success(chat_id: str, c: Completion) -> ChatSuccess:
+    return ChatSuccess(
+        chat_id=chat_id, response=c.text, finish_reason=FinishReason(c.finish_reason.value),
+        usage=Usage(prompt_tokens=c.usage.prompt_tokens, completion_tokens=c.usage.completion_tokens,
+                    total_tokens=c.usage.total_tokens),
+        timings=Timings(queued_ms=round(c.timings.queued_ms, 3),
+                        time_to_first_token_ms=None if c.timings.first_token_ms is None else round(c.timings.first_token_ms, 3),
+                        total_ms=round(c.timings.total_ms, 3)),
+    )
+
+
+async def answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]:
+    """One result per input, in order: valid chats go to the DataLoader in this same tick."""
+    results: list[ChatResult | None] = [None] * len(inputs)
+    pending: list[tuple[int, str, ChatRequest]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(inputs):
+        request = to_request(item, ctx.settings, ctx.request_id)
+        chat_id = str(item.chat_id)
+        if isinstance(request, ChatError):
+            results[i] = request
+        elif chat_id in seen:
+            results[i] = ChatError(chat_id=chat_id, code=ChatErrorCode.DUPLICATE_CHAT_ID, field="chatId",
+                                   message=f"chatId {chat_id!r} appears more than once in this batch; only its first occurrence is answered")
+        else:
+            seen.add(chat_id)
+            pending.append((i, chat_id, request))
+    loaded = await asyncio.gather(*(_load(ctx, chat_id, request) for _, chat_id, request in pending))
+    for (i, _, _), result in zip(pending, loaded, strict=True):
+        results[i] = result
+    return results  # type: ignore[return-value]
+
+
+async def _load(ctx: Context, chat_id: str, request: ChatRequest) -> ChatResult:
+    try:
+        return success(chat_id, await ctx.loader.load(request))
+    except EngineError as exc:
+        return chat_error(chat_id, exc)

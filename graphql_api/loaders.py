@@ -1,0 +1,29 @@
+"""The DataLoader that turns chats submitted in the same event-loop tick into one engine call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiodataloader import DataLoader
+
+from inference.engine import Completion
+from inference.errors import EngineError
+from inference.params import ChatRequest
+from inference.protocol import EngineClient
+
+
+class ChatLoader(DataLoader[ChatRequest, Completion]):
+    """One loader per engine, caching off: it outlives operations so that chats from a
+    ``chatBatched`` list and from concurrent requests coalesce; no result is ever shared.
+    A failed chat's EngineError is raised to that chat's caller only."""
+
+    def __init__(self, engine: EngineClient, max_batch_size: int | None = None) -> None:
+        super().__init__(cache=False, max_batch_size=max_batch_size)
+        self.engine = engine
+        self.batch_calls = 0
+        self.items = 0
+
+    async def batch_load_fn(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
+        self.batch_calls += 1
+        self.items += len(requests)
+        return await self.engine.generate_batch(list(requests))

@@ -1,0 +1,96 @@
+"""The schema: thin resolvers over the engine, plus the limits that guard it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.types import Info
+
+from inference.async_engine import TokenDelta
+from inference.errors import EngineError
+
+from .chats import answer, success, to_request
+from .context import Context
+from .errors import BatchTooLarge, MaskUnexpectedErrors, chat_error
+from .settings import ApiSettings
+from .types import (ChatBatchResult, ChatError, ChatInput, ChatResult, ChatStreamEvent, ChatSuccess,
+                    ChatToken, Health, Limits, ModelInfo)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Is the engine ready, and how busy is it?")
+    def health(self, info: Info[Context, None]) -> Health:
+        ctx = info.context
+        stats = ctx.engine.stats()
+        return Health(ready=ctx.engine.running, waiting=stats.waiting, running=stats.running,
+                      uptime_seconds=round(time.time() - ctx.started_at, 3))
+
+    @strawberry.field(description="The model being served and the limits that apply.")
+    def model(self, info: Info[Context, None]) -> ModelInfo:
+        e, s = info.context.engine.info(), info.context.settings
+        return ModelInfo(
+            name=e.name, source=e.source, parameters=e.parameters, context_length=e.context_length,
+            device=e.device, dtype=e.dtype,
+            limits=Limits(max_batch_items=s.max_batch_items, max_tokens=e.max_new_tokens_cap,
+                          default_max_tokens=e.default_max_new_tokens, max_running=e.max_running,
+                          max_waiting=e.max_waiting, max_prompt_chars=s.max_prompt_chars),
+        )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Answer one chat.")
+    async def chat(self, info: Info[Context, None], input: ChatInput) -> ChatResult:
+        return (await answer(info.context, [input]))[0]
+
+    @strawberry.mutation(description="Answer many chats in one engine batch; one result per chatId, in order.")
+    async def chat_batched(self, info: Info[Context, None], inputs: list[ChatInput]) -> ChatBatchResult:
+        limit = info.context.settings.max_batch_items
+        if len(inputs) > limit:
+            raise BatchTooLarge(len(inputs), limit)
+        results = await answer(info.context, inputs)
+        succeeded = sum(isinstance(r, ChatSuccess) for r in results)
+        failed = len(results) - succeeded
+        return ChatBatchResult(results=results, partial_success=succeeded > 0 and failed > 0,
+                               succeeded=succeeded, failed=failed)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Stream one chat: a ChatToken per text delta, then ChatSuccess or ChatError.")
+    async def chat_stream(self, info: Info[Context, None], input: ChatInput) -> AsyncGenerator[ChatStreamEvent, None]:
+        ctx = info.context
+        chat_id = str(input.chat_id)
+        request = to_request(input, ctx.settings, ctx.request_id)
+        if isinstance(request, ChatError):
+            yield request
+            return
+        try:
+            async for event in ctx.engine.stream(request):
+                if isinstance(event, TokenDelta):
+                    yield ChatToken(chat_id=chat_id, index=event.index, delta=event.text)
+                else:
+                    yield success(chat_id, event)
+        except EngineError as exc:
+            yield chat_error(chat_id, exc)
+
+
+def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
+    settings = settings or ApiSettings()
+    extensions = [
+        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+        MaskUnexpectedErrors,
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection)
+    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+
+
+schema = build_schema()

@@ -1,0 +1,25 @@
+"""API settings: environment variables (or CLI flags), validated once."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the GraphQL server binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the GraphQL server.")
+    default_system_prompt: str = Field("You are a helpful assistant.", description="Used when a chat gives none.")
+    max_batch_items: int = Field(64, ge=1, description="Largest chatBatched list; larger is BATCH_TOO_LARGE.")
+    max_prompt_chars: int = Field(32_000, ge=1, description="Longest userPrompt, systemPrompt or history message.")
+    max_history: int = Field(64, ge=0, description="Most earlier turns in one chat.")
+    max_query_depth: int = Field(10, ge=1, description="Deepest query accepted.")
+    max_aliases: int = Field(20, ge=1, description="Most aliases in one operation.")
+    max_query_tokens: int = Field(2000, ge=1, description="Most tokens in one GraphQL document.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest HTTP request body.")
+    max_subscriptions_per_connection: int = Field(8, ge=1, description="Open chatStream operations per WebSocket.")
+    connection_init_timeout_s: float = Field(5.0, gt=0, description="graphql-transport-ws: time to send connection_init.")
+    graphiql: bool = Field(True, description="Serve GraphiQL at GET /graphql.")
+    introspection: bool = Field(True, description="Allow schema introspection.")

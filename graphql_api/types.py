@@ -1,0 +1,141 @@
+"""The GraphQL types: inputs, results as unions (errors are data), health and model info."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+
+@strawberry.enum(description="Why generation ended.")
+class FinishReason(Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@strawberry.enum(description="What went wrong for one chat.")
+class ChatErrorCode(Enum):
+    INVALID_INPUT = "INVALID_INPUT"
+    PROMPT_TOO_LONG = "PROMPT_TOO_LONG"
+    DUPLICATE_CHAT_ID = "DUPLICATE_CHAT_ID"
+    OVERLOADED = "OVERLOADED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+@strawberry.enum
+class ChatRole(Enum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@strawberry.input(description="An earlier turn of the conversation.")
+class ChatMessageInput:
+    role: ChatRole
+    content: str
+
+
+@strawberry.input(description="Generation options; absent ones take the server's defaults.")
+class GenerationOptions:
+    max_tokens: int | None = strawberry.field(default=None, description="New tokens at most (default 256).")
+    temperature: float | None = strawberry.field(default=None, description="0 (default) is greedy; up to 2.")
+    top_p: float | None = strawberry.field(default=None, description="Nucleus sampling, in (0, 1].")
+    top_k: int | None = strawberry.field(default=None, description="Sample from the k likeliest; 0 is off.")
+    seed: int | None = strawberry.field(default=None, description="Same seed, same sampled text.")
+    stop: list[str] | None = strawberry.field(default=None, description="Strings that end the answer (cut from it).")
+
+
+@strawberry.input
+class ChatInput:
+    chat_id: strawberry.ID
+    user_prompt: str
+    system_prompt: str | None = strawberry.field(default=None, description="A sensible default when absent.")
+    history: list[ChatMessageInput] | None = None
+    options: GenerationOptions | None = None
+
+
+@strawberry.type
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@strawberry.type(description="Milliseconds from arrival.")
+class Timings:
+    queued_ms: float
+    time_to_first_token_ms: float | None
+    total_ms: float
+
+
+@strawberry.type
+class ChatSuccess:
+    chat_id: strawberry.ID
+    response: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+
+
+@strawberry.type(description="Why one chat got no answer. chatId is the id as sent (it may be blank when "
+                              "that is the error), non-null like ChatSuccess.chatId so both can be selected together.")
+class ChatError:
+    chat_id: strawberry.ID
+    code: ChatErrorCode
+    message: str
+    field: str | None = None
+
+
+ChatResult = Annotated[ChatSuccess | ChatError, strawberry.union("ChatResult")]
+
+
+@strawberry.type
+class ChatBatchResult:
+    results: list[ChatResult]
+    partial_success: bool
+    succeeded: int
+    failed: int
+
+
+@strawberry.type(description="One piece of streamed text; index counts from 0.")
+class ChatToken:
+    chat_id: strawberry.ID
+    index: int
+    delta: str
+
+
+ChatStreamEvent = Annotated[ChatToken | ChatSuccess | ChatError, strawberry.union("ChatStreamEvent")]
+
+
+@strawberry.type
+class Health:
+    ready: bool
+    waiting: int
+    running: int
+    uptime_seconds: float
+
+
+@strawberry.type
+class Limits:
+    max_batch_items: int
+    max_tokens: int
+    default_max_tokens: int
+    max_running: int
+    max_waiting: int
+    max_prompt_chars: int
+
+
+@strawberry.type
+class ModelInfo:
+    name: str
+    source: str
+    parameters: int
+    context_length: int
+    device: str
+    dtype: str
+    limits: Limits

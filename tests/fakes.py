@@ -1,0 +1,70 @@
+"""A deterministic stand-in engine for fast API-shape tests (never for claims about the model)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from inference.async_engine import TokenDelta
+from inference.engine import Completion, EngineInfo, EngineStats, Timings, Usage
+from inference.errors import EngineError
+from inference.params import ChatRequest
+from inference.sequence import FinishReason
+
+
+class FakeEngine:
+    """Answers "echo: <prompt>" word by word; validates options like the real engine."""
+
+    max_new_tokens_cap = 1024
+
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.batch_calls: list[int] = []
+        self.fail_with = fail_with
+        self.open_streams = 0
+        self._running = False
+
+    async def start(self) -> None:
+        self._running = True
+
+    async def stop(self) -> None:
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=self.open_streams)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo("fake", "", 1, 2048, "cpu", "float32", self.max_new_tokens_cap, 256, 64, 256)
+
+    def _answer(self, request: ChatRequest) -> Completion | EngineError:
+        try:
+            request.validate(self.max_new_tokens_cap)
+        except EngineError as exc:
+            return exc
+        text = "echo: " + request.messages[-1].content
+        return Completion(request.request_id, text, FinishReason.STOP, Usage(3, len(text.split())),
+                          Timings(0.0, 1.0, 2.0))
+
+    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
+        self.batch_calls.append(len(requests))
+        if self.fail_with is not None:
+            raise self.fail_with
+        await asyncio.sleep(0)
+        return [self._answer(r) for r in requests]
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
+        result = self._answer(request)
+        if isinstance(result, EngineError):
+            raise result
+        self.open_streams += 1
+        try:
+            words = result.text.split(" ")
+            for i, word in enumerate(words):
+                await asyncio.sleep(0.01)
+                yield TokenDelta(i, word if i == 0 else " " + word)
+            yield result
+        finally:
+            self.open_streams -= 1
