@@ -18,10 +18,36 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from .engine import Completion, EngineInfo, EngineStats, LLMEngine, Prepared, StepOutput, engine_info
-from .errors import EngineError, EngineFault, EngineStopped, Overloaded
+from .errors import EngineError, EngineFault, EngineStopped, Overloaded, RequestTimeout
+from .metrics import EngineMetrics
 from .params import ChatRequest
 
 log = logging.getLogger(__name__)
+
+
+class Ticket:
+    """A submitted request. Awaiting ``result()`` drains it; cancelling that await, or its
+    deadline passing, aborts the sequence (it leaves the batch at the next step)."""
+
+    def __init__(self, engine: AsyncEngine, seq_id: int) -> None:
+        self.engine = engine
+        self.seq_id = seq_id
+
+    async def result(self, timeout: float | None = None) -> Completion | EngineError:
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in self.engine._events(self.seq_id):
+                    if isinstance(event, Completion):
+                        return event
+        except EngineError as exc:
+            return exc
+        except TimeoutError:
+            return RequestTimeout(f"the request exceeded its deadline of {timeout:g} s")
+        return EngineFault("the stream ended without a result")
+
+
+async def _result(entry: Ticket | EngineError, timeout: float | None) -> Completion | EngineError:
+    return entry if isinstance(entry, EngineError) else await entry.result(timeout)
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._info = engine_info(engine)
+        self.metrics = EngineMetrics(self.stats)
 
     @property
     def running(self) -> bool:
@@ -70,34 +97,35 @@ class AsyncEngine:
         running = len(self.engine.scheduler.running)
         return replace(s, running=running, waiting=max(0, len(self._queues) - running))
 
-    # --- the three ways in; all go through _submit and _events -----------------------------
+    # --- the ways in; all go through submit() and _events() ------------------------------
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         """Yield text deltas, then the Completion. Raises an EngineError if the request fails."""
-        [entry] = self._submit([request])
+        [entry] = self.submit([request])
         if isinstance(entry, EngineError):
             raise entry
-        async for event in self._events(entry):
+        async for event in self._events(entry.seq_id):
             yield event
 
-    async def generate(self, request: ChatRequest) -> Completion:
+    async def generate(self, request: ChatRequest, timeout: float | None = None) -> Completion:
         """The whole answer: the stream, drained."""
-        result = (await self.generate_batch([request]))[0]
+        result = (await self.generate_batch([request], timeout))[0]
         if isinstance(result, EngineError):
             raise result
         return result
 
-    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
+    async def generate_batch(self, requests: Sequence[ChatRequest],
+                             timeout: float | None = None) -> list[Completion | EngineError]:
         """One result per request, in order; a failed request gets its error in its place."""
-        return list(await asyncio.gather(*(self._drain(e) for e in self._submit(requests))))
+        tickets = self.submit(requests)
+        return list(await asyncio.gather(*(_result(t, timeout) for t in tickets)))
 
-    # --- internals -----------------------------------------------------------------------------
-
-    def _submit(self, requests: Sequence[ChatRequest]) -> list[int | EngineError]:
-        """Validate each request and hand the valid ones to the worker in one message."""
+    def submit(self, requests: Sequence[ChatRequest]) -> list[Ticket | EngineError]:
+        """Validate each request and hand the valid ones to the step loop in one message: they
+        are prefilled together at the next step. Returns a Ticket or the error, per request."""
         if not self.running:
             return [EngineStopped("the engine is not running") for _ in requests]
-        entries: list[int | EngineError] = []
+        entries: list[Ticket | EngineError] = []
         batch: list[tuple[int, Prepared]] = []
         for request in requests:
             try:
@@ -113,42 +141,34 @@ class AsyncEngine:
             seq_id = next(self._ids)
             self._queues[seq_id] = asyncio.Queue()
             batch.append((seq_id, prepared))
-            entries.append(seq_id)
+            entries.append(Ticket(self, seq_id))
         if batch:
             self._inbox.put(("add", batch))
         return entries
 
-    async def _drain(self, entry: int | EngineError) -> Completion | EngineError:
-        if isinstance(entry, EngineError):
-            return entry
-        try:
-            async for event in self._events(entry):
-                if isinstance(event, Completion):
-                    return event
-        except EngineError as exc:
-            return exc
-        return EngineFault("the stream ended without a result")
+    # --- internals -----------------------------------------------------------------------------
 
     async def _events(self, seq_id: int) -> AsyncIterator[TokenDelta | Completion]:
+        """The request's deltas, then its Completion (or its error raised). Leaving early, by
+        close or cancellation, aborts the sequence."""
         q = self._queues[seq_id]
         index = 0
-        done = False
         try:
             while True:
                 out = await q.get()
-                if out.error is not None:
-                    done = True
-                    raise out.error
+                if out.error is not None or out.completion is not None:
+                    del self._queues[seq_id]  # finished: nothing to abort, and capacity is free now
                 if out.delta:
                     yield TokenDelta(index, out.delta)
                     index += 1
+                if out.error is not None:
+                    raise out.error
                 if out.completion is not None:
-                    done = True
+                    self.metrics.observe(out.completion)
                     yield out.completion
                     return
         finally:
-            self._queues.pop(seq_id, None)
-            if not done:
+            if self._queues.pop(seq_id, None) is not None:
                 self._inbox.put(("abort", seq_id))
 
     def _work(self) -> None:
@@ -157,7 +177,10 @@ class AsyncEngine:
             try:
                 if self._take_commands(block=not self.engine.has_work()):
                     return
+                steps = self.engine.stats.steps
                 outputs = self.engine.step()
+                if self.engine.stats.steps != steps:
+                    self.metrics.observe_step(self.engine.stats.last_batch_size)
             except Exception:  # noqa: BLE001 - the loop must survive; its requests must not hang
                 log.exception("engine loop error")
                 outputs = self._abort_all()

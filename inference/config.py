@@ -36,6 +36,9 @@ class EngineConfig(BaseSettings):
     max_model_len: int = Field(2048, ge=16, description="Prompt + new tokens per sequence.")
     max_new_tokens_cap: int = Field(1024, ge=1, description="Largest max_new_tokens a request may ask.")
     default_max_new_tokens: int = Field(256, ge=1, description="max_new_tokens when a request gives none.")
+    prefix_cache_entries: int = Field(
+        16, ge=0, description="Recent prompts whose KV is kept to skip prefilling a shared prefix; 0 is off."
+    )
     max_prefill_tokens: int = Field(
         256, ge=1, description="Prompt tokens prefilled per step; longer prompts are chunked."
     )

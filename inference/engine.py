@@ -77,8 +77,11 @@ class EngineStats:
     running: int = 0
     steps: int = 0
     tokens_generated: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens computed
+    cached_prompt_tokens: int = 0  # prompt tokens reused from the prefix cache
     last_batch_size: int = 0
+    step_seconds: float = 0.0  # wall time inside step(), all of it
+    forward_seconds: float = 0.0  # of which the model's forward pass
 
 
 class LLMEngine:
@@ -88,8 +91,8 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.source = source
         self.max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
-        self.runner = ModelRunner(model, config.max_running, self.max_model_len)
-        self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens)
+        self.runner = ModelRunner(model, config.max_running, self.max_model_len, config.prefix_cache_entries)
+        self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, on_admit=self._reuse_prefix)
         self.eos_ids = frozenset(self._eos_ids())
         self.stats = EngineStats()
         self._seqs: dict[int, tuple[Sequence, Prepared, IncrementalText]] = {}
@@ -137,26 +140,36 @@ class LLMEngine:
             return None
         return self._end(seq_id, FinishReason.CANCELLED, RequestCancelled("request cancelled"))
 
+    def _reuse_prefix(self, seq: Sequence) -> None:
+        seq.num_computed = self.runner.prefix_cache.reuse(seq.prompt_ids, seq.slot)
+        self.stats.cached_prompt_tokens += seq.num_computed
+
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
     def step(self) -> list[StepOutput]:
+        started = time.perf_counter()
         plan = self.scheduler.schedule()
         if not plan:
             return []
-        now = time.perf_counter()
         for s in plan:
             if s.seq.scheduled_at is None:
-                s.seq.scheduled_at = now
+                s.seq.scheduled_at = started
         try:
             tokens = self.runner.step(plan)
+            self.stats.forward_seconds += self.runner.last_forward_seconds
         except Exception as exc:  # noqa: BLE001 - a failed step ends its requests, not the engine
             log.exception("model step failed; ending %d requests", len(plan))
             fault = EngineFault(f"model step failed: {type(exc).__name__}")
             return [self._end(s.seq.seq_id, FinishReason.ERROR, fault) for s in plan]
         sampled = [s.seq for s in plan if s.samples]
+        for seq in sampled:
+            if not seq.output_ids:  # its prompt is complete in the KV cache now
+                self.runner.prefix_cache.store(seq.prompt_ids, seq.slot)
         self._count(plan, len(tokens))
-        return [self._advance(seq, token) for seq, token in zip(sampled, tokens, strict=True)]
+        outputs = [self._advance(seq, token) for seq, token in zip(sampled, tokens, strict=True)]
+        self.stats.step_seconds += time.perf_counter() - started
+        return outputs
 
     def _count(self, plan: list, sampled: int) -> None:
         for s in plan:

@@ -36,6 +36,10 @@ class Overloaded(EngineError):
     code = "OVERLOADED"
 
 
+class RequestTimeout(EngineError):
+    code = "TIMEOUT"
+
+
 class RequestCancelled(EngineError):
     code = "CANCELLED"
 

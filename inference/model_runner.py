@@ -8,6 +8,8 @@ value into its sequence's KV slot and attends over that slot.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,54 @@ class SlotKVCache:
         self.v = buf[:, 1]
         self.max_len = max_len
         self.bytes_per_token = layers * 2 * kv_heads * head_dim * buf.element_size()
+
+
+class PrefixCache:
+    """Keys and values of recent prompts, so a new prompt that starts the same way (the system
+    prompt and chat template, earlier turns) skips prefilling that part. Least recently used
+    entries go first; memory is at most ``entries * max_tokens`` tokens of KV."""
+
+    def __init__(self, cache: SlotKVCache, entries: int, max_tokens: int = 1024, min_match: int = 4) -> None:
+        self.cache = cache
+        self.capacity = entries
+        self.max_tokens = max_tokens
+        self.min_match = min_match
+        self._entries: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+
+    def reuse(self, prompt: list[int], slot: int) -> int:
+        """Copy the longest cached prefix of ``prompt`` into ``slot``; return its length.
+        At least the prompt's last token is left to compute (its logits give the first token)."""
+        best, best_kv = 0, None
+        for ids, kv in self._entries.items():
+            n = common_prefix(ids, prompt, len(prompt) - 1)
+            if n > best:
+                best, best_kv, best_ids = n, kv, ids
+        if best < self.min_match:
+            return 0
+        self._entries.move_to_end(best_ids)
+        self.cache.k[:, slot, :, :best] = best_kv[:, 0, :, :best]
+        self.cache.v[:, slot, :, :best] = best_kv[:, 1, :, :best]
+        return best
+
+    def store(self, prompt: list[int], slot: int) -> None:
+        if self.capacity == 0:
+            return
+        n = min(len(prompt), self.max_tokens)
+        key = tuple(prompt[:n])
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        self._entries[key] = torch.stack((self.cache.k[:, slot, :, :n], self.cache.v[:, slot, :, :n]), dim=1).clone()
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+def common_prefix(a: tuple[int, ...], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 @dataclass
@@ -111,7 +161,7 @@ AttentionInterface.register(ATTENTION_NAME, slot_attention)
 class ModelRunner:
     """Runs steps of the model for a list of scheduled sequences and samples their next tokens."""
 
-    def __init__(self, model: torch.nn.Module, max_slots: int, max_len: int) -> None:
+    def __init__(self, model: torch.nn.Module, max_slots: int, max_len: int, prefix_cache_entries: int = 16) -> None:
         cfg = model.config
         self.model = model
         self.device = next(model.parameters()).device
@@ -119,17 +169,21 @@ class ModelRunner:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.cache = SlotKVCache(cfg.num_hidden_layers, max_slots, cfg.num_key_value_heads, max_len,
                                  head_dim, next(model.parameters()).dtype, self.device)
+        self.prefix_cache = PrefixCache(self.cache, prefix_cache_entries)
         self._generators: dict[int, torch.Generator] = {}
         self._dummy_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device)
+        self.last_forward_seconds = 0.0
 
     @torch.inference_mode()
     def step(self, plan: list[Scheduled]) -> list[int]:
         """Compute the plan's tokens; return the next token of each entry whose ``samples`` is set."""
         ids, batch, keep = self._pack(plan)
+        started = time.perf_counter()
         logits = self.model(
             input_ids=ids[None], position_ids=batch.tok_pos[None], attention_mask=self._dummy_mask,
             use_cache=False, logits_to_keep=keep, step_batch=batch,
         ).logits[0]
+        self.last_forward_seconds = time.perf_counter() - started
         return self._sample(logits, [s.seq for s in plan if s.samples])
 
     def _pack(self, plan: list[Scheduled]) -> tuple[torch.Tensor, StepBatch, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from .async_engine import TokenDelta
+from .async_engine import Ticket, TokenDelta
 from .engine import Completion, EngineInfo, EngineStats
 from .errors import EngineError
 from .params import ChatRequest
@@ -24,5 +24,7 @@ class EngineClient(Protocol):
     def info(self) -> EngineInfo: ...
 
     def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]: ...
+
+    def submit(self, requests: Sequence[ChatRequest]) -> list[Ticket | EngineError]: ...
 
     async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .sequence import FinishReason, Sequence, Status
@@ -29,7 +30,11 @@ class Scheduled:
 
 
 class Scheduler:
-    def __init__(self, max_running: int, max_prefill_tokens: int) -> None:
+    def __init__(self, max_running: int, max_prefill_tokens: int,
+                 on_admit: Callable[[Sequence], None] | None = None) -> None:
+        """``on_admit`` runs when a sequence gets its slot; it may advance ``num_computed``
+        (a reused cached prefix), and the step then computes only the rest."""
+        self.on_admit = on_admit
         self.max_running = max_running
         self.max_prefill_tokens = max_prefill_tokens
         self.waiting: deque[Sequence] = deque()
@@ -67,6 +72,8 @@ class Scheduler:
         seq.slot = heapq.heappop(self._free_slots)
         seq.status = Status.RUNNING
         self.running.append(seq)
+        if self.on_admit is not None:
+            self.on_admit(seq)
 
     def finish(self, seq: Sequence, reason: FinishReason) -> None:
         """Take ``seq`` out of the scheduler (waiting or running) and free its slot."""

@@ -177,3 +177,14 @@ async def test_a_failing_step_ends_every_request_in_flight_and_the_engine_serves
         assert "Paris" in after.text
     finally:
         await ae.stop()
+
+
+async def test_a_shared_prompt_prefix_is_reused_and_the_answer_is_unchanged(engine: AsyncEngine):
+    await engine.generate(chat("Name a fruit.", max_new_tokens=4))
+    cached = engine.engine.stats.cached_prompt_tokens
+    request = chat("Name a large animal that lives in Africa.", max_new_tokens=32)
+    result = await engine.generate(request)
+    reused = engine.engine.stats.cached_prompt_tokens - cached
+    assert reused >= 10, "the system prompt and template tokens should come from the prefix cache"
+    assert reused < result.usage.prompt_tokens
+    assert result.text == reference_text(engine.engine, request, 32)

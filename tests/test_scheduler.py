@@ -67,3 +67,14 @@ def test_finishing_a_waiting_sequence_removes_it():
     assert list(sch.waiting) == [] and b.status is Status.FINISHED
     sch.finish(a, FinishReason.CANCELLED)
     assert not sch.has_work()
+
+
+def test_on_admit_can_skip_a_cached_prefix():
+    def reuse(s: Sequence) -> None:
+        s.num_computed = 6
+
+    sch = Scheduler(max_running=2, max_prefill_tokens=100, on_admit=reuse)
+    a = seq(0, 10)
+    sch.add(a)
+    [planned] = sch.schedule()
+    assert (planned.num_new, planned.samples) == (4, True)
