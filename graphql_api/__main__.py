@@ -7,12 +7,43 @@ import time
 STARTED = time.perf_counter()
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 
 import uvicorn  # noqa: E402
 
-from .app import create_app  # noqa: E402
+from .app import State, create_app  # noqa: E402
+from .observability import configure_logging  # noqa: E402
 from .settings import ApiSettings  # noqa: E402
+
+log = logging.getLogger("graphql_api")
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: readiness goes to 503 and new chats get UNAVAILABLE at once, chats in
+    flight get up to ``drain_timeout_s`` to finish, then the server stops (the engine's stop ends
+    any left with an error) and the process exits 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, state: State) -> None:
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.state.draining or self.state.engine is None:
+            return super().handle_exit(sig, frame)
+        self.state.draining = True
+        log.info("draining: %d chats in flight, up to %.0f s", self.state.in_flight(),
+                 self.state.settings.drain_timeout_s)
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_exit()))
+
+    async def _drain_then_exit(self) -> None:
+        deadline = time.monotonic() + self.state.settings.drain_timeout_s
+        while self.state.in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        log.info("drained (%d chats left); stopping", self.state.in_flight())
+        self.should_exit = True  # not uvicorn's handle_exit: it would re-raise the signal, and we exit 0
 
 
 def main() -> None:
@@ -22,19 +53,19 @@ def main() -> None:
     parser.add_argument("--model-path", help="a .gguf file or HF model directory (MODEL_PATH)")
     args = parser.parse_args()
     if args.model_path:
-        import os
-
         os.environ["MODEL_PATH"] = args.model_path
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = ApiSettings(**overrides)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
 
     def ready() -> None:
         print(f"Ready in {time.perf_counter() - STARTED:.1f} s: GraphiQL at "
               f"http://{settings.host}:{settings.port}/graphql", flush=True)
 
-    uvicorn.run(create_app(settings, on_ready=ready), host=settings.host, port=settings.port,
-                log_level="warning", ws="websockets-sansio")
+    app = create_app(settings, on_ready=ready)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            ws="websockets-sansio", timeout_graceful_shutdown=5)
+    DrainingServer(config, app.state.api).run()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,7 +25,8 @@ from inference.protocol import EngineClient
 
 from .context import Context
 from .loaders import ChatLoader
-from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from .observability import ApiMetrics
+from .middleware import BodySizeLimitMiddleware, CancelOnDisconnectMiddleware, RequestIdMiddleware
 from .schema import build_schema
 from .settings import ApiSettings
 
@@ -39,6 +41,12 @@ class State:
         self.engine: EngineClient | None = None
         self._loader: ChatLoader | None = None
         self.started_at = time.time()
+        self.metrics = ApiMetrics()
+        self.draining = False
+
+    def in_flight(self) -> int:
+        stats = self.engine.stats()
+        return stats.running + stats.waiting
 
     @property
     def loader(self) -> ChatLoader:
@@ -64,7 +72,8 @@ class GraphQLApp(GraphQL):
         state = self.state
         request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
         return Context(engine=state.engine, loader=state.loader, settings=state.settings,
-                       request_id=request_id, started_at=state.started_at)
+                       request_id=request_id, started_at=state.started_at, metrics=state.metrics,
+                       draining=lambda: state.draining)
 
 
 def embedded_engine(config: EngineConfig | None = None) -> EngineClient:
@@ -101,19 +110,28 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ready = state.engine is not None and state.engine.running
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        ready = state.engine is not None and state.engine.running and not state.draining
+        return JSONResponse({"ready": ready, "draining": state.draining}, status_code=200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        body = generate_latest(state.metrics.registry)
+        engine_metrics = getattr(state.engine, "metrics", None)
+        if engine_metrics is not None:
+            body += generate_latest(engine_metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     graphql = GraphQLApp(state)
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
         middleware=[Middleware(RequestIdMiddleware),
-                    Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)],
+                    Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+                    Middleware(CancelOnDisconnectMiddleware)],
         lifespan=lifespan,
     )
     app.state.api = state

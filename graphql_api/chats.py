@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from inference.engine import Completion
@@ -11,6 +12,7 @@ from inference.params import ChatMessage, ChatRequest, SamplingParams
 
 from .context import Context
 from .errors import chat_error, invalid
+from .observability import log_operation
 from .settings import ApiSettings
 from .types import (ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, FinishReason,
                     Timings, Usage)
@@ -64,8 +66,33 @@ def success(chat_id: str, c: Completion) -> ChatSuccess:
     )
 
 
-async def answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]:
+def outcome(result: ChatResult) -> str:
+    return "SUCCESS" if isinstance(result, ChatSuccess) else result.code.name
+
+
+def record(ctx: Context, operation: str, chat_ids: list[str], results: list[ChatResult], started: float) -> None:
+    outcomes = [outcome(r) for r in results]
+    for o in outcomes:
+        ctx.metrics.chats.labels(operation, o).inc()
+    log_operation(ctx.request_id, operation, list(zip(chat_ids, outcomes, strict=True)), started)
+
+
+def unavailable(chat_id: str) -> ChatError:
+    return ChatError(chat_id=chat_id, code=ChatErrorCode.UNAVAILABLE, field=None,
+                     message="the server is shutting down; retry on another replica")
+
+
+async def answer(ctx: Context, inputs: Sequence[ChatInput], operation: str) -> list[ChatResult]:
     """One result per input, in order: valid chats go to the DataLoader in this same tick."""
+    started = time.perf_counter()
+    results = await _answer(ctx, inputs)
+    record(ctx, operation, [str(i.chat_id) for i in inputs], results, started)
+    return results
+
+
+async def _answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]:
+    if ctx.draining():
+        return [unavailable(str(i.chat_id)) for i in inputs]
     results: list[ChatResult | None] = [None] * len(inputs)
     pending: list[tuple[int, str, ChatRequest]] = []
     seen: set[str] = set()
@@ -88,6 +115,8 @@ async def answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]:
 
 async def _load(ctx: Context, chat_id: str, request: ChatRequest) -> ChatResult:
     try:
-        return success(chat_id, await ctx.loader.load(request))
+        ticket = await ctx.loader.load(request)
     except EngineError as exc:
         return chat_error(chat_id, exc)
+    result = await ticket.result(ctx.settings.request_timeout_s)
+    return chat_error(chat_id, result) if isinstance(result, EngineError) else success(chat_id, result)

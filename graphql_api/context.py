@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 from inference.protocol import EngineClient
 
 from .loaders import ChatLoader
+from .observability import ApiMetrics
 from .settings import ApiSettings
 
 
@@ -18,3 +20,5 @@ class Context:
     settings: ApiSettings
     request_id: str
     started_at: float
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    draining: Callable[[], bool] = lambda: False

@@ -6,16 +6,18 @@ from collections.abc import Sequence
 
 from aiodataloader import DataLoader
 
-from inference.engine import Completion
+from inference.async_engine import Ticket
 from inference.errors import EngineError
 from inference.params import ChatRequest
 from inference.protocol import EngineClient
 
 
-class ChatLoader(DataLoader[ChatRequest, Completion]):
+class ChatLoader(DataLoader[ChatRequest, Ticket]):
     """One loader per engine, caching off: it outlives operations so that chats from a
-    ``chatBatched`` list and from concurrent requests coalesce; no result is ever shared.
-    A failed chat's EngineError is raised to that chat's caller only."""
+    ``chatBatched`` list and from concurrent requests coalesce into one ``engine.submit`` call;
+    no result is ever shared. Each caller gets its own Ticket and awaits it, so a caller that
+    goes away (client disconnect, deadline) aborts only its own chat. A chat the engine refuses
+    raises its EngineError to that caller only."""
 
     def __init__(self, engine: EngineClient, max_batch_size: int | None = None) -> None:
         super().__init__(cache=False, max_batch_size=max_batch_size)
@@ -23,7 +25,7 @@ class ChatLoader(DataLoader[ChatRequest, Completion]):
         self.batch_calls = 0
         self.items = 0
 
-    async def batch_load_fn(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
+    async def batch_load_fn(self, requests: Sequence[ChatRequest]) -> list[Ticket | EngineError]:
         self.batch_calls += 1
         self.items += len(requests)
-        return await self.engine.generate_batch(list(requests))
+        return self.engine.submit(list(requests))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 
@@ -11,13 +12,13 @@ from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.types import Info
 
 from inference.async_engine import TokenDelta
-from inference.errors import EngineError
+from inference.errors import EngineError, RequestTimeout
 
-from .chats import answer, success, to_request
+from .chats import answer, record, success, to_request, unavailable
 from .context import Context
 from .errors import BatchTooLarge, MaskUnexpectedErrors, chat_error
 from .settings import ApiSettings
-from .types import (ChatBatchResult, ChatError, ChatInput, ChatResult, ChatStreamEvent, ChatSuccess,
+from .types import (ChatBatchResult, ChatError, ChatErrorCode, ChatInput, ChatResult, ChatStreamEvent, ChatSuccess,
                     ChatToken, Health, Limits, ModelInfo)
 
 
@@ -46,14 +47,14 @@ class Query:
 class Mutation:
     @strawberry.mutation(description="Answer one chat.")
     async def chat(self, info: Info[Context, None], input: ChatInput) -> ChatResult:
-        return (await answer(info.context, [input]))[0]
+        return (await answer(info.context, [input], "chat"))[0]
 
     @strawberry.mutation(description="Answer many chats in one engine batch; one result per chatId, in order.")
     async def chat_batched(self, info: Info[Context, None], inputs: list[ChatInput]) -> ChatBatchResult:
         limit = info.context.settings.max_batch_items
         if len(inputs) > limit:
             raise BatchTooLarge(len(inputs), limit)
-        results = await answer(info.context, inputs)
+        results = await answer(info.context, inputs, "chatBatched")
         succeeded = sum(isinstance(r, ChatSuccess) for r in results)
         failed = len(results) - succeeded
         return ChatBatchResult(results=results, partial_success=succeeded > 0 and failed > 0,
@@ -66,18 +67,35 @@ class Subscription:
     async def chat_stream(self, info: Info[Context, None], input: ChatInput) -> AsyncGenerator[ChatStreamEvent, None]:
         ctx = info.context
         chat_id = str(input.chat_id)
-        request = to_request(input, ctx.settings, ctx.request_id)
-        if isinstance(request, ChatError):
-            yield request
-            return
+        started = time.perf_counter()
+        final: ChatResult = ChatError(chat_id=chat_id, code=ChatErrorCode.CANCELLED, message="unsubscribed")
         try:
+            async for event in _stream(ctx, input):
+                if not isinstance(event, ChatToken):
+                    final = event
+                yield event
+        finally:
+            record(ctx, "chatStream", [chat_id], [final], started)
+
+
+async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEvent, None]:
+    chat_id = str(input.chat_id)
+    request = unavailable(chat_id) if ctx.draining() else to_request(input, ctx.settings, ctx.request_id)
+    if isinstance(request, ChatError):
+        yield request
+        return
+    timeout = ctx.settings.request_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
             async for event in ctx.engine.stream(request):
                 if isinstance(event, TokenDelta):
                     yield ChatToken(chat_id=chat_id, index=event.index, delta=event.text)
                 else:
                     yield success(chat_id, event)
-        except EngineError as exc:
-            yield chat_error(chat_id, exc)
+    except EngineError as exc:
+        yield chat_error(chat_id, exc)
+    except TimeoutError:
+        yield chat_error(chat_id, RequestTimeout(f"the request exceeded its deadline of {timeout:g} s"))
 
 
 def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:

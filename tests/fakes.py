@@ -12,6 +12,15 @@ from inference.params import ChatRequest
 from inference.sequence import FinishReason
 
 
+class FakeTicket:
+    def __init__(self, completion: Completion) -> None:
+        self.completion = completion
+
+    async def result(self, timeout: float | None = None) -> Completion:
+        await asyncio.sleep(0)
+        return self.completion
+
+
 class FakeEngine:
     """Answers "echo: <prompt>" word by word; validates options like the real engine."""
 
@@ -48,12 +57,15 @@ class FakeEngine:
         return Completion(request.request_id, text, FinishReason.STOP, Usage(3, len(text.split())),
                           Timings(0.0, 1.0, 2.0))
 
-    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
+    def submit(self, requests: Sequence[ChatRequest]) -> list[FakeTicket | EngineError]:
         self.batch_calls.append(len(requests))
         if self.fail_with is not None:
             raise self.fail_with
-        await asyncio.sleep(0)
-        return [self._answer(r) for r in requests]
+        answers = [self._answer(r) for r in requests]
+        return [a if isinstance(a, EngineError) else FakeTicket(a) for a in answers]
+
+    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
+        return [t if isinstance(t, EngineError) else await t.result() for t in self.submit(requests)]
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         result = self._answer(request)

@@ -139,4 +139,37 @@ async def test_probes(live):
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{live.url}/healthz")).status_code == 200
         ready = await client.get(f"{live.url}/readyz")
-    assert ready.status_code == 200 and ready.json() == {"ready": True}
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "draining": False}
+
+
+async def test_a_client_that_drops_a_chat_mutation_frees_its_slot(live, engine):
+    body = json.dumps({"query": CHAT, "variables": {"input": {
+        "chatId": "gone", "userPrompt": "Write a long essay about mountains.", "options": {"maxTokens": 500}}}}).encode()
+    host, port = live.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+    await wait_for(lambda: engine.stats().running == 1 and engine.engine.stats.tokens_generated > 0)
+    tokens = engine.engine.stats.tokens_generated
+    writer.close()
+    await wait_for(lambda: engine.stats().running == 0, timeout=3)
+    assert engine.engine.stats.tokens_generated - tokens < 100, "generation stopped soon after the disconnect"
+
+
+async def test_a_chat_past_its_deadline_gets_timeout_and_frees_its_slot(engine):
+    from conftest import start_server
+    from graphql_api.app import create_app
+    from graphql_api.settings import ApiSettings
+
+    server, task, url = await start_server(create_app(ApiSettings(request_timeout_s=0.5), engine=engine))
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(f"{url}/graphql", json={"query": CHAT, "variables": {"input": {
+                "chatId": "slow", "userPrompt": "Write a long essay about rivers.", "options": {"maxTokens": 500}}}})
+        chat = response.json()["data"]["chat"]
+        assert (chat["code"], chat["chatId"]) == ("TIMEOUT", "slow") and "0.5 s" in chat["message"]
+        await wait_for(lambda: engine.stats().running == 0, timeout=3)
+    finally:
+        server.should_exit = True
+        await task

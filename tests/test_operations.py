@@ -1,0 +1,78 @@
+"""Operability: metrics, operation logs, readiness and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from test_api_http import CHAT, post, wait_for
+
+
+async def test_metrics_expose_engine_and_api_series(live):
+    await post(live, CHAT, {"input": {"chatId": "m1", "userPrompt": "Say hi.", "options": {"maxTokens": 8}}})
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{live.url}/metrics")).text
+    for series in ("smollm_num_requests_running", "smollm_num_requests_waiting", "smollm_batch_size_bucket",
+                   "smollm_time_to_first_token_seconds_count", "smollm_e2e_request_latency_seconds_count",
+                   "smollm_time_per_output_token_seconds_count", "smollm_request_queue_time_seconds_count",
+                   "smollm_prompt_tokens_total", "smollm_generation_tokens_total",
+                   'smollm_graphql_chats_total{operation="chat",outcome="SUCCESS"}'):
+        assert series in text, series
+
+
+async def test_one_log_line_per_operation_with_request_id_chat_ids_and_outcomes(live, caplog):
+    caplog.set_level(logging.INFO, logger="graphql_api.operations")
+    query = "mutation($inputs: [ChatInput!]!) { chatBatched(inputs: $inputs) { succeeded } }"
+    await post(live, query, {"inputs": [{"chatId": "L1", "userPrompt": "Say hi.", "options": {"maxTokens": 4}},
+                                        {"chatId": "L2", "userPrompt": ""}]}, headers={"x-request-id": "log-test"})
+    [line] = [r.getMessage() for r in caplog.records if "log-test" in r.getMessage()]
+    assert "operation=chatBatched" in line and "L1=SUCCESS" in line and "L2=INVALID_INPUT" in line
+    assert "duration_ms=" in line
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "DRAIN_TIMEOUT_S": "60", "LOG_FORMAT": "json"}
+    proc = subprocess.Popen([sys.executable, "-m", "graphql_api"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=120) as client:
+            for _ in range(600):
+                try:
+                    if (await client.get(f"{url}/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            body = {"query": CHAT, "variables": {"input": {"chatId": "inflight", "userPrompt": "Write a poem about rain.",
+                                                           "options": {"maxTokens": 60}}}}
+            in_flight = asyncio.ensure_future(client.post(f"{url}/graphql", json=body))
+            await asyncio.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            ready = await client.get(f"{url}/readyz")
+            assert ready.status_code == 503 and ready.json()["draining"] is True
+            late = await client.post(f"{url}/graphql", json={**body, "variables": {"input": {"chatId": "late", "userPrompt": "Hi"}}})
+            assert late.json()["data"]["chat"]["code"] == "UNAVAILABLE"
+            done = (await in_flight).json()["data"]["chat"]
+            assert done["__typename"] == "ChatSuccess" and done["chatId"] == "inflight"
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        logs = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+        assert any(entry.get("operation") == "chat" and entry.get("request_id") for entry in logs)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
