@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve test bench schema
+.PHONY: install serve serve-inference test bench schema
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml
 
 serve: $(STAMP)
 	$(PY) -m graphql_api
+
+serve-inference: $(STAMP)
+	$(PY) -m inference serve
 
 test: $(STAMP)
 	$(PY) -m pytest

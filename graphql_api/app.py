@@ -20,13 +20,14 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from inference.asgi import CancelOnDisconnectMiddleware
 from inference.config import EngineConfig
 from inference.protocol import EngineClient
 
 from .context import Context
 from .loaders import ChatLoader
 from .observability import ApiMetrics
-from .middleware import BodySizeLimitMiddleware, CancelOnDisconnectMiddleware, RequestIdMiddleware
+from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from .schema import build_schema
 from .settings import ApiSettings
 
@@ -84,6 +85,14 @@ def embedded_engine(config: EngineConfig | None = None) -> EngineClient:
     return AsyncEngine(LLMEngine.from_config(config or EngineConfig()))
 
 
+def remote_engine(settings: ApiSettings) -> EngineClient:
+    from inference.remote import RemoteEngine
+
+    urls = [u.strip() for u in settings.inference_url.split(",") if u.strip()]
+    return RemoteEngine(urls, timeout_s=settings.inference_timeout_s,
+                        max_concurrency=settings.inference_max_concurrency)
+
+
 def create_app(settings: ApiSettings | None = None, engine: EngineClient | None = None,
                on_ready: callable | None = None) -> Starlette:
     """The ASGI app. Without ``engine`` it loads the model in its lifespan and owns that engine;
@@ -95,7 +104,12 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = engine is None
-        state.engine = await asyncio.to_thread(embedded_engine) if owned else engine
+        if not owned:
+            state.engine = engine
+        elif settings.inference_url:
+            state.engine = remote_engine(settings)
+        else:
+            state.engine = await asyncio.to_thread(embedded_engine)
         if not state.engine.running:
             await state.engine.start()
         if on_ready is not None:

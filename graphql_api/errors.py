@@ -7,7 +7,7 @@ import logging
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from inference.errors import EngineError, InvalidRequest
+from inference.errors import EngineError
 
 from .types import ChatError, ChatErrorCode
 
@@ -27,9 +27,10 @@ class BatchTooLarge(GraphQLError):
 def chat_error(chat_id: str, exc: EngineError) -> ChatError:
     """The ChatError for an engine error; option fields are named by their path in ChatInput."""
     field = exc.field
-    if isinstance(exc, InvalidRequest) and field in OPTION_FIELDS:
+    if exc.code == "INVALID_INPUT" and field in OPTION_FIELDS:
         field = f"options.{field}"
-    return ChatError(chat_id=chat_id, code=ChatErrorCode[exc.code], message=exc.message, field=field)
+    code = ChatErrorCode.__members__.get(exc.code, ChatErrorCode.INTERNAL)
+    return ChatError(chat_id=chat_id, code=code, message=exc.message, field=field)
 
 
 def invalid(chat_id: str, field: str, message: str) -> ChatError:

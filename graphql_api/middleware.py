@@ -1,8 +1,7 @@
-"""ASGI middleware: request ids, a cap on body size, and cancelling work of clients that left."""
+"""ASGI middleware: request ids and a cap on body size."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -72,41 +71,3 @@ class BodySizeLimitMiddleware:
 
 class BodyTooLarge(Exception):
     pass
-
-
-class CancelOnDisconnectMiddleware:
-    """Cancel an HTTP request's handler when its client disconnects before the response ends,
-    so an abandoned ``chat`` mutation stops generating (its ticket aborts its sequence)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        body_read = asyncio.Event()
-
-        async def tracking_receive() -> Message:
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_read.set()
-            return message
-
-        handler = asyncio.ensure_future(self.app(scope, tracking_receive, send))
-        watcher = asyncio.ensure_future(self._watch(receive, body_read, handler))
-        try:
-            await handler
-        except asyncio.CancelledError:
-            if not watcher.done() or not watcher.result():
-                raise  # cancelled from outside, not by a disconnect
-        finally:
-            watcher.cancel()
-
-    @staticmethod
-    async def _watch(receive: Receive, body_read: asyncio.Event, handler: asyncio.Future) -> bool:
-        await body_read.wait()
-        message = await receive()
-        if message["type"] == "http.disconnect" and not handler.done():
-            handler.cancel()
-            return True
-        return False

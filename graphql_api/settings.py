@@ -11,6 +11,9 @@ class ApiSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the GraphQL server binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port of the GraphQL server.")
+    inference_url: str = Field("", description="Comma-separated inference servers; empty: load the model in-process.")
+    inference_timeout_s: float = Field(300.0, gt=0, description="Timeout of one call to an inference server.")
+    inference_max_concurrency: int = Field(64, ge=1, description="Concurrent /v1/chat/completions calls per batch fallback.")
     default_system_prompt: str = Field("You are a helpful assistant.", description="Used when a chat gives none.")
     request_timeout_s: float = Field(300.0, gt=0, description="Deadline of one chat; past it the chat gets TIMEOUT.")
     max_batch_items: int = Field(64, ge=1, description="Largest chatBatched list; larger is BATCH_TOO_LARGE.")

@@ -33,10 +33,14 @@ class Ticket:
         self.engine = engine
         self.seq_id = seq_id
 
+    def events(self) -> AsyncIterator[TokenDelta | Completion]:
+        """The request's deltas, then its Completion; raises its EngineError if it fails."""
+        return self.engine._events(self.seq_id)
+
     async def result(self, timeout: float | None = None) -> Completion | EngineError:
         try:
             async with asyncio.timeout(timeout):
-                async for event in self.engine._events(self.seq_id):
+                async for event in self.events():
                     if isinstance(event, Completion):
                         return event
         except EngineError as exc:
@@ -104,7 +108,7 @@ class AsyncEngine:
         [entry] = self.submit([request])
         if isinstance(entry, EngineError):
             raise entry
-        async for event in self._events(entry.seq_id):
+        async for event in entry.events():
             yield event
 
     async def generate(self, request: ChatRequest, timeout: float | None = None) -> Completion:

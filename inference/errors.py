@@ -54,5 +54,19 @@ class EngineStopped(EngineError):
     code = "UNAVAILABLE"
 
 
+class Unavailable(EngineError):
+    """A remote inference upstream is unreachable or failing."""
+
+    code = "UNAVAILABLE"
+
+
+class UpstreamError(EngineError):
+    """An error an inference upstream reported, with its code kept."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+
 class ModelNotFound(RuntimeError):
     """The model file or directory is missing; the message says how to install it."""

@@ -1,0 +1,146 @@
+"""The engine as its own HTTP service (`python -m inference serve`).
+
+- ``POST /v1/chat/completions``: OpenAI-compatible, ``stream`` as SSE with a final usage chunk.
+  Errors in OpenAI's shape: 400 for invalid input, 429 when overloaded, 503 when unavailable.
+- ``POST /generate_batch``: ``{"requests": [...]}`` of chat completion requests, answered as
+  ``{"results": [...]}`` with a result or an ``error`` per item, in order; one bad item never
+  sinks the batch. This is what the GraphQL tier sends one DataLoader batch as.
+- ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``.
+A client that disconnects stops its generation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .asgi import CancelOnDisconnectMiddleware
+from .async_engine import AsyncEngine, Ticket, TokenDelta
+from .engine import Completion
+from .errors import EngineError, InvalidRequest
+from .openai_api import (HTTP_STATUS, chunk_json, completion_json, error_json, parse, result_json,
+                         usage_json)
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="INFERENCE_")
+
+    host: str = Field("127.0.0.1", description="INFERENCE_HOST: address to bind.")
+    port: int = Field(8001, ge=0, le=65535, description="INFERENCE_PORT.")
+    generate_batch: bool = Field(True, description="INFERENCE_GENERATE_BATCH: offer POST /generate_batch.")
+    max_batch_items: int = Field(256, ge=1, description="INFERENCE_MAX_BATCH_ITEMS: largest /generate_batch.")
+
+
+def error_response(exc: EngineError) -> JSONResponse:
+    return JSONResponse({"error": error_json(exc)}, status_code=HTTP_STATUS.get(exc.code, 500))
+
+
+def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None) -> Starlette:
+    settings = settings or ServiceSettings()
+    model = engine.info().name
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not engine.running:
+            await engine.start()
+        yield
+        await engine.stop()
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = parse(await _json(request))
+            [entry] = engine.submit([body.to_request()])
+        except EngineError as exc:
+            return error_response(exc)
+        if isinstance(entry, EngineError):
+            return error_response(entry)
+        if body.stream:
+            include_usage = body.stream_options is None or body.stream_options.include_usage
+            return StreamingResponse(_sse(entry, model, include_usage), media_type="text/event-stream")
+        result = await entry.result()
+        if isinstance(result, EngineError):
+            return error_response(result)
+        return JSONResponse(completion_json(result, model))
+
+    async def generate_batch(request: Request) -> Response:
+        try:
+            items = (await _json(request)).get("requests")
+            if not isinstance(items, list):
+                raise InvalidRequest("body must be {\"requests\": [...]}", field="requests")
+            if len(items) > settings.max_batch_items:
+                raise InvalidRequest(f"at most {settings.max_batch_items} requests, got {len(items)}", field="requests")
+        except EngineError as exc:
+            return error_response(exc)
+        parsed: list[object] = []
+        for item in items:
+            try:
+                parsed.append(parse(item).to_request())
+            except EngineError as exc:
+                parsed.append(exc)
+        valid = [p for p in parsed if not isinstance(p, EngineError)]
+        answers = iter(await engine.generate_batch(valid))
+        results = [p if isinstance(p, EngineError) else next(answers) for p in parsed]
+        return JSONResponse({"results": [result_json(r) for r in results]})
+
+    async def models(request: Request) -> Response:
+        info = engine.info()
+        return JSONResponse({"object": "list", "data": [{
+            "id": info.name, "object": "model", "owned_by": "smollm-graphql", "max_model_len": info.context_length,
+            "smollm": info.__dict__}]})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        return JSONResponse({"ready": engine.running}, status_code=200 if engine.running else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+              Route("/v1/models", models), Route("/healthz", healthz), Route("/readyz", readyz),
+              Route("/metrics", metrics)]
+    if settings.generate_batch:
+        routes.append(Route("/generate_batch", generate_batch, methods=["POST"]))
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(CancelOnDisconnectMiddleware)])
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object", field="body")
+    return body
+
+
+async def _sse(ticket: Ticket, model: str, include_usage: bool) -> AsyncIterator[str]:
+    """OpenAI-style chunks; closing the response (client gone) aborts the sequence."""
+    rid = f"chatcmpl-{ticket.seq_id}"
+    yield _event(chunk_json(rid, model, {"role": "assistant", "content": ""}))
+    try:
+        async for event in ticket.events():
+            if isinstance(event, TokenDelta):
+                yield _event(chunk_json(rid, model, {"content": event.text}))
+            elif isinstance(event, Completion):
+                yield _event(chunk_json(rid, model, {}, event.finish_reason.value))
+                if include_usage:
+                    yield _event({**chunk_json(rid, model, {}), "choices": [], "usage": usage_json(event)})
+    except EngineError as exc:
+        yield _event({"error": error_json(exc)})
+    yield "data: [DONE]\n\n"
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data)}\n\n"
