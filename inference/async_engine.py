@@ -91,7 +91,7 @@ class AsyncEngine:
         self._inbox.put(("stop", None))
         await asyncio.to_thread(self._thread.join)
         self._thread = None
-        self._fail_all(EngineStopped("the engine stopped"))
+        self._fail_open_streams(EngineStopped("the engine stopped"))
 
     def info(self) -> EngineInfo:
         return self._info
@@ -187,7 +187,7 @@ class AsyncEngine:
                     self.metrics.observe_step(self.engine.stats.last_batch_size)
             except Exception:  # noqa: BLE001 - the loop must survive; its requests must not hang
                 log.exception("engine loop error")
-                outputs = self._abort_all()
+                outputs = self.engine.fail_all(EngineFault("the engine loop failed"))
             if outputs:
                 self._loop.call_soon_threadsafe(self._dispatch, outputs)
 
@@ -207,17 +207,12 @@ class AsyncEngine:
             elif cmd == "abort":
                 self.engine.abort(seq_id=arg)
 
-    def _abort_all(self) -> list[StepOutput]:
-        fault = EngineFault("the engine loop failed")
-        outs = [self.engine.abort(seq_id) for seq_id in list(self.engine._seqs)]
-        return [StepOutput(o.seq_id, error=fault) for o in outs if o is not None]
-
     def _dispatch(self, outputs: list[StepOutput]) -> None:
         for out in outputs:
             q = self._queues.get(out.seq_id)
             if q is not None:
                 q.put_nowait(out)
 
-    def _fail_all(self, error: EngineError) -> None:
+    def _fail_open_streams(self, error: EngineError) -> None:
         for seq_id, q in list(self._queues.items()):
             q.put_nowait(StepOutput(seq_id, error=error))

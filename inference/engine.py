@@ -144,6 +144,10 @@ class LLMEngine:
         seq.num_computed = self.runner.prefix_cache.reuse(seq.prompt_ids, seq.slot)
         self.stats.cached_prompt_tokens += seq.num_computed
 
+    def fail_all(self, error: EngineError) -> list[StepOutput]:
+        """End every sequence with ``error`` (the step loop itself failed)."""
+        return [self._end(seq_id, FinishReason.ERROR, error) for seq_id in list(self._seqs)]
+
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
