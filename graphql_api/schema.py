@@ -7,7 +7,8 @@ import time
 from collections.abc import AsyncGenerator
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter,
+                                   ValidationCache)
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.types import Info
 
@@ -100,11 +101,17 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
 
 def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
     settings = settings or ApiSettings()
+    # The limiters' rules are built once: rules made anew per request would miss the validation cache.
+    rules = [*QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+             *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules]
     extensions = [
-        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: AddValidationRules(rules),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         MaskUnexpectedErrors,
+        # Clients send the same documents with new variables: parse and validate each once.
+        # The limits above are validation rules over the document alone, so caching keeps them.
+        lambda: ParserCache(maxsize=512),
+        lambda: ValidationCache(maxsize=512),
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
