@@ -148,3 +148,11 @@ async def test_alias_limit(query: str, words: str | None):
 async def test_introspection_can_be_switched_off():
     result = await build_schema(ApiSettings(introspection=False)).execute("{ __schema { types { name } } }")
     assert result.errors and "introspection" in result.errors[0].message.lower()
+
+
+async def test_depth_limit():
+    """The schema is only 3 levels deep (depth counts from 0), so the limit is shown with a lower setting."""
+    schema_ = build_schema(ApiSettings(max_query_depth=1))
+    result = await schema_.execute("{ model { limits { maxTokens } } }", context_value=context(FakeEngine()))
+    assert "exceeds maximum operation depth of 1" in result.errors[0].message
+    assert (await schema_.execute("{ model { name } }", context_value=context(FakeEngine()))).errors is None
