@@ -30,7 +30,7 @@ class DrainingServer(uvicorn.Server):
         self.state = state
 
     def handle_exit(self, sig: int, frame) -> None:
-        if self.state.draining or self.state.engine is None:
+        if self.state.draining or self.state.engine.target is None:
             return super().handle_exit(sig, frame)
         self.state.draining = True
         log.info("draining: %d chats in flight, up to %.0f s", self.state.in_flight(),

@@ -28,6 +28,7 @@ from inference.protocol import EngineClient
 
 from . import graphiql
 from .context import Context
+from .engine_handle import EngineHandle
 from .loaders import ChatLoader
 from .observability import ApiMetrics
 from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
@@ -42,7 +43,7 @@ class State:
 
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
-        self.engine: EngineClient | None = None
+        self.engine = EngineHandle()
         self._loader: ChatLoader | None = None
         self.started_at = time.time()
         self.metrics = ApiMetrics()
@@ -55,7 +56,7 @@ class State:
     @property
     def loader(self) -> ChatLoader:
         """The one DataLoader of this app's engine, made on first use (inside the event loop)."""
-        if self._loader is None or self._loader.engine is not self.engine:
+        if self._loader is None:
             self._loader = ChatLoader(self.engine)
         return self._loader
 
@@ -113,37 +114,43 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
     an engine from outside (tests, remote inference) is used as it is and left running."""
     settings = settings or ApiSettings()
     state = State(settings)
-    state.engine = engine
+
+    async def load() -> None:
+        """Connections are accepted at once: /healthz is 200 and /readyz 503 until this is done."""
+        if engine is not None:
+            target = engine
+        elif settings.inference_url:
+            target = remote_engine(settings)
+        else:
+            target = await asyncio.to_thread(embedded_engine)
+        if not target.running:
+            await target.start()
+        state.engine.target = target
+        if on_ready is not None:
+            on_ready()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned = engine is None
-        if not owned:
-            state.engine = engine
-        elif settings.inference_url:
-            state.engine = remote_engine(settings)
-        else:
-            state.engine = await asyncio.to_thread(embedded_engine)
-        if not state.engine.running:
-            await state.engine.start()
-        if on_ready is not None:
-            on_ready()
+        loading = asyncio.ensure_future(load())
         try:
             yield
         finally:
-            if owned:
+            if not loading.done():
+                loading.cancel()
+            if engine is None:
                 await state.engine.stop()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ready = state.engine is not None and state.engine.running and not state.draining
-        return JSONResponse({"ready": ready, "draining": state.draining}, status_code=200 if ready else 503)
+        ready = state.engine.running and not state.draining
+        return JSONResponse({"ready": ready, "loading": state.engine.target is None, "draining": state.draining},
+                            status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
         body = generate_latest(state.metrics.registry)
-        engine_metrics = getattr(state.engine, "metrics", None)
+        engine_metrics = state.engine.metrics
         if engine_metrics is not None:
             body += generate_latest(engine_metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -139,7 +139,7 @@ async def test_probes(live):
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{live.url}/healthz")).status_code == 200
         ready = await client.get(f"{live.url}/readyz")
-    assert ready.status_code == 200 and ready.json() == {"ready": True, "draining": False}
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "loading": False, "draining": False}
 
 
 async def test_a_client_that_drops_a_chat_mutation_frees_its_slot(live, engine):

@@ -76,3 +76,31 @@ async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_while_the_model_loads_readyz_is_503_and_chats_get_unavailable():
+    from conftest import start_server
+    from fakes import FakeEngine
+    from graphql_api.app import create_app
+    from graphql_api.settings import ApiSettings
+
+    class SlowStart(FakeEngine):
+        async def start(self) -> None:
+            await asyncio.sleep(1.5)
+            await super().start()
+
+    server, task, url = await start_server(create_app(ApiSettings(), engine=SlowStart()))
+    try:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{url}/healthz")).status_code == 200
+            loading = await client.get(f"{url}/readyz")
+            assert loading.status_code == 503 and loading.json()["loading"] is True
+            early = await client.post(f"{url}/graphql", json={"query": CHAT, "variables": {"input": {"chatId": "e", "userPrompt": "hi"}}})
+            assert early.json()["data"]["chat"]["code"] == "UNAVAILABLE" and "loading" in early.json()["data"]["chat"]["message"]
+            await asyncio.sleep(1.6)
+            assert (await client.get(f"{url}/readyz")).status_code == 200
+            later = await client.post(f"{url}/graphql", json={"query": CHAT, "variables": {"input": {"chatId": "l", "userPrompt": "hi"}}})
+            assert later.json()["data"]["chat"]["__typename"] == "ChatSuccess"
+    finally:
+        server.should_exit = True
+        await task

@@ -70,7 +70,7 @@ async def test_chat_through_the_remote_tier(remote):
 
 
 async def test_mixed_batch_is_one_upstream_call_with_errors_as_data(remote):
-    engine = remote.app.state.api.engine
+    engine = remote.app.state.api.engine.target
     calls = engine.upstream_calls
     inputs = [{"chatId": "a", "userPrompt": "What is the capital of France?", "options": {"maxTokens": 16}},
               {"chatId": "", "userPrompt": "x"}, {"chatId": "b", "userPrompt": ""}, {"chatId": "a", "userPrompt": "dup"},

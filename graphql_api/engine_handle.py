@@ -1,0 +1,63 @@
+"""The app's engine, which may still be loading: until it is there, chats get UNAVAILABLE."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from inference.async_engine import TokenDelta
+from inference.engine import Completion, EngineInfo, EngineStats
+from inference.errors import EngineError, Unavailable
+from inference.params import ChatRequest
+from inference.protocol import EngineClient
+
+LOADING = EngineInfo("loading", "", 0, 0, "", "", 0, 0, 0, 0)
+
+
+class EngineHandle:
+    """Forwards to ``target`` once it is set. Contexts keep this handle (a WebSocket's context
+    lives as long as its connection), so they see the engine as soon as it is loaded."""
+
+    def __init__(self, target: EngineClient | None = None) -> None:
+        self.target = target
+
+    @property
+    def running(self) -> bool:
+        return self.target is not None and self.target.running
+
+    @property
+    def metrics(self):  # the embedded engine's Prometheus registry, if any
+        return getattr(self.target, "metrics", None)
+
+    def stats(self) -> EngineStats:
+        return self.target.stats() if self.target is not None else EngineStats()
+
+    def info(self) -> EngineInfo:
+        return self.target.info() if self.target is not None else LOADING
+
+    def submit(self, requests: Sequence[ChatRequest]) -> list:
+        if self.target is None:
+            return [_loading() for _ in requests]
+        return self.target.submit(requests)
+
+    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
+        if self.target is None:
+            return [_loading() for _ in requests]
+        return await self.target.generate_batch(requests)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
+        if self.target is None:
+            raise _loading()
+        async for event in self.target.stream(request):
+            yield event
+
+    async def start(self) -> None:
+        if self.target is not None and not self.target.running:
+            await self.target.start()
+
+    async def stop(self) -> None:
+        if self.target is not None:
+            await self.target.stop()
+
+
+def _loading() -> Unavailable:
+    return Unavailable("the model is still loading; retry in a few seconds")
