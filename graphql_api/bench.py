@@ -1,12 +1,13 @@
 """`python -m graphql_api.bench` (`make bench-api`): the API under load, against the engine alone.
 
-Starts the GraphQL server (real model) as its own process and drives it from this one:
+Starts the GraphQL server (real model) as its own process and drives it from this one, with an
+engine loaded in this process for the same loads without HTTP or GraphQL, run back to back:
 - `chat` over HTTP with 1, 8, 32 and 64 concurrent clients;
 - `chatStream` over graphql-transport-ws at the same concurrencies (time to first token from the
   first ChatToken);
 - `chatBatched` with 64 items, against the same 64 prompts sent as `chat` one after another.
-Then, with the server stopped, the same loads on the engine directly (no HTTP, no GraphQL) and naive
-sequential `model.generate`. Prints the table and ratios; writes bench-results/api.json and api.png.
+and naive sequential `model.generate`. Prints the table and ratios; writes bench-results/api.json
+and api.png.
 """
 
 from __future__ import annotations
@@ -104,20 +105,21 @@ async def api_batched(url: str, prompts: list[str], max_tokens: int) -> Row:
     return row
 
 
-async def small_request_overhead(url: str, engine: AsyncEngine | None, n: int) -> list[float]:
-    """Latency of n one-token chats, through the API (engine None) or the engine directly."""
+async def paired_small_requests(url: str, engine: AsyncEngine, n: int) -> tuple[list[float], list[float]]:
+    """Latency of one-token chats, alternating API and engine request by request, so that both see
+    the same machine state."""
     from inference.bench import request
 
-    out = []
+    api, direct = [], []
     async with httpx.AsyncClient(timeout=60) as client:
         for i in range(n):
             t0 = time.perf_counter()
-            if engine is None:
-                await client.post(url, json={"query": CHAT, "variables": {"input": chat_input(i, PROMPTS[i % 8], 1)}})
-            else:
-                await engine.generate(request(PROMPTS[i % 8], 1))
-            out.append((time.perf_counter() - t0) * 1000)
-    return out
+            await client.post(url, json={"query": CHAT, "variables": {"input": chat_input(i, PROMPTS[i % 8], 1)}})
+            api.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            await engine.generate(request(PROMPTS[i % 8], 1))
+            direct.append((time.perf_counter() - t0) * 1000)
+    return api, direct
 
 
 def start_server(port: int) -> subprocess.Popen:
@@ -134,38 +136,33 @@ def start_server(port: int) -> subprocess.Popen:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    prompts = PROMPTS[:64]
-    few = PROMPTS[:8]
+    """The server (its own process) and an engine in this process are both loaded; each load runs
+    on the API and then on the engine back to back, while the other side idles."""
+    prompts, few, n = PROMPTS[:64], PROMPTS[:8], args.max_tokens
     rows: list[Row] = []
     proc = start_server(args.port)
     url = f"http://127.0.0.1:{args.port}/graphql"
-    try:
-        await api_chat(url, few[:2], 2, 4)  # warm-up
-        api_small = await small_request_overhead(url, None, args.small)
-        for c in (1, 8, 32, 64):
-            rows.append(await api_chat(url, few if c == 1 else prompts, c, args.max_tokens))
-            print(rows[-1].summary(), flush=True)
-        for c in (1, 8, 32, 64):
-            rows.append(await api_stream(url, few if c == 1 else prompts, c, args.max_tokens))
-            print(rows[-1].summary(), flush=True)
-        rows.append(await api_batched(url, prompts, args.max_tokens))
-        print(rows[-1].summary(), flush=True)
-        rows.append(await api_chat(url, prompts, 1, args.max_tokens, mode="API chat one by one"))
-        print(rows[-1].summary(), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait()
     llm = LLMEngine.from_config(EngineConfig())
     engine = AsyncEngine(llm)
     await engine.start()
     try:
-        engine_small = await small_request_overhead(url, engine, args.small)
+        await api_chat(url, few, 4, 8)  # warm-up, both sides
+        await run_engine(engine, few, 4, 8)
+        api_small, engine_small = await paired_small_requests(url, engine, args.small)
         for c in (1, 8, 32, 64):
-            rows.append(await run_engine(engine, few if c == 1 else prompts, c, args.max_tokens))
-            print(rows[-1].summary(), flush=True)
+            load = few if c == 1 else prompts
+            for run in (lambda: api_chat(url, load, c, n), lambda: run_engine(engine, load, c, n),
+                        lambda: api_stream(url, load, c, n)):
+                rows.append(await run())
+                print(rows[-1].summary(), flush=True)
+        rows.append(await api_batched(url, prompts, n))
+        rows.append(await api_chat(url, prompts, 1, n, mode="API chat one by one"))
+        print(rows[-2].summary(), rows[-1].summary(), sep="\n", flush=True)
     finally:
+        proc.terminate()
+        proc.wait()
         await engine.stop()
-    rows.append(run_generate(llm, few, 1, args.max_tokens))
+    rows.append(run_generate(llm, few, 1, n))
     report(rows, api_small, engine_small, Path(args.out))
 
 
