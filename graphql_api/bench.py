@@ -26,7 +26,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from inference.async_engine import AsyncEngine
-from inference.bench import PROMPTS, Row, run_engine, run_generate
+from inference.bench import PROMPTS, Row, chart, run_engine, run_generate
 from inference.config import EngineConfig
 from inference.engine import LLMEngine
 
@@ -192,32 +192,12 @@ def report(rows: list[Row], api_small: list[float], engine_small: list[float], o
     out.mkdir(parents=True, exist_ok=True)
     (out / "api.json").write_text(json.dumps({"rows": table, "ratios": ratios, "added_latency_ms": added_ms,
                                               "api_small_ms": api_small, "engine_small_ms": engine_small}, indent=2))
-    chart(rows, out / "api.png")
+    chart(rows, out / "api.png", ("engine", "API chat", "API chatStream"), "concurrent clients")
     print(f"wrote {out / 'api.json'} and {out / 'api.png'}")
 
 
 def p99(xs: list[float]) -> float | None:
     return round(statistics.quantiles(xs, n=100)[98], 1) if len(xs) > 1 else (round(xs[0], 1) if xs else None)
-
-
-def chart(rows: list[Row], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode, style in (("engine", "o-"), ("API chat", "s--"), ("API chatStream", "^:")):
-        pts = sorted((r.concurrency, r.tok_s, r.summary()["p50_ms"]) for r in rows if r.mode == mode)
-        a.plot([p[0] for p in pts], [p[1] for p in pts], style, label=mode)
-        b.plot([p[0] for p in pts], [p[2] for p in pts], style, label=mode)
-    a.set(xscale="log", xlabel="concurrent clients", ylabel="generated tokens/s", title="Throughput")
-    b.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="p50 latency (ms)", title="Latency")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:

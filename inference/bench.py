@@ -155,20 +155,23 @@ async def overhead(ae: AsyncEngine, max_new: int) -> dict:
             "outside_forward_pct": round((step - fwd) / step * 100, 2)}
 
 
-def chart(rows: list[Row], path: Path) -> None:
+def chart(rows: list[Row], path: Path,
+          modes: tuple[str, ...] = ("engine", "static generate", "naive generate"),
+          xlabel: str = "concurrency / batch size") -> None:
+    """Throughput and p50 latency against concurrency, one line per mode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode, style in (("engine", "o-"), ("static generate", "s--"), ("naive generate", "^:")):
-        pts = [(r.concurrency, r.tok_s, r.summary()["p50_ms"]) for r in rows if r.mode == mode]
+    for mode, style in zip(modes, ("o-", "s--", "^:"), strict=False):
+        pts = sorted((r.concurrency, r.tok_s, r.summary()["p50_ms"]) for r in rows if r.mode == mode)
         if pts:
             a.plot([p[0] for p in pts], [p[1] for p in pts], style, label=mode)
             b.plot([p[0] for p in pts], [p[2] for p in pts], style, label=mode)
-    a.set(xscale="log", xlabel="concurrency / batch size", ylabel="generated tokens/s", title="Throughput")
-    b.set(xscale="log", yscale="log", xlabel="concurrency / batch size", ylabel="p50 latency (ms)", title="Latency")
+    a.set(xscale="log", xlabel=xlabel, ylabel="generated tokens/s", title="Throughput")
+    b.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="p50 latency (ms)", title="Latency")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
