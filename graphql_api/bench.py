@@ -151,9 +151,8 @@ async def main_async(args: argparse.Namespace) -> None:
         api_small, engine_small = await paired_small_requests(url, engine, args.small)
         for c in (1, 8, 32, 64):
             load = few if c == 1 else prompts
-            for run in (lambda: api_chat(url, load, c, n), lambda: run_engine(engine, load, c, n),
-                        lambda: api_stream(url, load, c, n)):
-                rows.append(await run())
+            for run in (api_chat(url, load, c, n), run_engine(engine, load, c, n), api_stream(url, load, c, n)):
+                rows.append(await run)
                 print(rows[-1].summary(), flush=True)
         rows.append(await api_batched(url, prompts, n))
         rows.append(await api_chat(url, prompts, 1, n, mode="API chat one by one"))

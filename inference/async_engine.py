@@ -13,7 +13,6 @@ import itertools
 import logging
 import queue
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -66,7 +65,6 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self.capacity = engine.config.max_running + engine.config.max_waiting
-        self.started_at = time.time()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._queues: dict[int, asyncio.Queue[StepOutput]] = {}
         self._ids = itertools.count()

@@ -73,6 +73,8 @@ class StepOutput:
 
 @dataclass
 class EngineStats:
+    """Counters of the engine; ``waiting`` and ``running`` are filled in by ``AsyncEngine.stats()``."""
+
     waiting: int = 0
     running: int = 0
     steps: int = 0
@@ -199,8 +201,6 @@ class LLMEngine:
         seq, prepared, text = self._seqs.pop(seq_id)
         self.scheduler.finish(seq, reason)
         self.runner.release(seq_id)
-        self.stats.running = len(self.scheduler.running)
-        self.stats.waiting = len(self.scheduler.waiting)
         if error is not None:
             return StepOutput(seq_id, error=error)
         generated = [t for t in seq.output_ids if t not in self.eos_ids]

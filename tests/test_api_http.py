@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import httpx
-import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 

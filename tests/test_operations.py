@@ -13,7 +13,7 @@ import sys
 
 import httpx
 
-from test_api_http import CHAT, post, wait_for
+from test_api_http import CHAT, post
 
 
 async def test_metrics_expose_engine_and_api_series(live):
