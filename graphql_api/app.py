@@ -19,7 +19,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
+from graphql import GraphQLError
 from strawberry.asgi import GraphQL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from inference.asgi import CancelOnDisconnectMiddleware
@@ -61,7 +63,24 @@ class State:
         return self._loader
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler):
+    """graphql-transport-ws, with a refusal past the per-connection limit that names the limit."""
+
+    async def handle_subscribe(self, message) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (self.connection_acknowledged and message["id"] not in self.operations
+                and limit is not None and len(self.operations) >= limit):
+            error = GraphQLError(
+                f"too many operations on this connection: at most {limit} (MAX_SUBSCRIPTIONS_PER_CONNECTION)",
+                extensions={"code": "TOO_MANY_SUBSCRIPTIONS", "limit": limit})
+            await self.send_message({"id": message["id"], "type": "error", "payload": [error.formatted]})
+            return
+        await super().handle_subscribe(message)
+
+
 class GraphQLApp(GraphQL):
+    graphql_transport_ws_handler_class = TransportWSHandler
+
     def __init__(self, state: State) -> None:
         s = state.settings
         super().__init__(

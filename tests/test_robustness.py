@@ -152,6 +152,16 @@ async def test_too_many_subscriptions_on_one_connection_get_an_error(engine, ser
             "input": {"chatId": str(i), "userPrompt": "Write a long story.", "options": {"maxTokens": 200}}}}}))
     while (msg := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "error":
         pass
-    assert msg["id"] == "2" and "limit" in msg["payload"][0]["message"].lower()
+    assert msg["id"] == "2" and "at most 2" in msg["payload"][0]["message"]
+    assert msg["payload"][0]["extensions"] == {"code": "TOO_MANY_SUBSCRIPTIONS", "limit": 2}
     await ws.close()
     await wait_for(lambda: engine.stats().running == 0, timeout=3)
+
+
+async def test_graphiql_can_be_switched_off(serve):
+    from fakes import FakeEngine
+
+    url = await serve(create_app(ApiSettings(graphiql=False), engine=FakeEngine()))
+    async with httpx.AsyncClient() as client:
+        page = await client.get(f"{url}/graphql", headers={"accept": "text/html"})
+    assert "graphiql" not in page.text.lower()
