@@ -42,19 +42,38 @@ class Upstream:
     decided_at: float = 0.0
 
 
+class BatchCall:
+    """One upstream call shared by the tickets of a batch. When every ticket has been abandoned
+    (cancelled or past its deadline), the call is cancelled: its connection closes, and the
+    inference service aborts the generation."""
+
+    def __init__(self, call: asyncio.Future, tickets: int) -> None:
+        self.call = call
+        self.waiting = tickets
+
+    def abandon(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0 and not self.call.done():
+            self.call.cancel()
+
+
 class RemoteTicket:
     """One request's share of a batch call already under way."""
 
-    def __init__(self, batch: asyncio.Future, index: int) -> None:
+    def __init__(self, batch: BatchCall, index: int) -> None:
         self.batch = batch
         self.index = index
 
     async def result(self, timeout: float | None = None) -> Completion | EngineError:
         try:
             async with asyncio.timeout(timeout):
-                return (await asyncio.shield(self.batch))[self.index]
+                return (await asyncio.shield(self.batch.call))[self.index]
         except TimeoutError:
+            self.batch.abandon()
             return RequestTimeout(f"the request exceeded its deadline of {timeout:g} s")
+        except asyncio.CancelledError:
+            self.batch.abandon()
+            raise
 
 
 class RemoteEngine:
@@ -100,7 +119,7 @@ class RemoteEngine:
     # --- batches --------------------------------------------------------------------------
 
     def submit(self, requests: Sequence[ChatRequest]) -> list[RemoteTicket]:
-        batch = asyncio.ensure_future(self.generate_batch(requests))
+        batch = BatchCall(asyncio.ensure_future(self.generate_batch(requests)), len(requests))
         return [RemoteTicket(batch, i) for i in range(len(requests))]
 
     async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:

@@ -204,3 +204,28 @@ async def test_against_a_foreign_openai_compatible_server():
         assert "".join(d.text for d in deltas[:-1]) == deltas[-1].text
     finally:
         await engine.stop()
+
+
+async def test_a_dropped_chat_mutation_is_aborted_upstream(remote, service):
+    body = json.dumps({"query": CHAT, "variables": {"input": {
+        "chatId": "drop", "userPrompt": "Write a long essay about deserts.", "options": {"maxTokens": 500}}}}).encode()
+    host, port = remote.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+
+    async def upstream_running() -> float:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{service.url}/metrics")).text
+        return float(next(line.split()[1] for line in text.splitlines() if line.startswith("smollm_num_requests_running ")))
+
+    deadline = time.monotonic() + 10
+    while await upstream_running() != 1:
+        assert time.monotonic() < deadline, "the chat never started upstream"
+        await asyncio.sleep(0.05)
+    writer.close()
+    deadline = time.monotonic() + 5
+    while await upstream_running() != 0:
+        assert time.monotonic() < deadline, "the upstream generation was not aborted"
+        await asyncio.sleep(0.05)
