@@ -10,6 +10,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
+import sys  # noqa: E402
 
 import uvicorn  # noqa: E402
 
@@ -62,10 +63,20 @@ def main() -> None:
         print(f"Ready in {time.perf_counter() - STARTED:.1f} s: GraphiQL at "
               f"http://{settings.host}:{settings.port}/graphql", flush=True)
 
-    app = create_app(settings, on_ready=ready)
+    failures: list[Exception] = []
+
+    def failed(exc: Exception) -> None:
+        failures.append(exc)
+        print(f"Could not start: {exc}", file=sys.stderr, flush=True)
+        server.should_exit = True
+
+    app = create_app(settings, on_ready=ready, on_failed=failed)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ws="websockets-sansio", timeout_graceful_shutdown=5)
-    DrainingServer(config, app.state.api).run()
+    server = DrainingServer(config, app.state.api)
+    server.run()
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

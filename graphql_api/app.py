@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -128,22 +128,31 @@ def remote_engine(settings: ApiSettings) -> EngineClient:
 
 
 def create_app(settings: ApiSettings | None = None, engine: EngineClient | None = None,
-               on_ready: callable | None = None) -> Starlette:
+               on_ready: Callable[[], None] | None = None,
+               on_failed: Callable[[Exception], None] | None = None) -> Starlette:
     """The ASGI app. Without ``engine`` it loads the model in its lifespan and owns that engine;
-    an engine from outside (tests, remote inference) is used as it is and left running."""
+    an engine from outside (tests, remote inference) is used as it is and left running.
+    ``on_failed`` is told when the engine cannot be loaded (chats then get UNAVAILABLE saying why)."""
     settings = settings or ApiSettings()
     state = State(settings)
 
     async def load() -> None:
         """Connections are accepted at once: /healthz is 200 and /readyz 503 until this is done."""
-        if engine is not None:
-            target = engine
-        elif settings.inference_url:
-            target = remote_engine(settings)
-        else:
-            target = await asyncio.to_thread(embedded_engine)
-        if not target.running:
-            await target.start()
+        try:
+            if engine is not None:
+                target = engine
+            elif settings.inference_url:
+                target = remote_engine(settings)
+            else:
+                target = await asyncio.to_thread(embedded_engine)
+            if not target.running:
+                await target.start()
+        except Exception as exc:  # noqa: BLE001 - reported, never left to look like "loading"
+            log.error("the engine could not be loaded: %s", exc)
+            state.engine.failure = str(exc)
+            if on_failed is not None:
+                on_failed(exc)
+            return
         state.engine.target = target
         if on_ready is not None:
             on_ready()
@@ -164,8 +173,10 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
 
     async def readyz(request: Request) -> Response:
         ready = state.engine.running and not state.draining
-        return JSONResponse({"ready": ready, "loading": state.engine.target is None, "draining": state.draining},
-                            status_code=200 if ready else 503)
+        body = {"ready": ready, "loading": state.engine.loading, "draining": state.draining}
+        if state.engine.failure:
+            body["error"] = state.engine.failure
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
         body = generate_latest(state.metrics.registry)

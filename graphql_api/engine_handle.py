@@ -19,6 +19,11 @@ class EngineHandle:
 
     def __init__(self, target: EngineClient | None = None) -> None:
         self.target = target
+        self.failure: str | None = None  # why loading failed, if it did
+
+    @property
+    def loading(self) -> bool:
+        return self.target is None and self.failure is None
 
     @property
     def running(self) -> bool:
@@ -36,17 +41,17 @@ class EngineHandle:
 
     def submit(self, requests: Sequence[ChatRequest]) -> list:
         if self.target is None:
-            return [_loading() for _ in requests]
+            return [self._not_ready() for _ in requests]
         return self.target.submit(requests)
 
     async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
         if self.target is None:
-            return [_loading() for _ in requests]
+            return [self._not_ready() for _ in requests]
         return await self.target.generate_batch(requests)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         if self.target is None:
-            raise _loading()
+            raise self._not_ready()
         async for event in self.target.stream(request):
             yield event
 
@@ -58,6 +63,7 @@ class EngineHandle:
         if self.target is not None:
             await self.target.stop()
 
-
-def _loading() -> Unavailable:
-    return Unavailable("the model is still loading; retry in a few seconds")
+    def _not_ready(self) -> Unavailable:
+        if self.failure:
+            return Unavailable(f"the engine could not be loaded: {self.failure}")
+        return Unavailable("the model is still loading; retry in a few seconds")

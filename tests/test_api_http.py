@@ -141,14 +141,20 @@ async def test_probes(live):
     assert ready.status_code == 200 and ready.json() == {"ready": True, "loading": False, "draining": False}
 
 
-async def test_a_client_that_drops_a_chat_mutation_frees_its_slot(live, engine):
+async def send_long_chat(url: str, chat_id: str) -> asyncio.StreamWriter:
+    """POST a long chat mutation on a raw connection, so the test can drop it mid-generation."""
     body = json.dumps({"query": CHAT, "variables": {"input": {
-        "chatId": "gone", "userPrompt": "Write a long essay about mountains.", "options": {"maxTokens": 500}}}}).encode()
-    host, port = live.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+        "chatId": chat_id, "userPrompt": "Write a long essay about mountains.", "options": {"maxTokens": 500}}}}).encode()
+    host, port = url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
     writer.write(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     await writer.drain()
+    return writer
+
+
+async def test_a_client_that_drops_a_chat_mutation_frees_its_slot(live, engine):
+    writer = await send_long_chat(live.url, "gone")
     await wait_for(lambda: engine.stats().running == 1 and engine.engine.stats.tokens_generated > 0)
     tokens = engine.engine.stats.tokens_generated
     writer.close()

@@ -104,3 +104,10 @@ async def test_while_the_model_loads_readyz_is_503_and_chats_get_unavailable():
     finally:
         server.should_exit = True
         await task
+
+
+def test_a_model_that_cannot_be_loaded_stops_the_server_with_the_reason():
+    env = {**os.environ, "PORT": str(free_port()), "MODEL_PATH": "/nonexistent/model.gguf"}
+    done = subprocess.run([sys.executable, "-m", "graphql_api"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Could not start" in done.stderr and "/nonexistent/model.gguf" in done.stderr and "does not exist" in done.stderr

@@ -17,7 +17,7 @@ from conftest import LiveServer, chat, start_server
 from graphql_api.app import create_app
 from graphql_api.settings import ApiSettings
 from inference.remote import RemoteEngine
-from test_api_http import BATCH, CHAT, STREAM
+from test_api_http import BATCH, CHAT, STREAM, send_long_chat
 from test_operations import free_port
 
 
@@ -207,13 +207,7 @@ async def test_against_a_foreign_openai_compatible_server():
 
 
 async def test_a_dropped_chat_mutation_is_aborted_upstream(remote, service):
-    body = json.dumps({"query": CHAT, "variables": {"input": {
-        "chatId": "drop", "userPrompt": "Write a long essay about deserts.", "options": {"maxTokens": 500}}}}).encode()
-    host, port = remote.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    await writer.drain()
+    writer = await send_long_chat(remote.url, "drop")
 
     async def upstream_running() -> float:
         async with httpx.AsyncClient() as client:
