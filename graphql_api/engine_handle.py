@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from inference.async_engine import TokenDelta
 from inference.engine import Completion, EngineInfo, EngineStats
-from inference.errors import EngineError, Unavailable
+from inference.errors import Unavailable
 from inference.params import ChatRequest
 from inference.protocol import EngineClient
 
@@ -43,11 +43,6 @@ class EngineHandle:
         if self.target is None:
             return [self._not_ready() for _ in requests]
         return self.target.submit(requests)
-
-    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
-        if self.target is None:
-            return [self._not_ready() for _ in requests]
-        return await self.target.generate_batch(requests)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         if self.target is None:

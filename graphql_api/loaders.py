@@ -23,9 +23,7 @@ class ChatLoader(DataLoader[ChatRequest, Ticket]):
         super().__init__(cache=False, max_batch_size=max_batch_size)
         self.engine = engine
         self.batch_calls = 0
-        self.items = 0
 
     async def batch_load_fn(self, requests: Sequence[ChatRequest]) -> list[Ticket | EngineError]:
         self.batch_calls += 1
-        self.items += len(requests)
         return self.engine.submit(list(requests))

@@ -54,9 +54,12 @@ class Sequence:
 
     def tokens(self, start: int, stop: int) -> list[int]:
         """Tokens ``start:stop`` of prompt followed by output."""
-        if stop <= len(self.prompt_ids):
+        n = len(self.prompt_ids)
+        if stop <= n:
             return self.prompt_ids[start:stop]
-        return (self.prompt_ids + self.output_ids)[start:stop]
+        if start >= n:  # decoding: no copy of the prompt
+            return self.output_ids[start - n:stop - n]
+        return self.prompt_ids[start:] + self.output_ids[:stop - n]
 
     def append(self, token: int) -> FinishReason | None:
         """Record a sampled token; return why the sequence ends, if it does."""

@@ -64,8 +64,6 @@ class FakeEngine:
         answers = [self._answer(r) for r in requests]
         return [a if isinstance(a, EngineError) else FakeTicket(a) for a in answers]
 
-    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
-        return [t if isinstance(t, EngineError) else await t.result() for t in self.submit(requests)]
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         result = self._answer(request)
