@@ -15,6 +15,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from .async_engine import AsyncEngine
     from .engine import LLMEngine
+    from .http_server import uvicorn_config
     from .server import ServiceSettings, create_service
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
@@ -26,7 +27,9 @@ def serve(args: argparse.Namespace) -> None:
     engine = AsyncEngine(LLMEngine.from_config(EngineConfig()))
     print(f"Inference service ready in {time.perf_counter() - started:.1f} s at "
           f"http://{settings.host}:{settings.port}/v1/chat/completions", flush=True)
-    uvicorn.run(create_service(engine, settings), host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn_config(create_service(engine, settings), settings.host, settings.port,
+                            read_timeout_s=settings.read_timeout_s, max_message_bytes=settings.max_body_bytes)
+    uvicorn.Server(config).run()
 
 
 def warm() -> None:

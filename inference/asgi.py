@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 
 class CancelOnDisconnectMiddleware:
@@ -43,3 +47,110 @@ class CancelOnDisconnectMiddleware:
             handler.cancel()
             return True
         return False
+
+
+class RequestBodyMiddleware:
+    """Bounds what a client may send. HTTP: a body over ``max_bytes`` (announced or streamed) gets
+    413, and one not complete within ``read_timeout_s`` of its headers gets 408. A client that
+    disconnects mid-body ends its request with one log line, not a traceback. WebSocket: a message
+    over ``max_bytes`` closes the socket with 1009 (message too big)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            return await self.app(scope, self._bounded_ws(receive, send), send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send, 413, "BODY_TOO_LARGE",
+                                      f"request body exceeds the limit of {self.max_bytes} bytes", self.max_bytes)
+        received = 0
+        deadline = asyncio.get_running_loop().time() + self.read_timeout_s
+        body_done = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimeout from None
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge
+            body_done = not message.get("more_body", False)
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(send, 413, "BODY_TOO_LARGE", f"request body exceeds the limit of {self.max_bytes} bytes",
+                               self.max_bytes)
+        except _BodyTimeout:
+            await self._refuse(send, 408, "REQUEST_TIMEOUT",
+                               f"request body not received within {self.read_timeout_s:g} s", self.read_timeout_s)
+        except _ClientGone:
+            log.info("client %s disconnected before sending the whole body (%d bytes read)",
+                     (scope.get("client") or ("?",))[0], received)
+
+    def _bounded_ws(self, receive: Receive, send: Send) -> Receive:
+        async def bounded() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                size = len(message.get("bytes") or b"") + len((message.get("text") or "").encode("utf-8", "replace"))
+                if size > self.max_bytes:
+                    await send({"type": "websocket.close", "code": 1009,
+                                "reason": f"message exceeds the limit of {self.max_bytes} bytes"})
+                    return {"type": "websocket.disconnect", "code": 1009}
+            return message
+
+        return bounded
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str, limit: float) -> None:
+        body = json.dumps({"errors": [{"message": message, "extensions": {"code": code, "limit": limit}}]}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class HeadAsGet:
+    """HEAD answered as GET without the body (Starlette lists HEAD in ``Allow`` wherever GET is)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

@@ -13,28 +13,46 @@ import itertools
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from .engine import Completion, EngineInfo, EngineStats, LLMEngine, Prepared, StepOutput, engine_info
 from .errors import EngineError, EngineFault, EngineStopped, Overloaded, RequestTimeout
+from .sequence import FinishReason
 from .metrics import EngineMetrics
 from .params import ChatRequest
 
 log = logging.getLogger(__name__)
+INLINE_PREPARE_CHARS = 4096  # smaller batches are tokenized on the event loop (a thread hop costs more)
 
 
 class Ticket:
-    """A submitted request. Awaiting ``result()`` drains it; cancelling that await, or its
-    deadline passing, aborts the sequence (it leaves the batch at the next step)."""
+    """A submitted request, owned by whoever holds this object.
+
+    Draining ``events()`` or ``result()`` consumes it. Its request is aborted (it leaves the batch
+    at the next step) the moment its owner is gone at whatever point: ``close()``, a cancelled or
+    timed-out await, an ``events()`` stream closed early, or the Ticket dropped unconsumed (a
+    DataLoader future cancelled before dispatch). The engine keeps this invariant itself, through
+    a finalizer, so no caller can leak capacity by forgetting a Ticket."""
 
     def __init__(self, engine: AsyncEngine, seq_id: int) -> None:
         self.engine = engine
         self.seq_id = seq_id
+        self._release = weakref.finalize(self, engine._forget, seq_id)
+        self._release.atexit = False
 
-    def events(self) -> AsyncIterator[TokenDelta | Completion]:
+    def close(self) -> None:
+        """Abort the request unless it has already ended; idempotent."""
+        self._release()
+
+    async def events(self) -> AsyncIterator[TokenDelta | Completion]:
         """The request's deltas, then its Completion; raises its EngineError if it fails."""
-        return self.engine._events(self.seq_id)
+        try:
+            async for event in self.engine._events(self.seq_id):
+                yield event
+        finally:
+            self.close()
 
     async def result(self, timeout: float | None = None) -> Completion | EngineError:
         try:
@@ -46,6 +64,8 @@ class Ticket:
             return exc
         except TimeoutError:
             return RequestTimeout(f"the request exceeded its deadline of {timeout:g} s")
+        finally:
+            self.close()
         return EngineFault("the stream ended without a result")
 
 
@@ -70,6 +90,7 @@ class AsyncEngine:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reserved = 0
         self._info = engine_info(engine)
         self.metrics = EngineMetrics(self.stats)
 
@@ -103,7 +124,7 @@ class AsyncEngine:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         """Yield text deltas, then the Completion. Raises an EngineError if the request fails."""
-        [entry] = self.submit([request])
+        [entry] = await self.submit([request])
         if isinstance(entry, EngineError):
             raise entry
         async for event in entry.events():
@@ -119,59 +140,98 @@ class AsyncEngine:
     async def generate_batch(self, requests: Sequence[ChatRequest],
                              timeout: float | None = None) -> list[Completion | EngineError]:
         """One result per request, in order; a failed request gets its error in its place."""
-        tickets = self.submit(requests)
-        return list(await asyncio.gather(*(_result(t, timeout) for t in tickets)))
+        tickets = await self.submit(requests)
+        try:
+            return list(await asyncio.gather(*(_result(t, timeout) for t in tickets)))
+        finally:  # cancelled: abort now, not whenever the tickets are collected
+            for t in tickets:
+                if isinstance(t, Ticket):
+                    t.close()
 
-    def submit(self, requests: Sequence[ChatRequest]) -> list[Ticket | EngineError]:
-        """Validate each request and hand the valid ones to the step loop in one message: they
-        are prefilled together at the next step. Returns a Ticket or the error, per request."""
+    async def submit(self, requests: Sequence[ChatRequest]) -> list[Ticket | EngineError]:
+        """Check each request, reserve capacity for the valid ones (past it: Overloaded), tokenize
+        them (in a worker thread when large, so the event loop keeps serving), then hand them to
+        the step loop in one message: they are prefilled together at the next step. Returns a
+        Ticket or the error, per request; preparing one request can fail only that request."""
         if not self.running:
             return [EngineStopped("the engine is not running") for _ in requests]
-        entries: list[Ticket | EngineError] = []
+        entries: list[Ticket | EngineError | None] = [self._check(r) for r in requests]
+        admitted = [i for i, e in enumerate(entries) if e is None]
+        free = max(0, self.capacity - len(self._queues) - self._reserved)
+        for i in admitted[free:]:
+            entries[i] = Overloaded(
+                f"the engine is at capacity ({self.capacity} requests: {self.engine.config.max_running} "
+                f"running, {self.engine.config.max_waiting} waiting); retry later")
+        admitted = admitted[:free]
+        self._reserved += len(admitted)  # held while tokenizing, so concurrent submits cannot overshoot
+        try:
+            todo = [requests[i] for i in admitted]
+            small = sum(len(m.content) for r in todo for m in r.messages) <= INLINE_PREPARE_CHARS
+            prepared_all = self._prepare_each(todo) if small else await asyncio.to_thread(self._prepare_each, todo)
+        finally:
+            self._reserved -= len(admitted)
         batch: list[tuple[int, Prepared]] = []
-        for request in requests:
-            try:
-                prepared = self.engine.prepare(request)
-            except EngineError as exc:
-                entries.append(exc)
-                continue
-            if len(self._queues) >= self.capacity:
-                entries.append(Overloaded(
-                    f"the engine is at capacity ({self.capacity} requests: "
-                    f"{self.engine.config.max_running} running, {self.engine.config.max_waiting} waiting); retry later"))
+        for i, prepared in zip(admitted, prepared_all, strict=True):
+            if isinstance(prepared, EngineError):
+                entries[i] = prepared
                 continue
             seq_id = next(self._ids)
             self._queues[seq_id] = asyncio.Queue()
             batch.append((seq_id, prepared))
-            entries.append(Ticket(self, seq_id))
+            entries[i] = Ticket(self, seq_id)
         if batch:
             self._inbox.put(("add", batch))
-        return entries
+        return entries  # type: ignore[return-value]  # every entry is filled
 
     # --- internals -----------------------------------------------------------------------------
 
-    async def _events(self, seq_id: int) -> AsyncIterator[TokenDelta | Completion]:
-        """The request's deltas, then its Completion (or its error raised). Leaving early, by
-        close or cancellation, aborts the sequence."""
-        q = self._queues[seq_id]
-        index = 0
+    def _check(self, request: ChatRequest) -> EngineError | None:
+        """The cheap checks (options, roles, text), before capacity is spent on tokenizing."""
         try:
-            while True:
-                out = await q.get()
-                if out.error is not None or out.completion is not None:
-                    del self._queues[seq_id]  # finished: nothing to abort, and capacity is free now
-                if out.delta:
-                    yield TokenDelta(index, out.delta)
-                    index += 1
-                if out.error is not None:
-                    raise out.error
-                if out.completion is not None:
-                    self.metrics.observe(out.completion)
-                    yield out.completion
-                    return
-        finally:
-            if self._queues.pop(seq_id, None) is not None:
-                self._inbox.put(("abort", seq_id))
+            request.validate(self.engine.config.max_new_tokens_cap)
+        except EngineError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - this request's failure, nobody else's
+            log.exception("could not check request %s", request.request_id)
+            return EngineFault(f"the request could not be checked: {type(exc).__name__}")
+        return None
+
+    def _prepare_each(self, requests: Sequence[ChatRequest]) -> list[Prepared | EngineError]:
+        out: list[Prepared | EngineError] = []
+        for request in requests:
+            try:
+                out.append(self.engine.prepare(request))
+            except EngineError as exc:
+                out.append(exc)
+            except Exception as exc:  # noqa: BLE001 - this request's failure, nobody else's
+                log.exception("could not prepare request %s", request.request_id)
+                out.append(EngineFault(f"the request could not be prepared: {type(exc).__name__}"))
+        return out
+
+    def _forget(self, seq_id: int) -> None:
+        """The request's owner is gone: free its capacity and abort it. Any thread (a finalizer)."""
+        if self._queues.pop(seq_id, None) is not None:
+            self._inbox.put(("abort", seq_id))
+
+    async def _events(self, seq_id: int) -> AsyncIterator[TokenDelta | Completion]:
+        """The request's deltas, then its Completion (or its error raised)."""
+        q = self._queues.get(seq_id)
+        if q is None:
+            raise EngineFault("the request was already closed")
+        index = 0
+        while True:
+            out = await q.get()
+            if out.error is not None or out.completion is not None:
+                self._queues.pop(seq_id, None)  # finished: nothing to abort, and capacity is free now
+            if out.delta:
+                yield TokenDelta(index, out.delta)
+                index += 1
+            if out.error is not None:
+                raise out.error
+            if out.completion is not None:
+                self.metrics.observe(out.completion)
+                yield out.completion
+                return
 
     def _work(self) -> None:
         """The step loop (worker thread): take commands, step, post outputs to the event loop."""
@@ -179,10 +239,10 @@ class AsyncEngine:
             try:
                 if self._take_commands(block=not self.engine.has_work()):
                     return
-                steps = self.engine.stats.steps
+                before = replace(self.engine.stats)
                 outputs = self.engine.step()
-                if self.engine.stats.steps != steps:
-                    self.metrics.observe_step(self.engine.stats.last_batch_size)
+                if self.engine.stats.steps != before.steps:
+                    self.metrics.observe_step(before, self.engine.stats)
             except Exception:  # noqa: BLE001 - the loop must survive; its requests must not hang
                 log.exception("engine loop error")
                 outputs = self.engine.fail_all(EngineFault("the engine loop failed"))
@@ -202,11 +262,13 @@ class AsyncEngine:
             if cmd == "add":
                 for seq_id, prepared in arg:
                     self.engine.add(prepared, seq_id)
-            elif cmd == "abort":
-                self.engine.abort(seq_id=arg)
+            elif cmd == "abort" and self.engine.abort(seq_id=arg) is not None:
+                self.metrics.finished.labels(FinishReason.CANCELLED.value).inc()
 
     def _dispatch(self, outputs: list[StepOutput]) -> None:
         for out in outputs:
+            if out.error is not None:
+                self.metrics.finished.labels(FinishReason.ERROR.value).inc()
             q = self._queues.get(out.seq_id)
             if q is not None:
                 q.put_nowait(out)

@@ -39,6 +39,10 @@ class EngineConfig(BaseSettings):
     prefix_cache_entries: int = Field(
         16, ge=0, description="Recent prompts whose KV is kept to skip prefilling a shared prefix; 0 is off."
     )
+    parse_special_tokens: bool = Field(
+        False, description="true: special-token strings in message content become control tokens (the peers' "
+                           "default); false: content is plain text, so it cannot forge chat-template turns."
+    )
     max_prefill_tokens: int = Field(
         256, ge=1, description="Prompt tokens prefilled per step; longer prompts are chunked."
     )

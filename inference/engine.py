@@ -17,6 +17,7 @@ from .errors import EngineError, EngineFault, PromptTooLong, RequestCancelled
 from .model_loader import ModelSource, load_model, locate_model
 from .model_runner import ModelRunner
 from .params import ChatRequest
+from .prompt import PromptEncoder
 from .scheduler import Scheduler
 from .sequence import FinishReason, Sequence
 
@@ -96,6 +97,7 @@ class LLMEngine:
         self.runner = ModelRunner(model, config.max_running, self.max_model_len, config.prefix_cache_entries)
         self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, on_admit=self._reuse_prefix)
         self.eos_ids = frozenset(self._eos_ids())
+        self.prompts = PromptEncoder(tokenizer, parse_special=config.parse_special_tokens)
         self.stats = EngineStats()
         self._seqs: dict[int, tuple[Sequence, Prepared, IncrementalText]] = {}
         self._ids = itertools.count()
@@ -117,12 +119,9 @@ class LLMEngine:
         return {i for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id}
 
     def prepare(self, request: ChatRequest) -> Prepared:
-        """Validate and tokenize; raise InvalidRequest or PromptTooLong."""
+        """Validate and tokenize; raise InvalidRequest or PromptTooLong. Safe from any thread."""
         request.validate(self.config.max_new_tokens_cap)
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if not isinstance(ids, list):
-            ids = ids["input_ids"]
+        ids = self.prompts.encode(request.messages)
         max_new = request.params.max_new_tokens or self.config.default_max_new_tokens
         if len(ids) + max_new > self.max_model_len:
             raise PromptTooLong(len(ids), max_new, self.max_model_len)
@@ -173,7 +172,8 @@ class LLMEngine:
             if not seq.output_ids:  # its prompt is complete in the KV cache now
                 self.runner.prefix_cache.store(seq.prompt_ids, seq.slot)
         self._count(plan, len(tokens))
-        outputs = [self._advance(seq, token) for seq, token in zip(sampled, tokens, strict=True)]
+        outputs = [self._advance(seq, token) if isinstance(token, int) else self._sampling_failed(seq, token)
+                   for seq, token in zip(sampled, tokens, strict=True)]
         self.stats.step_seconds += time.perf_counter() - started
         return outputs
 
@@ -185,6 +185,10 @@ class LLMEngine:
         self.stats.steps += 1
         self.stats.tokens_generated += sampled
         self.stats.last_batch_size = len(plan)
+
+    def _sampling_failed(self, seq: Sequence, exc: Exception) -> StepOutput:
+        log.error("sampling failed for sequence %d: %r", seq.seq_id, exc)
+        return self._end(seq.seq_id, FinishReason.ERROR, EngineFault(f"sampling failed: {type(exc).__name__}"))
 
     def _advance(self, seq: Sequence, token: int) -> StepOutput:
         text = self._seqs[seq.seq_id][2]
@@ -236,7 +240,7 @@ def engine_info(engine: LLMEngine) -> EngineInfo:
     source = engine.source
     return EngineInfo(
         name=source.name if source else type(engine.model).__name__,
-        source=str(source.path) if source else "",
+        source=source.path.name if source else "",  # the file's name: its path is the server's business
         parameters=sum(p.numel() for p in engine.model.parameters()),
         context_length=engine.max_model_len,
         device=str(param.device),

@@ -30,13 +30,18 @@ class EngineMetrics:
                              buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("smollm_time_per_output_token_seconds", "Decode time per token after the first.",
                               buckets=PER_TOKEN_BUCKETS, registry=r)
-        self.prompt_tokens = Counter("smollm_prompt_tokens", "Prompt tokens of finished requests.", registry=r)
-        self.generation_tokens = Counter("smollm_generation_tokens", "Tokens generated.", registry=r)
-        self.finished = Counter("smollm_request_success", "Finished requests by reason.", ["finished_reason"],
+        self.prompt_tokens = Counter("smollm_prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded).",
+                                     registry=r)
+        self.generation_tokens = Counter("smollm_generation_tokens", "Tokens generated, of every request.", registry=r)
+        self.finished = Counter("smollm_request_success", "Ended requests by reason (stop, length, cancelled, error).",
+                                ["finished_reason"],
                                 registry=r)
 
-    def observe_step(self, batch_size: int) -> None:
-        self.batch_size.observe(batch_size)
+    def observe_step(self, before: EngineStats, after: EngineStats) -> None:
+        """Tokens count when computed, so aborted and failed requests' tokens are counted too."""
+        self.batch_size.observe(after.last_batch_size)
+        self.prompt_tokens.inc(after.prompt_tokens - before.prompt_tokens)
+        self.generation_tokens.inc(after.tokens_generated - before.tokens_generated)
 
     def observe(self, c: Completion) -> None:
         t = c.timings
@@ -46,6 +51,4 @@ class EngineMetrics:
             self.ttft.observe(t.first_token_ms / 1000)
             if c.usage.completion_tokens > 1:
                 self.tpot.observe((t.total_ms - t.first_token_ms) / 1000 / (c.usage.completion_tokens - 1))
-        self.prompt_tokens.inc(c.usage.prompt_tokens)
-        self.generation_tokens.inc(c.usage.completion_tokens)
         self.finished.labels(c.finish_reason.value).inc()

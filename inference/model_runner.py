@@ -175,8 +175,9 @@ class ModelRunner:
         self.last_forward_seconds = 0.0
 
     @torch.inference_mode()
-    def step(self, plan: list[Scheduled]) -> list[int]:
-        """Compute the plan's tokens; return the next token of each entry whose ``samples`` is set."""
+    def step(self, plan: list[Scheduled]) -> list[int | Exception]:
+        """Compute the plan's tokens; return the next token (or why sampling failed) of each entry
+        whose ``samples`` is set."""
         ids, batch, keep = self._pack(plan)
         started = time.perf_counter()
         logits = self.model(
@@ -230,12 +231,17 @@ class ModelRunner:
         q_pos = torch.arange(pos0, pos0 + n)[:, None]
         return (torch.arange(pos0 + n)[None, :] <= q_pos).to(self.device)
 
-    def _sample(self, logits: torch.Tensor, seqs: list) -> list[int]:
+    def _sample(self, logits: torch.Tensor, seqs: list) -> list[int | Exception]:
+        """One token per sequence; a sequence whose sampling fails gets its exception instead,
+        and only that sequence ends with an error."""
         logits = logits.float()
-        out = logits.argmax(dim=-1).tolist()
+        out: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
         for i, seq in enumerate(seqs):
             if not seq.params.greedy:
-                out[i] = sample_token(logits[i], seq.params, self._generator(seq))
+                try:
+                    out[i] = sample_token(logits[i], seq.params, self._generator(seq))
+                except Exception as exc:  # noqa: BLE001 - this sequence's failure, not the step's
+                    out[i] = exc
         return out
 
     def _generator(self, seq) -> torch.Generator:
@@ -254,7 +260,10 @@ class ModelRunner:
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """Temperature, then top-k, then top-p (nucleus) sampling of one row of logits."""
+    """Temperature, then top-k, then top-p (nucleus) sampling of one row of logits.
+
+    Numerically safe for every valid option: temperatures below ``GREEDY_BELOW`` never get here
+    (they are greedy), and top-p always keeps the likeliest token, however small ``top_p`` is."""
     logits = logits / params.temperature
     index = None
     if params.top_k:  # topk returns the largest first, as top-p needs
@@ -263,6 +272,8 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         logits, index = logits.sort(descending=True)
     probs = logits.softmax(-1)
     if params.top_p < 1.0:
-        probs = probs.masked_fill(probs.cumsum(-1) - probs >= params.top_p, 0.0)
+        drop = probs.cumsum(-1) - probs >= params.top_p
+        drop[0] = False
+        probs = probs.masked_fill(drop, 0.0)
     choice = torch.multinomial(probs, 1, generator=generator)
     return int(choice if index is None else index[choice])

@@ -52,8 +52,22 @@ class ChatCompletionRequest(BaseModel):
                            request_id=f"chatcmpl-{uuid.uuid4().hex}")
 
 
+# OpenAI parameters this server does not honour, with the values that ask for nothing: any other
+# value is refused (400 naming the parameter) rather than silently ignored.
+UNSUPPORTED: dict[str, tuple[object, ...]] = {
+    "n": (None, 1), "best_of": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
+    "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}), "suffix": (None,), "audio": (None,), "prediction": (None,),
+}
+
+
 def parse(body: object) -> ChatCompletionRequest:
     """Parse one request body; a malformed one is an InvalidRequest naming the field."""
+    if isinstance(body, dict):
+        for name, neutral in UNSUPPORTED.items():
+            if name in body and not any(body[name] == v and type(body[name]) is type(v) for v in neutral):
+                raise InvalidRequest(f"{name} is not supported by this server (got {str(body[name])[:60]})", field=name)
     try:
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:

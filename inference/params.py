@@ -9,7 +9,8 @@ from .errors import InvalidRequest
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 64
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**31 - 1  # GraphQL's Int is 32-bit; one range for every edge
+GREEDY_BELOW = 1e-5  # temperatures below this are greedy (as in vLLM): dividing by them overflows
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW
 
     def validate(self, max_new_tokens_cap: int) -> None:
         """Raise InvalidRequest naming the first option out of range."""
@@ -69,9 +70,36 @@ class ChatRequest:
         for i, m in enumerate(self.messages):
             if m.role not in ROLES:
                 _invalid(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}, got {m.role!r}")
+        self.check_texts()
         if self.messages[-1].role != "user" or not self.messages[-1].content.strip():
             _invalid("userPrompt", "the last message must be a non-blank user prompt")
         self.params.validate(max_new_tokens_cap)
+
+    def check_texts(self) -> None:
+        """Raise InvalidRequest for text that has no UTF-8 form (it could not be tokenized or sent)."""
+        for i, m in enumerate(self.messages):
+            check_text(f"messages[{i}].content", m.content)
+        for s in self.params.stop:
+            check_text("stop", s)
+
+
+def unencodable_at(text: str) -> int | None:
+    """Where ``text`` holds a lone surrogate (no UTF-8 form, so no tokens), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def check_text(field_name: str, text: str) -> None:
+    """Raise InvalidRequest if ``text`` cannot be encoded as UTF-8."""
+    at = unencodable_at(text)
+    if at is not None:
+        _invalid(field_name, f"holds a lone surrogate (U+{ord(text[at]):04X}) at character {at}, "
+                             "which is not valid Unicode text")
 
 
 def _invalid(field_name: str, message: str) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,21 +59,27 @@ class BatchCall:
 
 
 class RemoteTicket:
-    """One request's share of a batch call already under way."""
+    """One request's share of a batch call already under way. Closing it, or dropping it
+    unconsumed, abandons that share (the call is cancelled once every share is abandoned)."""
 
     def __init__(self, batch: BatchCall, index: int) -> None:
         self.batch = batch
         self.index = index
+        self._release = weakref.finalize(self, batch.abandon)
+        self._release.atexit = False
+
+    def close(self) -> None:
+        self._release()
 
     async def result(self, timeout: float | None = None) -> Completion | EngineError:
         try:
             async with asyncio.timeout(timeout):
                 return (await asyncio.shield(self.batch.call))[self.index]
         except TimeoutError:
-            self.batch.abandon()
+            self.close()
             return RequestTimeout(f"the request exceeded its deadline of {timeout:g} s")
         except asyncio.CancelledError:
-            self.batch.abandon()
+            self.close()
             raise
 
 
@@ -87,7 +94,7 @@ class RemoteEngine:
         self.upstream_calls = 0
         self._client: httpx.AsyncClient | None = None
         self._limit: asyncio.Semaphore | None = None
-        self._info = EngineInfo("remote", ", ".join(u.url for u in self.upstreams), 0, 0, "remote", "", 0, 0, 0, 0)
+        self._info = EngineInfo("remote", "remote", 0, 0, "remote", "", 0, 0, 0, 0)  # upstream URLs stay in logs
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(
@@ -99,7 +106,7 @@ class RemoteEngine:
             self._info = EngineInfo(**info) if info else EngineInfo(
                 models["id"], self._info.source, 0, models.get("max_model_len", 0), "remote", "", 0, 0, 0, 0)
         except (EngineError, KeyError, IndexError, ValueError, TypeError) as exc:
-            log.warning("model info not available from %s: %s", self._info.source, exc)
+            log.warning("model info not available from %s: %s", ", ".join(u.url for u in self.upstreams), exc)
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -118,9 +125,13 @@ class RemoteEngine:
 
     # --- batches --------------------------------------------------------------------------
 
-    def submit(self, requests: Sequence[ChatRequest]) -> list[RemoteTicket]:
-        batch = BatchCall(asyncio.ensure_future(self.generate_batch(requests)), len(requests))
-        return [RemoteTicket(batch, i) for i in range(len(requests))]
+    async def submit(self, requests: Sequence[ChatRequest]) -> list[RemoteTicket | EngineError]:
+        """A request whose text cannot be sent gets its error here; the rest go as one call."""
+        checked = [_unsendable(r) for r in requests]
+        valid = [r for r, error in zip(requests, checked, strict=True) if error is None]
+        batch = BatchCall(asyncio.ensure_future(self.generate_batch(valid)), len(valid))
+        index = iter(range(len(valid)))
+        return [error if error is not None else RemoteTicket(batch, next(index)) for error in checked]
 
     async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Completion | EngineError]:
         if not requests:
@@ -212,9 +223,9 @@ class RemoteEngine:
                 yield response
         except NEVER_SENT as exc:
             self._mark_down(upstream, exc)
-            raise Unavailable(f"inference upstream {upstream.url} unreachable") from None
+            raise Unavailable("inference upstream unreachable") from None
         except httpx.HTTPError as exc:
-            raise Unavailable(f"inference upstream {upstream.url} failed: {type(exc).__name__}") from None
+            raise _failed(upstream, exc) from None
         finally:
             upstream.outstanding -= 1
 
@@ -224,7 +235,7 @@ class RemoteEngine:
         now = time.monotonic()
         alive = [u for u in self.upstreams if u.down_until <= now]
         if not alive:
-            raise Unavailable(f"no inference upstream reachable ({', '.join(u.url for u in self.upstreams)})")
+            raise Unavailable("no inference upstream reachable")
         if prefer in alive:
             return prefer
         return min(alive, key=lambda u: u.outstanding)
@@ -242,7 +253,8 @@ class RemoteEngine:
         while True:
             upstream = self._pick(prefer)
             if upstream.url in tried:
-                raise Unavailable(f"no inference upstream reachable (tried {', '.join(sorted(tried))})")
+                log.warning("no inference upstream reachable (tried %s)", ", ".join(sorted(tried)))
+                raise Unavailable("no inference upstream reachable")
             tried.add(upstream.url)
             prefer = None
             upstream.outstanding += 1
@@ -252,9 +264,23 @@ class RemoteEngine:
             except NEVER_SENT as exc:
                 self._mark_down(upstream, exc)
             except httpx.HTTPError as exc:
-                raise Unavailable(f"inference upstream {upstream.url} failed: {type(exc).__name__}") from None
+                raise _failed(upstream, exc) from None
             finally:
                 upstream.outstanding -= 1
+
+
+def _failed(upstream: Upstream, exc: Exception) -> Unavailable:
+    """The client hears that the upstream failed; which upstream, only the log says."""
+    log.warning("inference upstream %s failed: %r", upstream.url, exc)
+    return Unavailable(f"inference upstream failed: {type(exc).__name__}")
+
+
+def _unsendable(request: ChatRequest) -> EngineError | None:
+    try:
+        request.check_texts()
+    except EngineError as exc:
+        return exc
+    return None
 
 
 def _finish(reason: str | None) -> FinishReason:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .asgi import CancelOnDisconnectMiddleware
+from .asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware
 from .async_engine import AsyncEngine, Ticket, TokenDelta
 from .engine import Completion
 from .errors import EngineError, InvalidRequest
@@ -39,6 +39,8 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8001, ge=0, le=65535, description="INFERENCE_PORT.")
     generate_batch: bool = Field(True, description="INFERENCE_GENERATE_BATCH: offer POST /generate_batch.")
     max_batch_items: int = Field(256, ge=1, description="INFERENCE_MAX_BATCH_ITEMS: largest /generate_batch.")
+    max_body_bytes: int = Field(16_000_000, ge=1024, description="INFERENCE_MAX_BODY_BYTES: largest request body.")
+    read_timeout_s: float = Field(10.0, gt=0, description="INFERENCE_READ_TIMEOUT_S: time to send headers, then body.")
 
 
 def error_response(exc: EngineError) -> JSONResponse:
@@ -59,7 +61,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
     async def chat_completions(request: Request) -> Response:
         try:
             body = parse(await _json(request))
-            [entry] = engine.submit([body.to_request()])
+            [entry] = await engine.submit([body.to_request()])
         except EngineError as exc:
             return error_response(exc)
         if isinstance(entry, EngineError):
@@ -112,14 +114,16 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
               Route("/metrics", metrics)]
     if settings.generate_batch:
         routes.append(Route("/generate_batch", generate_batch, methods=["POST"]))
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(CancelOnDisconnectMiddleware)])
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s),
+        Middleware(CancelOnDisconnectMiddleware)])
 
 
 async def _json(request: Request) -> dict:
     try:
         body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}", field="body") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {str(exc) or type(exc).__name__}", field="body") from None
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object", field="body")
     return body
