@@ -14,6 +14,8 @@ import sys  # noqa: E402
 
 import uvicorn  # noqa: E402
 
+from inference.http_server import uvicorn_config  # noqa: E402
+
 from .app import State, create_app  # noqa: E402
 from .observability import configure_logging  # noqa: E402
 from .settings import ApiSettings  # noqa: E402
@@ -71,8 +73,8 @@ def main() -> None:
         server.should_exit = True
 
     app = create_app(settings, on_ready=ready, on_failed=failed)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            ws="websockets-sansio", timeout_graceful_shutdown=5)
+    config = uvicorn_config(app, settings.host, settings.port, read_timeout_s=settings.http_read_timeout_s,
+                            max_message_bytes=settings.max_body_bytes, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.api)
     server.run()
     if failures:

@@ -20,11 +20,16 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from graphql import GraphQLError
+from cross_web import HTTPException
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from inference.asgi import CancelOnDisconnectMiddleware
+from inference.asgi import CancelOnDisconnectMiddleware, HeadAsGet, RequestBodyMiddleware
 from inference.config import EngineConfig
 from inference.protocol import EngineClient
 
@@ -33,7 +38,7 @@ from .context import Context
 from .engine_handle import EngineHandle
 from .loaders import ChatLoader
 from .observability import ApiMetrics
-from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from .middleware import OriginPolicyMiddleware, RequestIdMiddleware
 from .schema import build_schema
 from .settings import ApiSettings
 
@@ -63,8 +68,21 @@ class State:
         return self._loader
 
 
+SUBSCRIPTION_TRANSPORTS = (
+    "subscriptions stream: send them over WebSocket (graphql-transport-ws) to /graphql, or over HTTP with "
+    "'Accept: text/event-stream' (GraphQL over SSE)")
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler):
-    """graphql-transport-ws, with a refusal past the per-connection limit that names the limit."""
+    """graphql-transport-ws: malformed messages close the socket with 4400 (never a crash), and a
+    refusal past the per-connection limit names the limit."""
+
+    async def handle_message(self, message: object) -> None:
+        problem = _malformed(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        await super().handle_message(message)  # type: ignore[arg-type]
 
     async def handle_subscribe(self, message) -> None:
         limit = self.max_subscriptions_per_connection
@@ -78,6 +96,21 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
         await super().handle_subscribe(message)
 
 
+def _malformed(message: object) -> str | None:
+    """Why a graphql-transport-ws message cannot be handled, or None."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return "a message must be a JSON object with a string 'type'"
+    if message["type"] in ("subscribe", "complete") and not isinstance(message.get("id"), str):
+        return f"'{message['type']}' needs a string 'id'"
+    if message["type"] == "subscribe":
+        payload = message.get("payload")
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return "'subscribe' needs a 'payload' object with a string 'query'"
+        if not isinstance(payload.get("variables") or {}, dict):
+            return "'subscribe' payload 'variables' must be an object"
+    return None
+
+
 class GraphQLApp(GraphQL):
     graphql_transport_ws_handler_class = TransportWSHandler
 
@@ -89,16 +122,46 @@ class GraphQLApp(GraphQL):
             connection_init_wait_timeout=timedelta(seconds=s.connection_init_timeout_s),
             max_subscriptions_per_connection=s.max_subscriptions_per_connection,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
+            allowed_origins=s.origins(),
         )
         self.state = state
         self._ide_html = graphiql.page_html()
 
     def decode_json(self, data: str | bytes) -> object:
-        """Strawberry answers 400 to a JSONDecodeError; invalid UTF-8 must get the same, not a 500."""
+        """Every undecodable body is a JSONDecodeError, which Strawberry answers with 400 over HTTP
+        and 4400 over WebSocket: invalid UTF-8 and JSON nested too deeply included."""
         try:
             return json.loads(data)
         except UnicodeDecodeError as exc:
             raise json.JSONDecodeError(f"request body is not valid UTF-8: {exc.reason}", "", exc.start) from None
+        except RecursionError:
+            raise json.JSONDecodeError("JSON nested too deeply", "", 0) from None
+
+    def parse_json(self, data: str | bytes) -> object:
+        value = super().parse_json(data)
+        if not isinstance(value, dict):  # HTTP batching is off: one operation, as an object
+            raise HTTPException(400, "the request body must be a JSON object with a 'query', "
+                                     f"got {type(value).__name__ if value is not None else 'null'}")
+        return value
+
+    async def execute_single(self, request: Request, request_adapter, sub_response, context, root_value,
+                             request_data) -> ExecutionResult:
+        """Strawberry's, except that a subscription without a streaming transport is a 400 that
+        names the transports (it used to run as a query and fail as a masked INTERNAL)."""
+        allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+        try:
+            return await self.schema.execute(
+                request_data.query, root_value=root_value, variable_values=request_data.variables,
+                context_value=context, operation_name=request_data.operation_name,
+                allowed_operation_types=allowed, operation_extensions=request_data.extensions)
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(400, SUBSCRIPTION_TRANSPORTS) from exc
+            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
@@ -172,8 +235,13 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        """Ready: the model is loaded, the step loop runs, and the server is not draining. The body
+        says how much of the engine's capacity is in use; a full engine is still ready (new chats
+        get OVERLOADED at once), and since no request can leak its place, full means busy."""
         ready = state.engine.running and not state.draining
-        body = {"ready": ready, "loading": state.engine.loading, "draining": state.draining}
+        stats, info = state.engine.stats(), state.engine.info()
+        body = {"ready": ready, "loading": state.engine.loading, "draining": state.draining,
+                "running": stats.running, "waiting": stats.waiting, "capacity": info.max_running + info.max_waiting}
         if state.engine.failure:
             body["error"] = state.engine.failure
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -191,12 +259,14 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", HeadAsGet(graphql), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.asset_dir(), check_dir=False)),
         ],
         middleware=[Middleware(RequestIdMiddleware),
-                    Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+                    Middleware(OriginPolicyMiddleware, allowed=settings.origins()),
+                    Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes,
+                               read_timeout_s=settings.http_read_timeout_s),
                     Middleware(CancelOnDisconnectMiddleware)],
         lifespan=lifespan,
     )

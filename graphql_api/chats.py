@@ -7,8 +7,8 @@ import time
 from collections.abc import Sequence
 
 from inference.engine import Completion
-from inference.errors import EngineError
-from inference.params import ChatMessage, ChatRequest, SamplingParams
+from inference.errors import EngineError, InvalidRequest
+from inference.params import ChatMessage, ChatRequest, SamplingParams, check_text
 
 from .context import Context
 from .errors import chat_error, invalid
@@ -20,21 +20,30 @@ from .types import (ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess
 
 def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatRequest | ChatError:
     """A ChatRequest, or the ChatError naming the first field that is wrong."""
-    chat_id = str(item.chat_id)
-    if not chat_id.strip():
+    sent, chat_id = str(item.chat_id), echo_id(item.chat_id, settings)
+    if not sent.strip():
         return invalid(chat_id, "chatId", "chatId must not be blank")
+    if len(sent) > settings.max_chat_id_chars:
+        return invalid(chat_id, "chatId",
+                       f"chatId has {len(sent)} characters; the limit is {settings.max_chat_id_chars}")
     if not item.user_prompt.strip():
         return invalid(chat_id, "userPrompt", "userPrompt must not be empty or blank")
     limit = settings.max_prompt_chars
-    texts = [("userPrompt", item.user_prompt), ("systemPrompt", item.system_prompt or "")]
+    texts = [("chatId", chat_id), ("userPrompt", item.user_prompt), ("systemPrompt", item.system_prompt or "")]
     texts += [(f"history[{i}].content", m.content) for i, m in enumerate(item.history or ())]
     for field, text in texts:
         if len(text) > limit:
             return invalid(chat_id, field, f"{field} has {len(text)} characters; the limit is {limit}")
+        try:
+            check_text(field, text)
+        except InvalidRequest as exc:
+            return invalid(chat_id, field, exc.message)
     if len(item.history or ()) > settings.max_history:
         return invalid(chat_id, "history", f"history has {len(item.history)} turns; the limit is {settings.max_history}")
     system = item.system_prompt if item.system_prompt is not None else settings.default_system_prompt
-    messages = [ChatMessage("system", system)] if system.strip() else []
+    # An empty (or blank) systemPrompt means none: an empty system turn, so that the chat
+    # template's own built-in system prompt does not apply either.
+    messages = [ChatMessage("system", system if system.strip() else "")]
     messages += [ChatMessage(m.role.value, m.content) for m in item.history or ()]
     messages.append(ChatMessage("user", item.user_prompt))
     return ChatRequest(tuple(messages), sampling_params(item), request_id=f"{request_id}:{chat_id}")
@@ -77,28 +86,46 @@ def record(ctx: Context, operation: str, chat_ids: list[str], results: list[Chat
     log_operation(ctx.request_id, operation, list(zip(chat_ids, outcomes, strict=True)), started)
 
 
+def echo_id(chat_id: object, settings: ApiSettings) -> str:
+    """The chatId as answered and logged: as sent, cut to ``max_chat_id_chars`` (a longer one is
+    an error, and is not echoed whole)."""
+    text = str(chat_id)
+    limit = settings.max_chat_id_chars
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def cancelled(chat_id: str) -> ChatError:
+    return ChatError(chat_id=chat_id, code=ChatErrorCode.CANCELLED, field=None, message="the client went away")
+
+
 def unavailable(chat_id: str) -> ChatError:
     return ChatError(chat_id=chat_id, code=ChatErrorCode.UNAVAILABLE, field=None,
                      message="the server is shutting down; retry on another replica")
 
 
 async def answer(ctx: Context, inputs: Sequence[ChatInput], operation: str) -> list[ChatResult]:
-    """One result per input, in order: valid chats go to the DataLoader in this same tick."""
+    """One result per input, in order: valid chats go to the DataLoader in this same tick.
+    A dropped client (cancellation) is logged and counted too, as CANCELLED."""
     started = time.perf_counter()
-    results = await _answer(ctx, inputs)
-    record(ctx, operation, [str(i.chat_id) for i in inputs], results, started)
+    chat_ids = [echo_id(i.chat_id, ctx.settings) for i in inputs]
+    try:
+        results = await _answer(ctx, inputs)
+    except asyncio.CancelledError:
+        record(ctx, operation, chat_ids, [cancelled(c) for c in chat_ids], started)
+        raise
+    record(ctx, operation, chat_ids, results, started)
     return results
 
 
 async def _answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]:
     if ctx.draining():
-        return [unavailable(str(i.chat_id)) for i in inputs]
+        return [unavailable(echo_id(i.chat_id, ctx.settings)) for i in inputs]
     results: list[ChatResult | None] = [None] * len(inputs)
     pending: list[tuple[int, str, ChatRequest]] = []
     seen: set[str] = set()
     for i, item in enumerate(inputs):
         request = to_request(item, ctx.settings, ctx.request_id)
-        chat_id = str(item.chat_id)
+        chat_id = echo_id(item.chat_id, ctx.settings)
         if isinstance(request, ChatError):
             results[i] = request
         elif chat_id in seen:
@@ -114,9 +141,17 @@ async def _answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]
 
 
 async def _load(ctx: Context, chat_id: str, request: ChatRequest) -> ChatResult:
+    """Cancellation is safe at every point: before the loader dispatches (the Ticket made for the
+    cancelled future is dropped, which aborts it), after (the Ticket delivered to a task that was
+    cancelled before it resumed is closed here), or while awaiting the result (``result`` closes)."""
+    future = ctx.loader.load(request)
     try:
-        ticket = await ctx.loader.load(request)
+        ticket = await future
     except EngineError as exc:
         return chat_error(chat_id, exc)
+    except asyncio.CancelledError:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            future.result().close()
+        raise
     result = await ticket.result(ctx.settings.request_timeout_s)
     return chat_error(chat_id, result) if isinstance(result, EngineError) else success(chat_id, result)

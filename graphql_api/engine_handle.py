@@ -39,10 +39,10 @@ class EngineHandle:
     def info(self) -> EngineInfo:
         return self.target.info() if self.target is not None else LOADING
 
-    def submit(self, requests: Sequence[ChatRequest]) -> list:
+    async def submit(self, requests: Sequence[ChatRequest]) -> list:
         if self.target is None:
             return [self._not_ready() for _ in requests]
-        return self.target.submit(requests)
+        return await self.target.submit(requests)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         if self.target is None:

@@ -25,5 +25,7 @@ class ChatLoader(DataLoader[ChatRequest, Ticket]):
         self.batch_calls = 0
 
     async def batch_load_fn(self, requests: Sequence[ChatRequest]) -> list[Ticket | EngineError]:
+        """A caller cancelled before or during this dispatch never receives its Ticket: the
+        Ticket is dropped here, and dropping a Ticket aborts its request (see ``Ticket``)."""
         self.batch_calls += 1
-        return self.engine.submit(list(requests))
+        return await self.engine.submit(list(requests))

@@ -1,17 +1,21 @@
-"""ASGI middleware: request ids and a cap on body size."""
+"""ASGI middleware of the API: request ids and the origin policy."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.http.websocket_origin import is_same_origin, normalize_origin
 
 REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # what tracing systems send; nothing that forges log fields
 
 
 class RequestIdMiddleware:
-    """Take the client's X-Request-ID (if sane) or make one; store it in scope and echo it back."""
+    """Take the client's X-Request-ID if it is a plain token of at most 128 characters, or make one;
+    store it in scope and echo it back."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -20,7 +24,7 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         given = dict(scope.get("headers", ())).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -32,42 +36,31 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-class BodySizeLimitMiddleware:
-    """Refuse HTTP bodies over ``max_bytes`` with 413, whether announced or streamed."""
+class OriginPolicyMiddleware:
+    """One origin policy for HTTP (GET, POST, SSE), the same one Strawberry applies to WebSocket
+    handshakes: a request from a browser page on another origin gets 403 unless that origin is
+    listed in ``ALLOWED_ORIGINS`` (or it holds ``*``). Requests without ``Origin`` (curl, servers)
+    and same-origin ones pass. Without this, any web page's ``EventSource`` could stream answers."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.any = "*" in allowed
+        self.allowed = {o for o in (normalize_origin(a) for a in allowed if a != "*") if o}
+
+    def allows(self, headers: dict[bytes, bytes]) -> bool:
+        origin = headers.get(b"origin")
+        if origin is None or self.any:
+            return True
+        text = origin.decode("latin-1")
+        host = headers.get(b"host", b"").decode("latin-1")
+        return (headers.get(b"sec-fetch-site") == b"same-origin" or is_same_origin(text, host)
+                or normalize_origin(text) in self.allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.allows(dict(scope.get("headers", ()))):
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers", ())).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send)
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"errors": [{
-            "message": f"request body exceeds the limit of {self.max_bytes} bytes",
-            "extensions": {"code": "BODY_TOO_LARGE", "limit": self.max_bytes}}]}).encode()
-        await send({"type": "http.response.start", "status": 413,
+        body = json.dumps({"errors": [{"message": "this origin may not call the API (set ALLOWED_ORIGINS to allow it)",
+                                       "extensions": {"code": "FORBIDDEN_ORIGIN"}}]}).encode()
+        await send({"type": "http.response.start", "status": 403,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class BodyTooLarge(Exception):
-    pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter
@@ -19,12 +20,32 @@ class ApiMetrics:
 
 
 def log_operation(request_id: str, operation: str, outcomes: list[tuple[str, str]], started: float) -> None:
-    """One line per operation: request id, operation, chatIds with their outcomes, duration."""
+    """One line per operation: request id, operation, chatIds with their outcomes, duration.
+    A chatId that is not a plain token is written as a JSON string, so it cannot forge fields."""
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    chats = " ".join(f"{chat_id}={outcome}" for chat_id, outcome in outcomes)
+    chats = " ".join(f"{_token(chat_id)}={outcome}" for chat_id, outcome in outcomes)
     log.info("request_id=%s operation=%s duration_ms=%s chats=[%s]", request_id, operation, duration_ms, chats,
              extra={"request_id": request_id, "operation": operation, "duration_ms": duration_ms,
                     "chats": [{"chat_id": c, "outcome": o} for c, o in outcomes]})
+
+
+PLAIN = re.compile(r"[\w.:/+@#-]+")
+
+
+def _token(text: str) -> str:
+    return text if PLAIN.fullmatch(text) else json.dumps(text)
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: control characters in the message (a newline in a client's text
+    would forge a log line) are escaped; tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return line if line.isprintable() else CONTROL.sub(lambda m: json.dumps(m.group())[1:-1], line)
+
+
+CONTROL = re.compile(r"[^\S ]|[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,5 +63,5 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(fmt: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                         TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

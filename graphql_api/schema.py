@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 
@@ -10,17 +11,22 @@ import strawberry
 from strawberry.extensions import (AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter,
                                    ValidationCache)
 from strawberry.extensions.disable_introspection import DisableIntrospection
-from strawberry.types import Info
+from graphql import GraphQLError
+from strawberry.types import ExecutionContext, Info
 
 from inference.async_engine import TokenDelta
 from inference.errors import EngineError, RequestTimeout
 
-from .chats import answer, record, success, to_request, unavailable
+from .chats import answer, echo_id, record, success, to_request, unavailable
 from .context import Context
+from .limits import ChatsPerOperation, introspection_depth_rule
 from .errors import BatchTooLarge, MaskUnexpectedErrors, chat_error
 from .settings import ApiSettings
 from .types import (ChatBatchResult, ChatError, ChatErrorCode, ChatInput, ChatResult, ChatStreamEvent, ChatSuccess,
                     ChatToken, Health, Limits, ModelInfo)
+
+
+log = logging.getLogger(__name__)
 
 
 @strawberry.type
@@ -67,7 +73,7 @@ class Subscription:
     @strawberry.subscription(description="Stream one chat: a ChatToken per text delta, then ChatSuccess or ChatError.")
     async def chat_stream(self, info: Info[Context, None], input: ChatInput) -> AsyncGenerator[ChatStreamEvent, None]:
         ctx = info.context
-        chat_id = str(input.chat_id)
+        chat_id = echo_id(input.chat_id, ctx.settings)
         started = time.perf_counter()
         final: ChatResult = ChatError(chat_id=chat_id, code=ChatErrorCode.CANCELLED, message="unsubscribed")
         try:
@@ -80,7 +86,7 @@ class Subscription:
 
 
 async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEvent, None]:
-    chat_id = str(input.chat_id)
+    chat_id = echo_id(input.chat_id, ctx.settings)
     request = unavailable(chat_id) if ctx.draining() else to_request(input, ctx.settings, ctx.request_id)
     if isinstance(request, ChatError):
         yield request
@@ -103,10 +109,12 @@ def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
     settings = settings or ApiSettings()
     # The limiters' rules are built once: rules made anew per request would miss the validation cache.
     rules = [*QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-             *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules]
+             *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+             introspection_depth_rule(settings.max_introspection_depth)]
     extensions = [
         lambda: AddValidationRules(rules),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+        lambda: ChatsPerOperation(limit=settings.max_chats_per_operation, per_field=settings.max_batch_items),
         MaskUnexpectedErrors,
         # Clients send the same documents with new variables: parse and validate each once.
         # The limits above are validation rules over the document alone, so caching keeps them.
@@ -115,7 +123,17 @@ def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+    return ApiSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+
+
+class ApiSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        """Client errors (syntax, validation, limits) are one INFO line each, never the document;
+        unexpected ones are logged in full, with the request id, by MaskUnexpectedErrors."""
+        request_id = getattr(getattr(execution_context, "context", None), "request_id", None)
+        for error in errors:
+            if error.original_error is None or isinstance(error.original_error, GraphQLError):
+                log.info("request_id=%s graphql error: %s", request_id, error.message[:500])
 
 
 schema = build_schema()
