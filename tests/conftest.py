@@ -60,17 +60,21 @@ class LiveServer:
         return self.app.state.api.loader
 
 
-async def start_server(app):
-    """Serve ``app`` with uvicorn on a free loopback port, in this event loop."""
+async def start_server(app, read_timeout_s: float = 10.0, max_message_bytes: int = 16 * 2**20):
+    """Serve ``app`` with uvicorn on a free loopback port, in this event loop, configured as the
+    real servers are (``inference.http_server``)."""
     import asyncio
     import socket
 
     import uvicorn
 
+    from inference.http_server import uvicorn_config
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, read_timeout_s=read_timeout_s,
+                                           max_message_bytes=max_message_bytes))
     server.install_signal_handlers = lambda: None  # older uvicorn
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:

@@ -20,6 +20,9 @@ class FakeTicket:
         await asyncio.sleep(0)
         return self.completion
 
+    def close(self) -> None:
+        pass
+
 
 class FakeEngine:
     """Answers "echo: <prompt>" word by word; validates options like the real engine."""
@@ -57,7 +60,7 @@ class FakeEngine:
         return Completion(request.request_id, text, FinishReason.STOP, Usage(3, len(text.split())),
                           Timings(0.0, 1.0, 2.0))
 
-    def submit(self, requests: Sequence[ChatRequest]) -> list[FakeTicket | EngineError]:
+    async def submit(self, requests: Sequence[ChatRequest]) -> list[FakeTicket | EngineError]:
         self.batch_calls.append(len(requests))
         if self.fail_with is not None:
             raise self.fail_with

@@ -138,7 +138,8 @@ async def test_probes(live):
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{live.url}/healthz")).status_code == 200
         ready = await client.get(f"{live.url}/readyz")
-    assert ready.status_code == 200 and ready.json() == {"ready": True, "loading": False, "draining": False}
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "loading": False, "draining": False,
+                                                         "running": 0, "waiting": 0, "capacity": 64 + 256}
 
 
 async def send_long_chat(url: str, chat_id: str) -> asyncio.StreamWriter:
