@@ -449,8 +449,8 @@ async def test_head_is_answered_like_get(live):
 async def test_introspection_counts_toward_a_depth_limit_that_graphiql_fits(live):
     from graphql import get_introspection_query
 
-    deep = "{ __schema { types { fields { type { fields { type { fields { type { fields { type { fields { " \
-           "type { fields { type { name } } } } } } } } } } } } } } }"
+    # graphql-core's MaxIntrospectionDepthRule bounds nested fields/interfaces/possibleTypes, not ofType
+    deep = "{ __schema { types { " + "ofType { " * 16 + "name" + " }" * 16 + " } } }"
     refused = (await post(live, deep)).json()
     assert refused.get("data") is None and "depth" in json.dumps(refused["errors"]).lower()
     full = (await post(live, get_introspection_query(descriptions=True))).json()
