@@ -6,17 +6,17 @@ import argparse
 import logging
 import time
 
-from .config import EngineConfig
-from .model_loader import cached_dir, locate_model
+from .engine.config import EngineConfig
+from .engine.model_loader import cached_dir, locate_model
 
 
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .async_engine import AsyncEngine
-    from .engine import LLMEngine
+    from .engine.async_engine import AsyncEngine
+    from .engine.llm_engine import LLMEngine
     from .http_server import uvicorn_config
-    from .server import ServiceSettings, create_service
+    from .service.app import ServiceSettings, create_service
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     if args.no_generate_batch:

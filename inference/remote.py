@@ -7,31 +7,57 @@
 - Several URLs are balanced by fewest outstanding requests. One that cannot be reached is skipped
   for ``retry_after_s``. Only calls that never reached a server are retried (on the next URL).
 - Connections are pooled, and every call has a timeout. An upstream that is down or fails gives
-  ``Unavailable`` at once, per request.
+  ``Unavailable`` at once, per request; which upstream it was, only the log says.
+- Bodies are the service's wire models (``inference.service.wire``); streams are read with httpx-sse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+from httpx_sse import aconnect_sse
+from pydantic import ValidationError
 
-from .async_engine import TokenDelta
-from .engine import Completion, EngineInfo, EngineStats, Timings, Usage
-from .errors import EngineError, RequestTimeout, Unavailable, UpstreamError
-from .openai_api import request_body
-from .params import ChatRequest
-from .sequence import FinishReason
+from .boundary import (
+    ChatRequest,
+    Completion,
+    EngineError,
+    EngineInfo,
+    EngineStats,
+    ErrorCode,
+    FinishReason,
+    PromptTooLong,
+    RequestTimeout,
+    Timings,
+    TokenDelta,
+    Unavailable,
+    UpstreamError,
+    Usage,
+)
+from .service.wire import (
+    BatchRequest,
+    BatchResponse,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ErrorBody,
+    ErrorResponse,
+    ModelList,
+)
 
 log = logging.getLogger(__name__)
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# How llama.cpp ("exceeds the available context size") and vLLM ("maximum context length") say it.
+CONTEXT_ERROR = re.compile(r"context (size|length|window)|exceeds? the .*context", re.IGNORECASE)
 
 
 @dataclass
@@ -92,20 +118,20 @@ class RemoteEngine:
         self.retry_after_s = retry_after_s
         self.recheck_s = recheck_s
         self.upstream_calls = 0
+        self.in_flight = 0  # chats submitted or streaming and not yet answered
         self._client: httpx.AsyncClient | None = None
         self._limit: asyncio.Semaphore | None = None
-        self._info = EngineInfo("remote", "remote", 0, 0, "remote", "", 0, 0, 0, 0)  # upstream URLs stay in logs
+        self._info = EngineInfo.unknown("remote")  # upstream URLs stay in logs
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(
             max_connections=self.max_concurrency * len(self.upstreams) + 16))
         self._limit = asyncio.Semaphore(self.max_concurrency)
         try:
-            models = (await self._send("GET", "/v1/models")).json()["data"][0]
-            info = models.get("smollm")
-            self._info = EngineInfo(**info) if info else EngineInfo(
-                models["id"], self._info.source, 0, models.get("max_model_len", 0), "remote", "", 0, 0, 0, 0)
-        except (EngineError, KeyError, IndexError, ValueError, TypeError) as exc:
+            card = ModelList.model_validate_json((await self._send("GET", "/v1/models")).content).data[0]
+            self._info = card.smollm or EngineInfo(card.id, "remote", 0, card.max_model_len or 0, "remote", "",
+                                                   0, 0, 0, 0)
+        except (EngineError, IndexError, ValidationError) as exc:
             log.warning("model info not available from %s: %s", ", ".join(u.url for u in self.upstreams), exc)
 
     async def stop(self) -> None:
@@ -118,7 +144,9 @@ class RemoteEngine:
         return self._client is not None and any(u.down_until <= time.monotonic() for u in self.upstreams)
 
     def stats(self) -> EngineStats:
-        return EngineStats(running=sum(u.outstanding for u in self.upstreams))
+        """Chats in flight, counted as the embedded engine counts them (not HTTP calls); how the
+        upstream splits them into running and waiting is its own business."""
+        return EngineStats(running=self.in_flight)
 
     def info(self) -> EngineInfo:
         return self._info
@@ -129,7 +157,7 @@ class RemoteEngine:
         """A request whose text cannot be sent gets its error here; the rest go as one call."""
         checked = [_unsendable(r) for r in requests]
         valid = [r for r, error in zip(requests, checked, strict=True) if error is None]
-        batch = BatchCall(asyncio.ensure_future(self.generate_batch(valid)), len(valid))
+        batch = BatchCall(asyncio.ensure_future(self._counted(self.generate_batch(valid), len(valid))), len(valid))
         index = iter(range(len(valid)))
         return [error if error is not None else RemoteTicket(batch, next(index)) for error in checked]
 
@@ -146,6 +174,13 @@ class RemoteEngine:
         except EngineError as exc:
             return [exc] * len(requests)
 
+    async def _counted(self, call: Any, chats: int) -> Any:
+        self.in_flight += chats
+        try:
+            return await call
+        finally:
+            self.in_flight -= chats
+
     def _use_batch_path(self, upstream: Upstream) -> bool:
         if upstream.batch_path is False and time.monotonic() - upstream.decided_at > self.recheck_s:
             upstream.batch_path = None
@@ -153,8 +188,8 @@ class RemoteEngine:
 
     async def _batch_call(self, upstream: Upstream, requests: Sequence[ChatRequest]) -> list | None:
         """Results, or None when this server has no /generate_batch (then remembered)."""
-        body = {"requests": [request_body(r) for r in requests]}
-        response = await self._send("POST", "/generate_batch", json=body, prefer=upstream)
+        body = BatchRequest(requests=[ChatCompletionRequest.of(r).body() for r in requests])
+        response = await self._send("POST", "/generate_batch", json=body.model_dump(), prefer=upstream)
         if response.status_code in (404, 405):
             upstream.batch_path, upstream.decided_at = False, time.monotonic()
             log.info("%s has no /generate_batch: batches go as concurrent /v1/chat/completions", upstream.url)
@@ -163,64 +198,77 @@ class RemoteEngine:
             upstream.batch_path, upstream.decided_at = True, time.monotonic()
             log.info("%s offers /generate_batch: one call per batch", upstream.url)
         if response.status_code != 200:
-            return [_error(response)] * len(requests)
-        return [_from_item(item, r.request_id) for item, r in zip(response.json()["results"], requests, strict=True)]
+            return [upstream_error(response.status_code, response.content)] * len(requests)
+        try:
+            items = BatchResponse.model_validate_json(response.content).results
+        except ValidationError as exc:
+            log.warning("%s answered /generate_batch with a body that does not parse: %s", upstream.url, exc)
+            return [Unavailable("inference upstream answered with a malformed body")] * len(requests)
+        return [item.to_result(r.request_id) for item, r in zip(items, requests, strict=True)]
 
     async def _one(self, request: ChatRequest) -> Completion | EngineError:
+        if self._limit is None:
+            return Unavailable("the remote engine is not started")
         async with self._limit:
             try:
                 started = time.perf_counter()
-                response = await self._send("POST", "/v1/chat/completions", json=request_body(request))
+                response = await self._send("POST", "/v1/chat/completions", json=ChatCompletionRequest.of(request).body())
             except EngineError as exc:
                 return exc
         if response.status_code != 200:
-            return _error(response)
-        data = response.json()
-        choice, usage = data["choices"][0], data.get("usage") or {}
-        total = (time.perf_counter() - started) * 1000
-        return Completion(request.request_id, choice["message"]["content"] or "", _finish(choice.get("finish_reason")),
-                          Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
-                          Timings(0.0, None, total))
+            return upstream_error(response.status_code, response.content)
+        try:
+            answer = ChatCompletion.model_validate_json(response.content)
+            choice = answer.choices[0]
+        except (ValidationError, IndexError):
+            return Unavailable("inference upstream answered with a malformed body")
+        usage = answer.usage.to_usage() if answer.usage else Usage(0, 0)
+        return _completion(request, choice.message.content or "", choice.finish_reason, usage, None, started)
 
     # --- streams --------------------------------------------------------------------------
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         """Deltas then the Completion; leaving early closes the HTTP stream (the server aborts)."""
-        body = request_body(request, stream=True) | {"stream_options": {"include_usage": True}}
+        body = ChatCompletionRequest.of(request, stream=True).body()
         started = time.perf_counter()
-        async with self._stream("/v1/chat/completions", body) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise _error(response)
-            index, text, first, finish, usage = 0, [], None, FinishReason.STOP, {}
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                data = json.loads(line[6:])
-                if "error" in data:
-                    raise _error_from(data["error"])
-                usage = data.get("usage") or usage
-                for choice in data.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        first = first or time.perf_counter()
-                        text.append(piece)
-                        yield TokenDelta(index, piece)
-                        index += 1
-                    if choice.get("finish_reason"):
-                        finish = _finish(choice["finish_reason"])
-        ms = lambda t: (t - started) * 1000  # noqa: E731
-        yield Completion(request.request_id, "".join(text), finish,
-                         Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
-                         Timings(0.0, ms(first) if first else None, ms(time.perf_counter())))
+        self.in_flight += 1
+        try:
+            async with self._stream("/v1/chat/completions", body) as source:
+                index, text, first, finish, usage = 0, [], None, None, Usage(0, 0)
+                async for sse in source.aiter_sse():
+                    if sse.data == "[DONE]":
+                        break
+                    chunk = ChatCompletionChunk.model_validate_json(sse.data)
+                    if chunk.error is not None:
+                        raise chunk.error.to_error()
+                    usage = chunk.usage.to_usage() if chunk.usage else usage
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            first = first or time.perf_counter()
+                            text.append(choice.delta.content)
+                            yield TokenDelta(index, choice.delta.content)
+                            index += 1
+                        finish = choice.finish_reason or finish
+        except ValidationError as exc:
+            log.warning("an inference upstream streamed a chunk that does not parse: %s", exc)
+            raise Unavailable("inference upstream streamed a malformed chunk") from None
+        finally:
+            self.in_flight -= 1
+        yield _completion(request, "".join(text), finish, usage, first, started)
 
     @asynccontextmanager
-    async def _stream(self, path: str, body: dict) -> AsyncIterator[httpx.Response]:
+    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
+        if self._client is None:
+            raise Unavailable("the remote engine is not started")
         upstream = self._pick()
         upstream.outstanding += 1
         try:
-            async with self._client.stream("POST", upstream.url + path, json=body) as response:
-                yield response
+            async with aconnect_sse(self._client, "POST", upstream.url + path, json=body) as source:
+                response = source.response
+                if response.status_code != 200:
+                    await response.aread()
+                    raise upstream_error(response.status_code, response.content)
+                yield source
         except NEVER_SENT as exc:
             self._mark_down(upstream, exc)
             raise Unavailable("inference upstream unreachable") from None
@@ -283,39 +331,38 @@ def _unsendable(request: ChatRequest) -> EngineError | None:
     return None
 
 
-def _finish(reason: str | None) -> FinishReason:
-    try:
-        return FinishReason(reason or "stop")
-    except ValueError:
-        return FinishReason.STOP
+def _completion(request: ChatRequest, text: str, finish: str | None, usage: Usage, first: float | None,
+                started: float) -> Completion:
+    """A remote answer, timed from here: the upstream's queueing is not ours to know (None)."""
+    ms = lambda t: (t - started) * 1000
+    return Completion(request.request_id, text, FinishReason.parse(finish), usage,
+                      Timings(None, ms(first) if first else None, ms(time.perf_counter())))
 
 
-def _from_item(item: dict, request_id: str) -> Completion | EngineError:
-    if "error" in item:
-        return _error_from(item["error"])
-    t, u = item["timings"], item["usage"]
-    return Completion(request_id, item["text"], _finish(item["finish_reason"]),
-                      Usage(u["prompt_tokens"], u["completion_tokens"]),
-                      Timings(t["queued_ms"], t["first_token_ms"], t["total_ms"]))
+def _error_body(body: bytes) -> ErrorBody | None:
+    """OpenAI's ``{"error": {...}}``, or the bare ``{"message": ...}`` some servers (older vLLM) send."""
+    for parse in (lambda: ErrorResponse.model_validate_json(body).error, lambda: ErrorBody.model_validate_json(body)):
+        try:
+            return parse()
+        except ValidationError:
+            pass
+    return None
 
 
-def _error_from(error: dict | str) -> EngineError:
-    if isinstance(error, str):
-        return UpstreamError("INTERNAL", error)
-    return UpstreamError(error.get("code") or "INTERNAL", error.get("message") or "upstream error", error.get("field"))
-
-
-def _error(response: httpx.Response) -> EngineError:
-    """An upstream's error response as a typed error (OpenAI's shape or ours)."""
-    try:
-        error = response.json().get("error") or {}
-    except ValueError:
-        error = {}
-    message = (error.get("message") if isinstance(error, dict) else str(error)) or response.reason_phrase
-    if response.status_code == 429:
-        return UpstreamError("OVERLOADED", message)
-    if response.status_code >= 500:
-        return Unavailable(f"inference upstream answered {response.status_code}: {message}")
-    if isinstance(error, dict) and error.get("code") in ("INVALID_INPUT", "PROMPT_TOO_LONG"):
-        return UpstreamError(error["code"], message, error.get("field"))
-    return UpstreamError("INVALID_INPUT", message, error.get("param") if isinstance(error, dict) else None)
+def upstream_error(status: int, body: bytes) -> EngineError:
+    """An upstream's error response as a typed error: our own service's code is kept; a foreign
+    server's context-length refusal is PROMPT_TOO_LONG, as our engine says it."""
+    error = _error_body(body)
+    if error is not None:
+        message, code, field = error.message, ErrorCode.parse(error.code), error.field or error.param
+    else:
+        message, code, field = body.decode("utf-8", "replace")[:200] or f"HTTP {status}", None, None
+    if status == 429:
+        return UpstreamError(ErrorCode.OVERLOADED, message)
+    if code is ErrorCode.PROMPT_TOO_LONG or CONTEXT_ERROR.search(message):
+        return PromptTooLong(None, None, None, message=message)
+    if status >= 500:
+        return Unavailable(f"inference upstream answered {status}: {message}")
+    if code is ErrorCode.INVALID_INPUT or code is None or code is ErrorCode.INTERNAL:
+        return UpstreamError(ErrorCode.INVALID_INPUT, message, field)
+    return UpstreamError(code, message, field)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from .params import SamplingParams
+from ..boundary import FinishReason, SamplingParams
 
 
 class Status(enum.Enum):
@@ -15,16 +16,10 @@ class Status(enum.Enum):
     FINISHED = "finished"
 
 
-class FinishReason(enum.StrEnum):
-    STOP = "stop"
-    LENGTH = "length"
-    CANCELLED = "cancelled"
-    ERROR = "error"
-
-
 @dataclass(eq=False)
 class Sequence:
-    """Token state of one request.
+    """Everything the engine keeps of one request, in one place: tokens, progress, its text so far
+    (``text``, the incremental detokenizer) and its sampler's random state (``generator``).
 
     Invariant: the KV cache of ``slot`` holds the first ``num_computed`` tokens of
     ``prompt_ids + output_ids``. Prefill is done when ``num_computed >= len(prompt_ids)``.
@@ -43,6 +38,9 @@ class Sequence:
     arrived: float = field(default_factory=time.perf_counter)
     scheduled_at: float | None = None
     first_token_at: float | None = None
+    request_id: str = ""
+    text: Any = None  # IncrementalText; the scheduler neither knows nor needs its type
+    generator: Any = None  # torch.Generator, made by the model runner on first sampled token
 
     @property
     def num_tokens(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from .params import SamplingParams
+from ..boundary import SamplingParams
 from .scheduler import Scheduled
 
 ATTENTION_NAME = "slot_kv"
@@ -64,7 +65,7 @@ class PrefixCache:
             n = common_prefix(ids, prompt, len(prompt) - 1)
             if n > best:
                 best, best_kv, best_ids = n, kv, ids
-        if best < self.min_match:
+        if best < self.min_match or best_kv is None:
             return 0
         self._entries.move_to_end(best_ids)
         self.cache.k[:, slot, :, :best] = best_kv[:, 0, :, :best]
@@ -128,13 +129,14 @@ def slot_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
     if step is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       scaling=scaling, dropout=dropout, **kwargs)
-    k_cache, v_cache = step.cache.k[module.layer_idx], step.cache.v[module.layer_idx]
+    layer: int = module.layer_idx  # type: ignore[assignment]  # set on each attention module by transformers
+    k_cache, v_cache = step.cache.k[layer], step.cache.v[layer]
     k_cache[step.tok_slot, :, step.tok_pos] = key[0].transpose(0, 1)
     v_cache[step.tok_slot, :, step.tok_pos] = value[0].transpose(0, 1)
     heads, n, dim = query.shape[1:]
     kv_heads = key.shape[1]
     out = query.new_empty(n, heads, dim)
-    if step.dec_tok is not None:
+    if step.dec_tok is not None and step.dec_mask is not None:
         lo, hi = step.dec_span
         kv_len = step.dec_mask.shape[-1]
         # Grouped-query decode: the heads sharing a KV head become that head's query rows.
@@ -162,15 +164,14 @@ class ModelRunner:
     """Runs steps of the model for a list of scheduled sequences and samples their next tokens."""
 
     def __init__(self, model: torch.nn.Module, max_slots: int, max_len: int, prefix_cache_entries: int = 16) -> None:
-        cfg = model.config
+        cfg: Any = model.config  # a transformers config; torch types it as a Module attribute
         self.model = model
         self.device = next(model.parameters()).device
-        model.config._attn_implementation = ATTENTION_NAME
+        cfg._attn_implementation = ATTENTION_NAME
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.cache = SlotKVCache(cfg.num_hidden_layers, max_slots, cfg.num_key_value_heads, max_len,
                                  head_dim, next(model.parameters()).dtype, self.device)
         self.prefix_cache = PrefixCache(self.cache, prefix_cache_entries)
-        self._generators: dict[int, torch.Generator] = {}
         self._dummy_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device)
         self.last_forward_seconds = 0.0
 
@@ -196,13 +197,15 @@ class ModelRunner:
         prefills: list[Prefill] = []
         for s in plan:
             seq, start, p0 = s.seq, len(ids), s.seq.num_computed
+            slot = seq.slot
+            assert slot is not None  # the scheduler plans running sequences only
             ids += seq.tokens(p0, p0 + s.num_new)
             pos += range(p0, p0 + s.num_new)
-            slots += [seq.slot] * s.num_new
+            slots += [slot] * s.num_new
             if s.num_new == 1:
-                decodes.append((start, seq.slot, p0 + 1))
+                decodes.append((start, slot, p0 + 1))
             else:
-                prefills.append(Prefill(start, len(ids), seq.slot, p0, self._prefix_mask(p0, s.num_new)))
+                prefills.append(Prefill(start, len(ids), slot, p0, self._prefix_mask(p0, s.num_new)))
             if s.samples:
                 keep.append(len(ids) - 1)
         dev = self.device
@@ -240,23 +243,20 @@ class ModelRunner:
             if not seq.params.greedy:
                 try:
                     out[i] = sample_token(logits[i], seq.params, self._generator(seq))
-                except Exception as exc:  # noqa: BLE001 - this sequence's failure, not the step's
+                except Exception as exc:
                     out[i] = exc
         return out
 
     def _generator(self, seq) -> torch.Generator:
-        gen = self._generators.get(seq.seq_id)
+        gen = seq.generator
         if gen is None:
             gen = torch.Generator(device=self.device)
             if seq.params.seed is None:
                 gen.seed()
             else:
                 gen.manual_seed(seq.params.seed)
-            self._generators[seq.seq_id] = gen
+            seq.generator = gen
         return gen
-
-    def release(self, seq_id: int) -> None:
-        self._generators.pop(seq_id, None)
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:

@@ -17,7 +17,7 @@ import re
 import secrets
 from collections.abc import Sequence
 
-from .params import ChatMessage
+from ..boundary import ChatMessage
 
 
 class PromptEncoder:

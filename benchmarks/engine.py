@@ -1,4 +1,4 @@
-"""`python -m inference.bench`: the engine against model.generate, side by side in one run.
+"""`python -m benchmarks.engine`: the engine against model.generate, side by side in one run.
 
 Measures on one fixed set of varied chat prompts, greedy, the same max_new_tokens everywhere
 (sequences may stop early at EOS):
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from .async_engine import AsyncEngine
-from .config import EngineConfig
-from .engine import LLMEngine
-from .params import ChatMessage, ChatRequest, SamplingParams
+from inference.boundary import ChatMessage, ChatRequest, SamplingParams
+from inference.engine.async_engine import AsyncEngine
+from inference.engine.config import EngineConfig
+from inference.engine.llm_engine import LLMEngine
 
 SUBJECTS = ["the ocean", "a robot", "autumn", "coffee", "the moon", "a lighthouse", "jazz", "mountains"]
 TASKS = [
@@ -70,7 +70,7 @@ class Row:
         return self.tokens / self.seconds
 
     def summary(self) -> dict:
-        pct = lambda xs, q: round(statistics.quantiles(xs, n=100)[q - 1], 1) if len(xs) > 1 else (round(xs[0], 1) if xs else None)  # noqa: E731
+        pct = lambda xs, q: round(statistics.quantiles(xs, n=100)[q - 1], 1) if len(xs) > 1 else (round(xs[0], 1) if xs else None)
         return {"mode": self.mode, "concurrency": self.concurrency, "requests": self.requests, "tokens": self.tokens,
                 "seconds": round(self.seconds, 2), "tok_s": round(self.tok_s, 1),
                 "p50_ms": pct(self.latencies, 50), "p95_ms": pct(self.latencies, 95),
@@ -117,7 +117,7 @@ async def run_engine(ae: AsyncEngine, prompts: list[str], concurrency: int, max_
             result = await ae.generate(request(queue.pop(0), max_new))
             row.tokens += result.usage.completion_tokens
             row.latencies.append(result.timings.total_ms)
-            row.ttfts.append(result.timings.first_token_ms)
+            row.ttfts.append(result.timings.first_token_ms or 0.0)
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -139,10 +139,11 @@ async def join_latency(ae: AsyncEngine) -> dict:
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
-    prefill_ms = alone.timings.first_token_ms
+    prefill_ms = alone.timings.first_token_ms or 0.0
+    joined_ms = joined.timings.first_token_ms or 0.0
     return {"ttft_alone_ms": round(prefill_ms, 1), "decode_step_ms_at_63": round(step_ms, 1),
-            "ttft_joining_ms": round(joined.timings.first_token_ms, 1),
-            "ttft_joining_in_steps_beyond_prefill": round((joined.timings.first_token_ms - prefill_ms) / step_ms, 2)}
+            "ttft_joining_ms": round(joined_ms, 1),
+            "ttft_joining_in_steps_beyond_prefill": round((joined_ms - prefill_ms) / step_ms, 2)}
 
 
 async def overhead(ae: AsyncEngine, max_new: int) -> dict:
@@ -225,7 +226,7 @@ def report(rows: list[Row], join: dict, cost: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m inference.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n")[0])
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--naive", type=int, default=8, help="prompts for the sequential baselines (slow)")
     parser.add_argument("--out", default="bench-results")

@@ -1,4 +1,4 @@
-"""`python -m graphql_api.bench` (`make bench-api`): the API under load, against the engine alone.
+"""`python -m benchmarks.api` (`make bench-api`): the API under load, against the engine alone.
 
 Starts the GraphQL server (real model) as its own process and drives it from this one, with an
 engine loaded in this process for the same loads without HTTP or GraphQL, run back to back:
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
-from inference.async_engine import AsyncEngine
-from inference.bench import PROMPTS, Row, chart, run_engine, run_generate
-from inference.config import EngineConfig
-from inference.engine import LLMEngine
+from benchmarks.engine import PROMPTS, Row, chart, run_engine, run_generate
+from inference.engine.async_engine import AsyncEngine
+from inference.engine.config import EngineConfig
+from inference.engine.llm_engine import LLMEngine
 
 CHAT = """mutation($input: ChatInput!) { chat(input: $input) { __typename
   ... on ChatSuccess { usage { completionTokens } timings { timeToFirstTokenMs totalMs } }
@@ -68,7 +69,7 @@ async def api_stream(url: str, prompts: list[str], concurrency: int, max_tokens:
     row = Row("API chatStream", concurrency, len(prompts), 0, 0.0)
 
     async def worker() -> None:
-        async with connect(url.replace("http", "ws"), subprotocols=["graphql-transport-ws"], max_size=None) as ws:
+        async with connect(url.replace("http", "ws"), subprotocols=[Subprotocol("graphql-transport-ws")], max_size=None) as ws:
             await ws.send(json.dumps({"type": "connection_init"}))
             await ws.recv()
             while queue:
@@ -83,7 +84,7 @@ async def api_stream(url: str, prompts: list[str], concurrency: int, max_tokens:
                     if event["__typename"] == "ChatSuccess":
                         row.tokens += event["usage"]["completionTokens"]
                 row.latencies.append((time.perf_counter() - t0) * 1000)
-                row.ttfts.append((first - t0) * 1000)
+                row.ttfts.append(((first or t0) - t0) * 1000)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -108,7 +109,7 @@ async def api_batched(url: str, prompts: list[str], max_tokens: int) -> Row:
 async def paired_small_requests(url: str, engine: AsyncEngine, n: int) -> tuple[list[float], list[float]]:
     """Latency of one-token chats, alternating API and engine request by request, so that both see
     the same machine state."""
-    from inference.bench import request
+    from benchmarks.engine import request
 
     api, direct = [], []
     async with httpx.AsyncClient(timeout=60) as client:
@@ -200,7 +201,7 @@ def p99(xs: list[float]) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m graphql_api.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.api", description=__doc__.split("\n")[0])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--small", type=int, default=30, help="one-token chats for the added-latency measure")
     parser.add_argument("--port", type=int, default=8765)

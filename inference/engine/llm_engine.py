@@ -10,16 +10,29 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ..boundary import (
+    ChatRequest,
+    Completion,
+    EngineError,
+    EngineFault,
+    EngineInfo,
+    FinishReason,
+    PromptTooLong,
+    RequestCancelled,
+    Timings,
+    Usage,
+)
 from .config import EngineConfig
 from .detokenizer import IncrementalText
-from .errors import EngineError, EngineFault, PromptTooLong, RequestCancelled
 from .model_loader import ModelSource, load_model, locate_model
-from .model_runner import ModelRunner
-from .params import ChatRequest
 from .prompt import PromptEncoder
 from .scheduler import Scheduler
-from .sequence import FinishReason, Sequence
+from .sequence import Sequence
+
+if TYPE_CHECKING:
+    from .model_runner import ModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -35,34 +48,6 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Milliseconds from arrival: until scheduled, until the first token, until done."""
-
-    queued_ms: float
-    first_token_ms: float | None
-    total_ms: float
-
-
-@dataclass(frozen=True)
-class Completion:
-    request_id: str
-    text: str
-    finish_reason: FinishReason
-    usage: Usage
-    timings: Timings
-
-
-@dataclass(frozen=True)
 class StepOutput:
     """What one step produced for one sequence: a text delta, and its end if it ended."""
 
@@ -73,11 +58,9 @@ class StepOutput:
 
 
 @dataclass
-class EngineStats:
-    """Counters of the engine; ``waiting`` and ``running`` are filled in by ``AsyncEngine.stats()``."""
+class EngineCounters:
+    """The step loop's own counters; only its thread writes them."""
 
-    waiting: int = 0
-    running: int = 0
     steps: int = 0
     tokens_generated: int = 0
     prompt_tokens: int = 0  # prompt tokens computed
@@ -94,12 +77,14 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.source = source
         self.max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
-        self.runner = ModelRunner(model, config.max_running, self.max_model_len, config.prefix_cache_entries)
+        from .model_runner import ModelRunner  # torch: imported when an engine is built, not before
+
+        self.runner: ModelRunner = ModelRunner(model, config.max_running, self.max_model_len, config.prefix_cache_entries)
         self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, on_admit=self._reuse_prefix)
         self.eos_ids = frozenset(self._eos_ids())
         self.prompts = PromptEncoder(tokenizer, parse_special=config.parse_special_tokens)
-        self.stats = EngineStats()
-        self._seqs: dict[int, tuple[Sequence, Prepared, IncrementalText]] = {}
+        self.stats = EngineCounters()
+        self._seqs: dict[int, Sequence] = {}
         self._ids = itertools.count()
 
     @classmethod
@@ -129,9 +114,11 @@ class LLMEngine:
 
     def add(self, prepared: Prepared, seq_id: int | None = None) -> int:
         seq_id = next(self._ids) if seq_id is None else seq_id
-        seq = Sequence(seq_id, prepared.prompt_ids, prepared.request.params, prepared.max_new_tokens,
-                       self.eos_ids, arrived=prepared.arrived)
-        self._seqs[seq_id] = (seq, prepared, IncrementalText(self.tokenizer, prepared.request.params.stop))
+        params = prepared.request.params
+        seq = Sequence(seq_id, prepared.prompt_ids, params, prepared.max_new_tokens, self.eos_ids,
+                       arrived=prepared.arrived, request_id=prepared.request.request_id,
+                       text=IncrementalText(self.tokenizer, params.stop))
+        self._seqs[seq_id] = seq
         self.scheduler.add(seq)
         return seq_id
 
@@ -142,6 +129,7 @@ class LLMEngine:
         return self._end(seq_id, FinishReason.CANCELLED, RequestCancelled("request cancelled"))
 
     def _reuse_prefix(self, seq: Sequence) -> None:
+        assert seq.slot is not None  # on_admit runs once the slot is taken
         seq.num_computed = self.runner.prefix_cache.reuse(seq.prompt_ids, seq.slot)
         self.stats.cached_prompt_tokens += seq.num_computed
 
@@ -163,14 +151,14 @@ class LLMEngine:
         try:
             tokens = self.runner.step(plan)
             self.stats.forward_seconds += self.runner.last_forward_seconds
-        except Exception as exc:  # noqa: BLE001 - a failed step ends its requests, not the engine
+        except Exception as exc:
             log.exception("model step failed; ending %d requests", len(plan))
             fault = EngineFault(f"model step failed: {type(exc).__name__}")
             return [self._end(s.seq.seq_id, FinishReason.ERROR, fault) for s in plan]
         sampled = [s.seq for s in plan if s.samples]
         for seq in sampled:
             if not seq.output_ids:  # its prompt is complete in the KV cache now
-                self.runner.prefix_cache.store(seq.prompt_ids, seq.slot)
+                self.runner.prefix_cache.store(seq.prompt_ids, seq.slot)  # type: ignore[arg-type]  # running
         self._count(plan, len(tokens))
         outputs = [self._advance(seq, token) if isinstance(token, int) else self._sampling_failed(seq, token)
                    for seq, token in zip(sampled, tokens, strict=True)]
@@ -191,7 +179,7 @@ class LLMEngine:
         return self._end(seq.seq_id, FinishReason.ERROR, EngineFault(f"sampling failed: {type(exc).__name__}"))
 
     def _advance(self, seq: Sequence, token: int) -> StepOutput:
-        text = self._seqs[seq.seq_id][2]
+        text = seq.text
         reason = seq.append(token)
         delta, stopped = text.push(token) if token not in self.eos_ids else ("", False)
         if stopped:
@@ -202,37 +190,21 @@ class LLMEngine:
         return StepOutput(seq.seq_id, delta + out.delta, out.completion)
 
     def _end(self, seq_id: int, reason: FinishReason, error: EngineError | None = None) -> StepOutput:
-        seq, prepared, text = self._seqs.pop(seq_id)
+        seq = self._seqs.pop(seq_id)
+        text = seq.text
         self.scheduler.finish(seq, reason)
-        self.runner.release(seq_id)
         if error is not None:
             return StepOutput(seq_id, error=error)
         generated = [t for t in seq.output_ids if t not in self.eos_ids]
         rest = text.finish(generated)
         now = time.perf_counter()
-        ms = lambda t: None if t is None else (t - seq.arrived) * 1000.0  # noqa: E731
+        ms = lambda t: None if t is None else (t - seq.arrived) * 1000.0
         completion = Completion(
-            prepared.request.request_id, text.text, reason,
+            seq.request_id, text.text, reason,
             Usage(len(seq.prompt_ids), len(seq.output_ids)),
-            Timings(ms(seq.scheduled_at) or 0.0, ms(seq.first_token_at), ms(now)),
+            Timings(ms(seq.scheduled_at), ms(seq.first_token_at), (now - seq.arrived) * 1000.0),
         )
         return StepOutput(seq_id, rest, completion)
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What a client may want to know of the model and the engine's limits."""
-
-    name: str
-    source: str
-    parameters: int
-    context_length: int
-    device: str
-    dtype: str
-    max_new_tokens_cap: int
-    default_max_new_tokens: int
-    max_running: int
-    max_waiting: int
 
 
 def engine_info(engine: LLMEngine) -> EngineInfo:

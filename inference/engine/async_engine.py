@@ -15,13 +15,23 @@ import queue
 import threading
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from .engine import Completion, EngineInfo, EngineStats, LLMEngine, Prepared, StepOutput, engine_info
-from .errors import EngineError, EngineFault, EngineStopped, Overloaded, RequestTimeout
-from .sequence import FinishReason
+from ..boundary import (
+    ChatRequest,
+    Completion,
+    EngineError,
+    EngineFault,
+    EngineInfo,
+    EngineStats,
+    EngineStopped,
+    FinishReason,
+    Overloaded,
+    RequestTimeout,
+    TokenDelta,
+)
+from .llm_engine import LLMEngine, Prepared, StepOutput, engine_info
 from .metrics import EngineMetrics
-from .params import ChatRequest
 
 log = logging.getLogger(__name__)
 INLINE_PREPARE_CHARS = 4096  # smaller batches are tokenized on the event loop (a thread hop costs more)
@@ -73,14 +83,6 @@ async def _result(entry: Ticket | EngineError, timeout: float | None) -> Complet
     return entry if isinstance(entry, EngineError) else await entry.result(timeout)
 
 
-@dataclass(frozen=True)
-class TokenDelta:
-    """A piece of text from a stream; ``index`` counts the deltas of that request from 0."""
-
-    index: int
-    text: str
-
-
 class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
@@ -91,6 +93,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reserved = 0
+        self._published = EngineStats()
         self._info = engine_info(engine)
         self.metrics = EngineMetrics(self.stats)
 
@@ -116,9 +119,16 @@ class AsyncEngine:
         return self._info
 
     def stats(self) -> EngineStats:
-        s = self.engine.stats
-        running = len(self.engine.scheduler.running)
-        return replace(s, running=running, waiting=max(0, len(self._queues) - running))
+        """The snapshot the step loop last published (one immutable object, swapped whole)."""
+        return self._published
+
+    def _publish(self) -> None:
+        """Step-loop thread only: what running, waiting and the counters are now."""
+        c, scheduler = self.engine.stats, self.engine.scheduler
+        self._published = EngineStats(
+            running=len(scheduler.running), waiting=len(scheduler.waiting), steps=c.steps,
+            tokens_generated=c.tokens_generated, prompt_tokens=c.prompt_tokens,
+            cached_prompt_tokens=c.cached_prompt_tokens, last_batch_size=c.last_batch_size)
 
     # --- the ways in; all go through submit() and _events() ------------------------------
 
@@ -191,7 +201,7 @@ class AsyncEngine:
             request.validate(self.engine.config.max_new_tokens_cap)
         except EngineError as exc:
             return exc
-        except Exception as exc:  # noqa: BLE001 - this request's failure, nobody else's
+        except Exception as exc:
             log.exception("could not check request %s", request.request_id)
             return EngineFault(f"the request could not be checked: {type(exc).__name__}")
         return None
@@ -203,7 +213,7 @@ class AsyncEngine:
                 out.append(self.engine.prepare(request))
             except EngineError as exc:
                 out.append(exc)
-            except Exception as exc:  # noqa: BLE001 - this request's failure, nobody else's
+            except Exception as exc:
                 log.exception("could not prepare request %s", request.request_id)
                 out.append(EngineFault(f"the request could not be prepared: {type(exc).__name__}"))
         return out
@@ -243,10 +253,12 @@ class AsyncEngine:
                 outputs = self.engine.step()
                 if self.engine.stats.steps != before.steps:
                     self.metrics.observe_step(before, self.engine.stats)
-            except Exception:  # noqa: BLE001 - the loop must survive; its requests must not hang
+            except Exception:
                 log.exception("engine loop error")
                 outputs = self.engine.fail_all(EngineFault("the engine loop failed"))
+            self._publish()
             if outputs:
+                assert self._loop is not None  # set by start(), before this thread runs
                 self._loop.call_soon_threadsafe(self._dispatch, outputs)
 
     def _take_commands(self, block: bool) -> bool:
@@ -255,6 +267,7 @@ class AsyncEngine:
             try:
                 cmd, arg = self._inbox.get(block=block)
             except queue.Empty:
+                self._publish()
                 return False
             block = False
             if cmd == "stop":

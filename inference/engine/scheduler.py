@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .sequence import FinishReason, Sequence, Status
+from ..boundary import FinishReason
+from .sequence import Sequence, Status
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Scheduler:
             self.waiting.remove(seq)
         elif seq.status is Status.RUNNING:
             self.running.remove(seq)
+            assert seq.slot is not None  # a running sequence holds a slot
             heapq.heappush(self._free_slots, seq.slot)
             seq.slot = None
         seq.status = Status.FINISHED

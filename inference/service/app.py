@@ -5,8 +5,8 @@
 - ``POST /generate_batch``: ``{"requests": [...]}`` of chat completion requests, answered as
   ``{"results": [...]}`` with a result or an ``error`` per item, in order; one bad item never
   sinks the batch. This is what the GraphQL tier sends one DataLoader batch as.
-- ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``.
-A client that disconnects stops its generation.
+- ``GET /v1/models`` (with the engine's info and limits), ``/healthz``, ``/readyz``, ``/metrics``.
+A client that disconnects stops its generation. Every body is a model of ``wire``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,12 +25,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware
-from .async_engine import AsyncEngine, Ticket, TokenDelta
-from .engine import Completion
-from .errors import EngineError, InvalidRequest
-from .openai_api import (HTTP_STATUS, chunk_json, completion_json, error_json, parse, result_json,
-                         usage_json)
+from ..asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware
+from ..boundary import Completion, EngineError, InvalidRequest, TokenDelta
+from ..engine.async_engine import AsyncEngine, Ticket
+from .wire import (
+    HTTP_STATUS,
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChunkChoice,
+    Delta,
+    ErrorBody,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    UsageBody,
+    parse_request,
+)
 
 
 class ServiceSettings(BaseSettings):
@@ -43,13 +57,18 @@ class ServiceSettings(BaseSettings):
     read_timeout_s: float = Field(10.0, gt=0, description="INFERENCE_READ_TIMEOUT_S: time to send headers, then body.")
 
 
+def reply(model: BaseModel, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True), status_code=status_code)
+
+
 def error_response(exc: EngineError) -> JSONResponse:
-    return JSONResponse({"error": error_json(exc)}, status_code=HTTP_STATUS.get(exc.code, 500))
+    return reply(ErrorResponse(error=ErrorBody.of(exc)), HTTP_STATUS.get(exc.code, 500))
 
 
 def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None) -> Starlette:
     settings = settings or ServiceSettings()
-    model = engine.info().name
+    info = replace(engine.info(), max_batch_items=settings.max_batch_items if settings.generate_batch else 0)
+    model = info.name
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -60,7 +79,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
 
     async def chat_completions(request: Request) -> Response:
         try:
-            body = parse(await _json(request))
+            body = parse_request(await _json(request))
             [entry] = await engine.submit([body.to_request()])
         except EngineError as exc:
             return error_response(exc)
@@ -72,33 +91,31 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         result = await entry.result()
         if isinstance(result, EngineError):
             return error_response(result)
-        return JSONResponse(completion_json(result, model))
+        return reply(ChatCompletion.of(result, model))
 
     async def generate_batch(request: Request) -> Response:
         try:
-            items = (await _json(request)).get("requests")
-            if not isinstance(items, list):
-                raise InvalidRequest("body must be {\"requests\": [...]}", field="requests")
-            if len(items) > settings.max_batch_items:
-                raise InvalidRequest(f"at most {settings.max_batch_items} requests, got {len(items)}", field="requests")
+            batch = BatchRequest.model_validate(await _json(request))
+        except ValidationError:
+            return error_response(InvalidRequest('body must be {"requests": [...]}', field="requests"))
         except EngineError as exc:
             return error_response(exc)
+        if len(batch.requests) > settings.max_batch_items:
+            return error_response(InvalidRequest(
+                f"at most {settings.max_batch_items} requests, got {len(batch.requests)}", field="requests"))
         parsed: list[object] = []
-        for item in items:
+        for item in batch.requests:
             try:
-                parsed.append(parse(item).to_request())
+                parsed.append(parse_request(item).to_request())
             except EngineError as exc:
                 parsed.append(exc)
         valid = [p for p in parsed if not isinstance(p, EngineError)]
-        answers = iter(await engine.generate_batch(valid))
+        answers = iter(await engine.generate_batch(valid))  # type: ignore[arg-type]
         results = [p if isinstance(p, EngineError) else next(answers) for p in parsed]
-        return JSONResponse({"results": [result_json(r) for r in results]})
+        return reply(BatchResponse(results=[BatchItem.of(r) for r in results]))
 
     async def models(request: Request) -> Response:
-        info = engine.info()
-        return JSONResponse({"object": "list", "data": [{
-            "id": info.name, "object": "model", "owned_by": "smollm-graphql", "max_model_len": info.context_length,
-            "smollm": info.__dict__}]})
+        return reply(ModelList(data=[ModelCard(id=model, max_model_len=info.context_length, smollm=info)]))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -119,7 +136,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         Middleware(CancelOnDisconnectMiddleware)])
 
 
-async def _json(request: Request) -> dict:
+async def _json(request: Request) -> object:
     try:
         body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -132,19 +149,25 @@ async def _json(request: Request) -> dict:
 async def _sse(ticket: Ticket, model: str, include_usage: bool) -> AsyncIterator[str]:
     """OpenAI-style chunks; closing the response (client gone) aborts the sequence."""
     rid = f"chatcmpl-{ticket.seq_id}"
-    yield _event(chunk_json(rid, model, {"role": "assistant", "content": ""}))
+
+    def chunk(delta: Delta | None = None, finish: str | None = None) -> str:
+        event = ChatCompletionChunk(id=rid, model=model, choices=[ChunkChoice(delta=delta or Delta(), finish_reason=finish)])
+        return _event(event)
+
+    yield chunk(Delta(role="assistant", content=""))
     try:
         async for event in ticket.events():
             if isinstance(event, TokenDelta):
-                yield _event(chunk_json(rid, model, {"content": event.text}))
+                yield chunk(Delta(content=event.text))
             elif isinstance(event, Completion):
-                yield _event(chunk_json(rid, model, {}, event.finish_reason.value))
+                yield chunk(finish=event.finish_reason.value)
                 if include_usage:
-                    yield _event({**chunk_json(rid, model, {}), "choices": [], "usage": usage_json(event)})
+                    yield _event(ChatCompletionChunk(id=rid, model=model, usage=UsageBody.of(event.usage)))
     except EngineError as exc:
-        yield _event({"error": error_json(exc)})
+        yield _event(ChatCompletionChunk(id=rid, model=model, error=ErrorBody.of(exc)))
     yield "data: [DONE]\n\n"
 
 
-def _event(data: dict) -> str:
-    return f"data: {json.dumps(data)}\n\n"
+def _event(chunk: ChatCompletionChunk) -> str:
+    return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+

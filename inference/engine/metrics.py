@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .engine import Completion, EngineStats
+from ..boundary import Completion, EngineStats
+from .llm_engine import EngineCounters
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 PER_TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
@@ -37,7 +38,7 @@ class EngineMetrics:
                                 ["finished_reason"],
                                 registry=r)
 
-    def observe_step(self, before: EngineStats, after: EngineStats) -> None:
+    def observe_step(self, before: EngineCounters, after: EngineCounters) -> None:
         """Tokens count when computed, so aborted and failed requests' tokens are counted too."""
         self.batch_size.observe(after.last_batch_size)
         self.prompt_tokens.inc(after.prompt_tokens - before.prompt_tokens)
@@ -45,7 +46,8 @@ class EngineMetrics:
 
     def observe(self, c: Completion) -> None:
         t = c.timings
-        self.queue_time.observe(t.queued_ms / 1000)
+        if t.queued_ms is not None:
+            self.queue_time.observe(t.queued_ms / 1000)
         self.e2e.observe(t.total_ms / 1000)
         if t.first_token_ms is not None:
             self.ttft.observe(t.first_token_ms / 1000)

@@ -1,0 +1,31 @@
+"""The one boundary between the tiers: what a request is, what comes back, and what can go wrong.
+
+Torch-free by design (a test imports the API tier with ``INFERENCE_URL`` set and checks that torch
+is not loaded). The engine, the inference service, the remote client and the GraphQL API all use
+these types; each edge maps names (GraphQL's ``maxTokens``, OpenAI's ``max_tokens``) in one table
+of its own.
+"""
+
+from .client import EngineClient, Ticket
+from .errors import (
+                     EngineError,
+                     EngineFault,
+                     EngineStopped,
+                     ErrorCode,
+                     InvalidRequest,
+                     Overloaded,
+                     PromptTooLong,
+                     RequestCancelled,
+                     RequestTimeout,
+                     Unavailable,
+                     UpstreamError,
+)
+from .info import EngineInfo, EngineStats
+from .options import SamplingParams
+from .request import ChatMessage, ChatRequest
+from .result import Completion, FinishReason, Timings, TokenDelta, Usage
+
+__all__ = ["ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault", "EngineInfo",
+           "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "InvalidRequest", "Overloaded",
+           "PromptTooLong", "RequestCancelled", "RequestTimeout", "SamplingParams", "Ticket", "Timings",
+           "TokenDelta", "Unavailable", "UpstreamError", "Usage"]

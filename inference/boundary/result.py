@@ -1,0 +1,58 @@
+"""What comes back for a request: text deltas while it runs, then one Completion."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class FinishReason(enum.StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @classmethod
+    def parse(cls, reason: object) -> FinishReason:
+        """A reason read from a wire; an unknown or missing one is STOP."""
+        try:
+            return cls(str(reason or "stop"))
+        except ValueError:
+            return cls.STOP
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """A piece of text from a stream; ``index`` counts the deltas of that request from 0."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds from arrival: until scheduled (None where nobody measured it), until the first
+    token, until done."""
+
+    queued_ms: float | None
+    first_token_ms: float | None
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Completion:
+    request_id: str
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings

@@ -1,0 +1,1 @@
+"""The inference tier's own HTTP service: the app (``app``) and its wire format (``wire``)."""

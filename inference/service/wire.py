@@ -1,0 +1,247 @@
+"""The inference service's wire format, as pydantic models that both sides use: the service
+(``inference.service.app``) writes them, the remote client (``inference.remote``) reads them.
+
+OpenAI's chat completion subset, plus ``/generate_batch``. OpenAI's names map to the boundary's in
+one table, ``OPENAI_PARAM``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..boundary import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    EngineError,
+    EngineInfo,
+    ErrorCode,
+    FinishReason,
+    InvalidRequest,
+    SamplingParams,
+    Timings,
+    UpstreamError,
+    Usage,
+)
+from ..boundary.options import InvalidOption
+
+# Boundary names -> OpenAI's; the one table of this edge.
+OPENAI_PARAM = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+                "seed": "seed", "stop": "stop", "messages": "messages"}
+
+HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, ErrorCode.OVERLOADED: 429,
+               ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499}
+
+# OpenAI parameters this server does not honour, with the values that ask for nothing: any other
+# value is refused (400 naming the parameter) rather than silently ignored.
+UNSUPPORTED: dict[str, tuple[object, ...]] = {
+    "n": (None, 1), "best_of": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
+    "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}), "suffix": (None,), "audio": (None,), "prediction": (None,),
+}
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = True
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's chat completion request that matters here. As in OpenAI's API,
+    temperature defaults to 1; send 0 for greedy."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    def to_request(self) -> ChatRequest:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        params = SamplingParams(max_new_tokens=self.max_completion_tokens or self.max_tokens,
+                                temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                                seed=self.seed, stop=stop)
+        return ChatRequest(tuple(ChatMessage(m.role, m.content) for m in self.messages), params,
+                           request_id=f"chatcmpl-{uuid.uuid4().hex}")
+
+    @classmethod
+    def of(cls, request: ChatRequest, stream: bool = False) -> ChatCompletionRequest:
+        """What a client sends for ``request`` (every option explicit)."""
+        p = request.params
+        return cls(messages=[Message(role=m.role, content=m.content) for m in request.messages],
+                   max_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                   seed=p.seed, stop=list(p.stop) or None, stream=stream,
+                   stream_options=StreamOptions(include_usage=True) if stream else None)
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+def parse_request(body: object) -> ChatCompletionRequest:
+    """Parse one request body; a malformed one, or one asking for what this server does not do, is
+    an InvalidRequest naming the parameter."""
+    if isinstance(body, dict):
+        for name, neutral in UNSUPPORTED.items():
+            if name in body and not any(body[name] == v and type(body[name]) is type(v) for v in neutral):
+                raise InvalidRequest(f"{name} is not supported by this server (got {str(body[name])[:60]})", field=name)
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidRequest(f"{where}: {first['msg']}", field=where) from None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape, plus our code and field so that a client of ours loses nothing."""
+
+    message: str
+    type: str = "server_error"
+    param: str | None = None
+    code: str | int | None = None  # ours: an ErrorCode; foreign servers send an HTTP status or their own
+    field: str | None = None
+
+    @classmethod
+    def of(cls, exc: EngineError) -> ErrorBody:
+        param = OPENAI_PARAM.get(exc.field or "", exc.field)
+        message = f"{param} {exc.detail}" if isinstance(exc, InvalidOption) else exc.message
+        client_side = exc.code in (ErrorCode.INVALID_INPUT, ErrorCode.PROMPT_TOO_LONG)
+        return cls(message=message, type="invalid_request_error" if client_side else "server_error",
+                   param=param, code=exc.code.value, field=exc.field)
+
+    def to_error(self) -> EngineError:
+        return UpstreamError(ErrorCode.parse(self.code), self.message, self.field)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class UsageBody(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageBody:
+        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   total_tokens=usage.total_tokens)
+
+    def to_usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
+
+class AssistantMessage(BaseModel):
+    role: str = "assistant"
+    content: str | None = ""
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: str = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str = ""
+    choices: list[Choice]
+    usage: UsageBody | None = None
+
+    @classmethod
+    def of(cls, c: Completion, model: str) -> ChatCompletion:
+        return cls(id=c.request_id, model=model, usage=UsageBody.of(c.usage), choices=[
+            Choice(message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)])
+
+
+class Delta(BaseModel):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta = Field(default_factory=Delta)
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event of a stream. The usage chunk has no choices; an error event has only ``error``."""
+
+    id: str = ""
+    object: str = "chat.completion.chunk"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str = ""
+    choices: list[ChunkChoice] = Field(default_factory=list)
+    usage: UsageBody | None = None
+    error: ErrorBody | None = None
+
+
+class TimingsBody(BaseModel):
+    queued_ms: float | None = None
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+
+
+class BatchItem(BaseModel):
+    """One result of ``/generate_batch``: the completion, or ``error``."""
+
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: UsageBody | None = None
+    timings: TimingsBody | None = None
+    error: ErrorBody | None = None
+
+    @classmethod
+    def of(cls, result: Completion | EngineError) -> BatchItem:
+        if isinstance(result, EngineError):
+            return cls(error=ErrorBody.of(result))
+        t = result.timings
+        return cls(text=result.text, finish_reason=result.finish_reason.value, usage=UsageBody.of(result.usage),
+                   timings=TimingsBody(queued_ms=t.queued_ms, first_token_ms=t.first_token_ms, total_ms=t.total_ms))
+
+    def to_result(self, request_id: str) -> Completion | EngineError:
+        if self.error is not None:
+            return self.error.to_error()
+        t = self.timings or TimingsBody()
+        return Completion(request_id, self.text or "", FinishReason.parse(self.finish_reason),
+                          (self.usage or UsageBody()).to_usage(), Timings(t.queued_ms, t.first_token_ms, t.total_ms))
+
+
+class BatchRequest(BaseModel):
+    requests: list[Any]
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    owned_by: str = "smollm-graphql"
+    max_model_len: int | None = None
+    smollm: EngineInfo | None = None  # our own service says all it knows
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
