@@ -9,11 +9,11 @@ STARTED = time.perf_counter()
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import logging  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 
 import uvicorn  # noqa: E402
 
+from inference.engine.config import EngineConfig  # noqa: E402
 from inference.http_server import uvicorn_config  # noqa: E402
 
 from .app import State, create_app  # noqa: E402
@@ -55,8 +55,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, help="port (PORT)")
     parser.add_argument("--model-path", help="a .gguf file or HF model directory (MODEL_PATH)")
     args = parser.parse_args()
-    if args.model_path:
-        os.environ["MODEL_PATH"] = args.model_path
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = ApiSettings(**overrides)
     configure_logging(settings.log_format)
@@ -72,7 +70,9 @@ def main() -> None:
         print(f"Could not start: {exc}", file=sys.stderr, flush=True)
         server.should_exit = True
 
-    app = create_app(settings, on_ready=ready, on_failed=failed)
+    engine_config = None if settings.inference_url else (
+        EngineConfig(model_path=args.model_path) if args.model_path else EngineConfig())
+    app = create_app(settings, engine_config, on_ready=ready, on_failed=failed)
     config = uvicorn_config(app, settings.host, settings.port, read_timeout_s=settings.http_read_timeout_s,
                             max_message_bytes=settings.max_body_bytes, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.api)

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from cross_web import HTTPException
+from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,27 +21,25 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
-from graphql import GraphQLError
-from cross_web import HTTPException
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
-from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from inference.asgi import CancelOnDisconnectMiddleware, HeadAsGet, RequestBodyMiddleware
-from inference.config import EngineConfig
-from inference.protocol import EngineClient
+from inference.boundary import EngineClient
+from inference.engine.config import EngineConfig
 
-from . import graphiql
-from .context import Context
 from .engine_handle import EngineHandle
-from .loaders import ChatLoader
+from .http import graphiql
+from .http.middleware import OriginPolicyMiddleware, RequestIdMiddleware
 from .observability import ApiMetrics
-from .middleware import OriginPolicyMiddleware, RequestIdMiddleware
 from .schema import build_schema
+from .schema.context import Context
+from .schema.loaders import ChatLoader
 from .settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ SUBSCRIPTION_TRANSPORTS = (
     "'Accept: text/event-stream' (GraphQL over SSE)")
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler):
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws: malformed messages close the socket with 4400 (never a crash), and a
     refusal past the per-connection limit names the limit."""
 
@@ -111,7 +111,7 @@ def _malformed(message: object) -> str | None:
     return None
 
 
-class GraphQLApp(GraphQL):
+class GraphQLApp(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
 
     def __init__(self, state: State) -> None:
@@ -176,8 +176,8 @@ class GraphQLApp(GraphQL):
 
 def embedded_engine(config: EngineConfig | None = None) -> EngineClient:
     """Load the model and build the in-process engine (slow: run it off the event loop)."""
-    from inference.async_engine import AsyncEngine
-    from inference.engine import LLMEngine
+    from inference.engine.async_engine import AsyncEngine
+    from inference.engine.llm_engine import LLMEngine
 
     return AsyncEngine(LLMEngine.from_config(config or EngineConfig()))
 
@@ -190,12 +190,13 @@ def remote_engine(settings: ApiSettings) -> EngineClient:
                         max_concurrency=settings.inference_max_concurrency)
 
 
-def create_app(settings: ApiSettings | None = None, engine: EngineClient | None = None,
-               on_ready: Callable[[], None] | None = None,
+def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig | None = None,
+               engine: EngineClient | None = None, on_ready: Callable[[], None] | None = None,
                on_failed: Callable[[Exception], None] | None = None) -> Starlette:
-    """The ASGI app. Without ``engine`` it loads the model in its lifespan and owns that engine;
-    an engine from outside (tests, remote inference) is used as it is and left running.
-    ``on_failed`` is told when the engine cannot be loaded (chats then get UNAVAILABLE saying why)."""
+    """The ASGI app. Without ``engine`` it builds one in its lifespan and owns it: remote when
+    ``settings.inference_url`` is set, else the model loaded with ``engine_config``. An engine from
+    outside (tests) is used as it is and left running. ``on_failed`` is told when the engine
+    cannot be loaded (chats then get UNAVAILABLE saying why)."""
     settings = settings or ApiSettings()
     state = State(settings)
 
@@ -207,10 +208,10 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
             elif settings.inference_url:
                 target = remote_engine(settings)
             else:
-                target = await asyncio.to_thread(embedded_engine)
+                target = await asyncio.to_thread(embedded_engine, engine_config)
             if not target.running:
                 await target.start()
-        except Exception as exc:  # noqa: BLE001 - reported, never left to look like "loading"
+        except Exception as exc:
             log.error("the engine could not be loaded: %s", exc)
             state.engine.failure = str(exc)
             if on_failed is not None:
@@ -240,7 +241,7 @@ def create_app(settings: ApiSettings | None = None, engine: EngineClient | None 
         get OVERLOADED at once), and since no request can leak its place, full means busy."""
         ready = state.engine.running and not state.draining
         stats, info = state.engine.stats(), state.engine.info()
-        body = {"ready": ready, "loading": state.engine.loading, "draining": state.draining,
+        body: dict[str, object] = {"ready": ready, "loading": state.engine.loading, "draining": state.draining,
                 "running": stats.running, "waiting": stats.waiting, "capacity": info.max_running + info.max_waiting}
         if state.engine.failure:
             body["error"] = state.engine.failure

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from inference.async_engine import TokenDelta
-from inference.engine import Completion, EngineInfo, EngineStats
-from inference.errors import Unavailable
-from inference.params import ChatRequest
-from inference.protocol import EngineClient
+from inference.boundary import ChatRequest, Completion, EngineClient, EngineError, EngineInfo, EngineStats, Ticket, TokenDelta, Unavailable
 
 LOADING = EngineInfo("loading", "", 0, 0, "", "", 0, 0, 0, 0)
 
@@ -39,7 +35,7 @@ class EngineHandle:
     def info(self) -> EngineInfo:
         return self.target.info() if self.target is not None else LOADING
 
-    async def submit(self, requests: Sequence[ChatRequest]) -> list:
+    async def submit(self, requests: Sequence[ChatRequest]) -> Sequence[Ticket | EngineError]:
         if self.target is None:
             return [self._not_ready() for _ in requests]
         return await self.target.submit(requests)

@@ -177,7 +177,9 @@ def fetch(dest: Path | None = None) -> None:
                     if member.isfile() and member.name.startswith("package/"):
                         target = dest / spec / member.name.removeprefix("package/")
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(tgz.extractfile(member).read())
+                        data = tgz.extractfile(member)
+                        if data is not None:
+                            target.write_bytes(data.read())
     absent = [f for f in files if not (dest / f).is_file()]
     if absent:
         raise SystemExit(f"GraphiQL assets still missing after npm pack: {absent}")

@@ -6,16 +6,17 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from inference.engine import Completion
-from inference.errors import EngineError, InvalidRequest
-from inference.params import ChatMessage, ChatRequest, SamplingParams, check_text
+from strawberry import ID
 
+from inference.boundary import ChatMessage, ChatRequest, Completion, EngineError, InvalidRequest
+from inference.boundary.request import check_text
+
+from ..observability import log_operation
+from ..settings import ApiSettings
 from .context import Context
 from .errors import chat_error, invalid
-from .observability import log_operation
-from .settings import ApiSettings
-from .types import (ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, FinishReason,
-                    Timings, Usage)
+from .options import sampling_params
+from .types import ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, Usage
 
 
 def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatRequest | ChatError:
@@ -38,38 +39,24 @@ def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatR
             check_text(field, text)
         except InvalidRequest as exc:
             return invalid(chat_id, field, exc.message)
-    if len(item.history or ()) > settings.max_history:
-        return invalid(chat_id, "history", f"history has {len(item.history)} turns; the limit is {settings.max_history}")
+    history = item.history or []
+    if len(history) > settings.max_history:
+        return invalid(chat_id, "history", f"history has {len(history)} turns; the limit is {settings.max_history}")
     system = item.system_prompt if item.system_prompt is not None else settings.default_system_prompt
     # An empty (or blank) systemPrompt means none: an empty system turn, so that the chat
     # template's own built-in system prompt does not apply either.
     messages = [ChatMessage("system", system if system.strip() else "")]
-    messages += [ChatMessage(m.role.value, m.content) for m in item.history or ()]
+    messages += [ChatMessage(m.role.value, m.content) for m in history]
     messages.append(ChatMessage("user", item.user_prompt))
-    return ChatRequest(tuple(messages), sampling_params(item), request_id=f"{request_id}:{chat_id}")
-
-
-def sampling_params(item: ChatInput) -> SamplingParams:
-    o = item.options
-    if o is None:
-        return SamplingParams()
-    defaults = SamplingParams()
-    return SamplingParams(
-        max_new_tokens=o.max_tokens,
-        temperature=defaults.temperature if o.temperature is None else o.temperature,
-        top_p=defaults.top_p if o.top_p is None else o.top_p,
-        top_k=defaults.top_k if o.top_k is None else o.top_k,
-        seed=o.seed,
-        stop=tuple(o.stop or ()),
-    )
+    return ChatRequest(tuple(messages), sampling_params(item.options), request_id=f"{request_id}:{chat_id}")
 
 
 def success(chat_id: str, c: Completion) -> ChatSuccess:
     return ChatSuccess(
-        chat_id=chat_id, response=c.text, finish_reason=FinishReason(c.finish_reason.value),
+        chat_id=ID(chat_id), response=c.text, finish_reason=c.finish_reason,
         usage=Usage(prompt_tokens=c.usage.prompt_tokens, completion_tokens=c.usage.completion_tokens,
                     total_tokens=c.usage.total_tokens),
-        timings=Timings(queued_ms=round(c.timings.queued_ms, 3),
+        timings=Timings(queued_ms=None if c.timings.queued_ms is None else round(c.timings.queued_ms, 3),
                         time_to_first_token_ms=None if c.timings.first_token_ms is None else round(c.timings.first_token_ms, 3),
                         total_ms=round(c.timings.total_ms, 3)),
     )
@@ -95,11 +82,11 @@ def echo_id(chat_id: object, settings: ApiSettings) -> str:
 
 
 def cancelled(chat_id: str) -> ChatError:
-    return ChatError(chat_id=chat_id, code=ChatErrorCode.CANCELLED, field=None, message="the client went away")
+    return ChatError(chat_id=ID(chat_id), code=ChatErrorCode.CANCELLED, field=None, message="the client went away")
 
 
 def unavailable(chat_id: str) -> ChatError:
-    return ChatError(chat_id=chat_id, code=ChatErrorCode.UNAVAILABLE, field=None,
+    return ChatError(chat_id=ID(chat_id), code=ChatErrorCode.UNAVAILABLE, field=None,
                      message="the server is shutting down; retry on another replica")
 
 
@@ -129,7 +116,7 @@ async def _answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]
         if isinstance(request, ChatError):
             results[i] = request
         elif chat_id in seen:
-            results[i] = ChatError(chat_id=chat_id, code=ChatErrorCode.DUPLICATE_CHAT_ID, field="chatId",
+            results[i] = ChatError(chat_id=ID(chat_id), code=ChatErrorCode.DUPLICATE_CHAT_ID, field="chatId",
                                    message=f"chatId {chat_id!r} appears more than once in this batch; only its first occurrence is answered")
         else:
             seen.add(chat_id)
@@ -151,7 +138,11 @@ async def _load(ctx: Context, chat_id: str, request: ChatRequest) -> ChatResult:
         return chat_error(chat_id, exc)
     except asyncio.CancelledError:
         if future.done() and not future.cancelled() and future.exception() is None:
-            future.result().close()
+            delivered = future.result()
+            if not isinstance(delivered, EngineError):
+                delivered.close()
         raise
+    if isinstance(ticket, EngineError):  # the loader raises these; a value is kept typed all the same
+        return chat_error(chat_id, ticket)
     result = await ticket.result(ctx.settings.request_timeout_s)
     return chat_error(chat_id, result) if isinstance(result, EngineError) else success(chat_id, result)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from inference.boundary import EngineClient
 
-from inference.protocol import EngineClient
-
+from ..observability import ApiMetrics
+from ..settings import ApiSettings
 from .loaders import ChatLoader
-from .observability import ApiMetrics
-from .settings import ApiSettings
 
 
 @dataclass

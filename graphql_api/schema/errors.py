@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 
 from graphql import GraphQLError
+from strawberry import ID
 from strawberry.extensions import MaskErrors
 
-from inference.errors import EngineError
+from inference.boundary import EngineError
 
+from .options import graphql_field, graphql_message
 from .types import ChatError, ChatErrorCode
 
 log = logging.getLogger(__name__)
-
-OPTION_FIELDS = {"maxTokens", "temperature", "topP", "topK", "seed", "stop"}
 
 
 class BatchTooLarge(GraphQLError):
@@ -25,16 +25,12 @@ class BatchTooLarge(GraphQLError):
 
 
 def chat_error(chat_id: str, exc: EngineError) -> ChatError:
-    """The ChatError for an engine error; option fields are named by their path in ChatInput."""
-    field = exc.field
-    if exc.code == "INVALID_INPUT" and field in OPTION_FIELDS:
-        field = f"options.{field}"
-    code = ChatErrorCode.__members__.get(exc.code, ChatErrorCode.INTERNAL)
-    return ChatError(chat_id=chat_id, code=code, message=exc.message, field=field)
+    """The ChatError for an engine error, its field named by its path in ChatInput."""
+    return ChatError(chat_id=ID(chat_id), code=exc.code, message=graphql_message(exc), field=graphql_field(exc.field))
 
 
 def invalid(chat_id: str, field: str, message: str) -> ChatError:
-    return ChatError(chat_id=chat_id, code=ChatErrorCode.INVALID_INPUT, message=message, field=field)
+    return ChatError(chat_id=ID(chat_id), code=ChatErrorCode.INVALID_INPUT, message=message, field=field)
 
 
 class MaskUnexpectedErrors(MaskErrors):

@@ -6,8 +6,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from graphql import ExecutionResult, GraphQLError, ValidationRule
-from graphql.language import (DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode,
-                              ListValueNode, Node, OperationDefinitionNode, SelectionSetNode, VariableNode)
+from graphql.language import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    ListValueNode,
+    Node,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    VariableNode,
+)
 from strawberry.extensions import SchemaExtension
 
 CHAT_FIELDS = {"chat": None, "chatStream": None, "chatBatched": "inputs"}  # field -> argument listing chats
@@ -82,7 +92,7 @@ def _root_fields(selection_set: SelectionSetNode, fragments: Mapping[str, Fragme
             fragment = fragments.get(s.name.value)
             if fragment is not None and s.name.value not in seen:
                 yield from _root_fields(fragment.selection_set, fragments, seen | {s.name.value})
-        else:
+        elif isinstance(s, InlineFragmentNode):
             yield from _root_fields(s.selection_set, fragments, seen)
 
 

@@ -1,4 +1,4 @@
-"""The schema: thin resolvers over the engine, plus the limits that guard it."""
+"""The resolvers: thin, over the engine; the chats themselves are ``chats``."""
 
 from __future__ import annotations
 
@@ -8,23 +8,27 @@ import time
 from collections.abc import AsyncGenerator
 
 import strawberry
-from strawberry.extensions import (AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter,
-                                   ValidationCache)
-from strawberry.extensions.disable_introspection import DisableIntrospection
-from graphql import GraphQLError
-from strawberry.types import ExecutionContext, Info
+from strawberry import ID
+from strawberry.types import Info
 
-from inference.async_engine import TokenDelta
-from inference.errors import EngineError, RequestTimeout
+from inference.boundary import EngineError, RequestTimeout, TokenDelta
 
 from .chats import answer, echo_id, record, success, to_request, unavailable
 from .context import Context
-from .limits import ChatsPerOperation, introspection_depth_rule
-from .errors import BatchTooLarge, MaskUnexpectedErrors, chat_error
-from .settings import ApiSettings
-from .types import (ChatBatchResult, ChatError, ChatErrorCode, ChatInput, ChatResult, ChatStreamEvent, ChatSuccess,
-                    ChatToken, Health, Limits, ModelInfo)
-
+from .errors import BatchTooLarge, chat_error
+from .types import (
+    ChatBatchResult,
+    ChatError,
+    ChatErrorCode,
+    ChatInput,
+    ChatResult,
+    ChatStreamEvent,
+    ChatSuccess,
+    ChatToken,
+    Health,
+    Limits,
+    ModelInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ class Subscription:
         ctx = info.context
         chat_id = echo_id(input.chat_id, ctx.settings)
         started = time.perf_counter()
-        final: ChatResult = ChatError(chat_id=chat_id, code=ChatErrorCode.CANCELLED, message="unsubscribed")
+        final: ChatResult = ChatError(chat_id=ID(chat_id), code=ChatErrorCode.CANCELLED, message="unsubscribed")
         try:
             async for event in _stream(ctx, input):
                 if not isinstance(event, ChatToken):
@@ -96,44 +100,10 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
         async with asyncio.timeout(timeout):
             async for event in ctx.engine.stream(request):
                 if isinstance(event, TokenDelta):
-                    yield ChatToken(chat_id=chat_id, index=event.index, delta=event.text)
+                    yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text)
                 else:
                     yield success(chat_id, event)
     except EngineError as exc:
         yield chat_error(chat_id, exc)
     except TimeoutError:
         yield chat_error(chat_id, RequestTimeout(f"the request exceeded its deadline of {timeout:g} s"))
-
-
-def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
-    settings = settings or ApiSettings()
-    # The limiters' rules are built once: rules made anew per request would miss the validation cache.
-    rules = [*QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-             *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
-             introspection_depth_rule(settings.max_introspection_depth)]
-    extensions = [
-        lambda: AddValidationRules(rules),
-        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: ChatsPerOperation(limit=settings.max_chats_per_operation, per_field=settings.max_batch_items),
-        MaskUnexpectedErrors,
-        # Clients send the same documents with new variables: parse and validate each once.
-        # The limits above are validation rules over the document alone, so caching keeps them.
-        lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
-    ]
-    if not settings.introspection:
-        extensions.append(DisableIntrospection)
-    return ApiSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
-
-
-class ApiSchema(strawberry.Schema):
-    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        """Client errors (syntax, validation, limits) are one INFO line each, never the document;
-        unexpected ones are logged in full, with the request id, by MaskUnexpectedErrors."""
-        request_id = getattr(getattr(execution_context, "context", None), "request_id", None)
-        for error in errors:
-            if error.original_error is None or isinstance(error.original_error, GraphQLError):
-                log.info("request_id=%s graphql error: %s", request_id, error.message[:500])
-
-
-schema = build_schema()

@@ -7,25 +7,13 @@ from typing import Annotated
 
 import strawberry
 
+from inference import boundary
 
-@strawberry.enum(description="Why generation ended.")
-class FinishReason(Enum):
-    STOP = "stop"
-    LENGTH = "length"
-    CANCELLED = "cancelled"
-    ERROR = "error"
-
-
-@strawberry.enum(description="What went wrong for one chat.")
-class ChatErrorCode(Enum):
-    INVALID_INPUT = "INVALID_INPUT"
-    PROMPT_TOO_LONG = "PROMPT_TOO_LONG"
-    DUPLICATE_CHAT_ID = "DUPLICATE_CHAT_ID"
-    OVERLOADED = "OVERLOADED"
-    TIMEOUT = "TIMEOUT"
-    CANCELLED = "CANCELLED"
-    UNAVAILABLE = "UNAVAILABLE"
-    INTERNAL = "INTERNAL"
+# The boundary's enums, as GraphQL types: declared once, there.
+strawberry.enum(boundary.FinishReason, name="FinishReason", description="Why generation ended.")
+strawberry.enum(boundary.ErrorCode, name="ChatErrorCode", description="What went wrong for one chat.")
+FinishReason = boundary.FinishReason
+ChatErrorCode = boundary.ErrorCode
 
 
 @strawberry.enum
@@ -68,7 +56,7 @@ class Usage:
 
 @strawberry.type(description="Milliseconds from arrival.")
 class Timings:
-    queued_ms: float
+    queued_ms: float | None = strawberry.field(description="null where nobody measured it (a foreign upstream).")
     time_to_first_token_ms: float | None
     total_ms: float
 

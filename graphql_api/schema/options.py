@@ -1,0 +1,45 @@
+"""The GraphQL edge's one table of names: boundary names to ChatInput's.
+
+Generation options are declared once, in ``inference.boundary.options``; here they get their
+GraphQL names (``max_new_tokens`` is ``options.maxTokens``), both ways: building SamplingParams
+from the ``GenerationOptions`` input, and naming a field in a ChatError.
+"""
+
+from __future__ import annotations
+
+from strawberry.utils.str_converters import to_camel_case
+
+from inference.boundary import EngineError, SamplingParams
+from inference.boundary.options import OPTION_NAMES, InvalidOption
+
+from .types import GenerationOptions
+
+# Boundary option -> the GenerationOptions input's attribute (GraphQL names it in camelCase).
+GRAPHQL_OPTION = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+                  "seed": "seed", "stop": "stop"}
+# Boundary request fields -> ChatInput's.
+GRAPHQL_FIELD = {"messages": "userPrompt"}
+assert set(GRAPHQL_OPTION) == set(OPTION_NAMES), "every option needs its GraphQL name"
+
+
+def sampling_params(options: GenerationOptions | None) -> SamplingParams:
+    """The options given; absent ones keep the boundary's defaults."""
+    if options is None:
+        return SamplingParams()
+    given = {name: getattr(options, attr) for name, attr in GRAPHQL_OPTION.items() if getattr(options, attr) is not None}
+    if "stop" in given:
+        given["stop"] = tuple(given["stop"])
+    return SamplingParams(**given)
+
+
+def graphql_field(field: str | None) -> str | None:
+    if field in GRAPHQL_OPTION:
+        return "options." + to_camel_case(GRAPHQL_OPTION[field])
+    return GRAPHQL_FIELD.get(field or "", field)
+
+
+def graphql_message(exc: EngineError) -> str:
+    """An option's error in GraphQL's words (``maxTokens must be …``); others as they are."""
+    if isinstance(exc, InvalidOption) and exc.field in GRAPHQL_OPTION:
+        return f"{to_camel_case(GRAPHQL_OPTION[exc.field])} {exc.detail}"
+    return exc.message
