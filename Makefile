@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	# Dequantize the GGUF once into the cache, so that the server starts in seconds.
 	$(PY) -m inference warm
 	# GraphiQL's scripts, from the npm registry, served by the app: the IDE needs no internet.
-	$(PY) -m graphql_api.graphiql
+	$(PY) -m graphql_api.http.graphiql
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -43,13 +43,15 @@ serve-inference: $(STAMP)
 	$(PY) -m inference serve
 
 test: $(STAMP) $(CHROMIUM)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m inference.bench
+	$(PY) -m benchmarks.engine
 
 bench-api: $(STAMP)
-	$(PY) -m graphql_api.bench
+	$(PY) -m benchmarks.api
 
 schema: $(STAMP)
 	$(PY) -m strawberry export-schema graphql_api.schema:schema --output schema.graphql

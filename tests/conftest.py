@@ -1,4 +1,7 @@
-"""One real engine per test session; helpers to build requests and reference answers."""
+"""One real engine per test session; helpers to build requests and reference answers.
+
+A test that uses the real model (through the fixtures below, or marked by hand) carries the
+``model`` marker: ``pytest -m "not model"`` runs the rest in seconds, without loading torch."""
 
 from __future__ import annotations
 
@@ -7,14 +10,20 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
-import torch
 
-from inference.async_engine import AsyncEngine
-from inference.config import EngineConfig
-from inference.engine import LLMEngine
-from inference.params import ChatMessage, ChatRequest, SamplingParams
+from inference.boundary import ChatMessage, ChatRequest, SamplingParams
+from inference.engine.async_engine import AsyncEngine
+from inference.engine.config import EngineConfig
+from inference.engine.llm_engine import LLMEngine
 
 SYSTEM = "You are a helpful assistant."
+MODEL_FIXTURES = {"llm", "engine", "live", "small", "service", "remote"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
 
 
 def chat(prompt: str, system: str | None = SYSTEM, **params) -> ChatRequest:
@@ -24,6 +33,8 @@ def chat(prompt: str, system: str | None = SYSTEM, **params) -> ChatRequest:
 
 def reference_text(engine: LLMEngine, request: ChatRequest, max_new_tokens: int) -> str:
     """The same prompt alone through transformers' own greedy ``model.generate``."""
+    import torch
+
     ids = engine.prepare(request).prompt_ids
     with torch.inference_mode():
         out = engine.model.generate(
@@ -80,6 +91,23 @@ async def start_server(app, read_timeout_s: float = 10.0, max_message_bytes: int
     while not server.started:
         await asyncio.sleep(0.01)
     return server, task, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def serve():
+    """Start extra servers with their own settings (``start_server``'s keywords); all are stopped
+    at the end of the test."""
+    running = []
+
+    async def start(app, **kwargs):
+        server, task, url = await start_server(app, **kwargs)
+        running.append((server, task))
+        return url
+
+    yield start
+    for server, task in running:
+        server.should_exit = True
+        await task
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from inference.async_engine import TokenDelta
-from inference.engine import Completion, EngineInfo, EngineStats, Timings, Usage
-from inference.errors import EngineError
-from inference.params import ChatRequest
-from inference.sequence import FinishReason
+from inference.boundary import (
+    ChatRequest,
+    Completion,
+    EngineError,
+    EngineInfo,
+    EngineStats,
+    FinishReason,
+    Timings,
+    TokenDelta,
+    Usage,
+)
 
 
 class FakeTicket:

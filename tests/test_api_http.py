@@ -165,6 +165,7 @@ async def test_a_client_that_drops_a_chat_mutation_frees_its_slot(live, engine):
 
 async def test_a_chat_past_its_deadline_gets_timeout_and_frees_its_slot(engine):
     from conftest import start_server
+
     from graphql_api.app import create_app
     from graphql_api.settings import ApiSettings
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from conftest import chat, engine_like, reference_text
-from inference.async_engine import AsyncEngine, TokenDelta
-from inference.engine import Completion
-from inference.errors import EngineFault, InvalidRequest, Overloaded, PromptTooLong
-from inference.sequence import FinishReason
+
+from inference.boundary import (
+    Completion,
+    EngineFault,
+    FinishReason,
+    InvalidRequest,
+    Overloaded,
+    PromptTooLong,
+    TokenDelta,
+)
+from inference.engine.async_engine import AsyncEngine
 
 PROMPTS = [
     "What is the capital of France?",
@@ -64,7 +70,7 @@ async def test_seeded_sampling_is_the_same_whatever_else_is_in_the_batch(engine:
                    seed=1234, max_new_tokens=40)
     alone = await engine.generate(sampled)
     others = [chat(p, temperature=1.0, max_new_tokens=40) for p in PROMPTS[:6]]
-    in_batch = (await engine.generate_batch(others[:3] + [sampled] + others[3:]))[3]
+    in_batch = (await engine.generate_batch([*others[:3], sampled, *others[3:]]))[3]
     assert in_batch.text == alone.text
     other_seed = await engine.generate(chat("Tell me a short story about a cat.", temperature=0.9,
                                             top_p=0.95, top_k=50, seed=99, max_new_tokens=40))
@@ -140,7 +146,7 @@ async def test_invalid_options_and_too_long_prompts_get_typed_errors_beside_vali
     assert isinstance(results[2], PromptTooLong)
     assert str(engine.engine.max_model_len) in results[2].message and "16" in results[2].message
     assert isinstance(results[3], InvalidRequest) and str(cap) in results[3].message
-    assert isinstance(results[4], InvalidRequest) and results[4].field == "topP"
+    assert isinstance(results[4], InvalidRequest) and results[4].field == "top_p"  # neutral: GraphQL says options.topP
 
 
 async def test_past_capacity_the_engine_refuses_at_once(llm):

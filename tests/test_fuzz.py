@@ -4,9 +4,9 @@ generates. The engine is the fake one: this is about the API's handling of input
 from __future__ import annotations
 
 import schemathesis
+from fakes import FakeEngine
 from hypothesis import HealthCheck, settings
 
-from fakes import FakeEngine
 from graphql_api.app import create_app
 from graphql_api.settings import ApiSettings
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from graphql import parse, validate
 from playwright.async_api import Page, async_playwright
 
-from graphql_api.graphiql import EXAMPLES
+from graphql_api.http.graphiql import EXAMPLES
 from graphql_api.schema import build_schema
 from graphql_api.settings import ApiSettings
 

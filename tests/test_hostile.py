@@ -13,34 +13,19 @@ import time
 
 import httpx
 import pytest
+from conftest import chat, engine_like
+from test_api_http import BATCH, CHAT, STREAM, post, wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import chat, engine_like, start_server
 from graphql_api.app import create_app
 from graphql_api.observability import TextFormatter, log_operation
 from graphql_api.settings import ApiSettings
-from inference.async_engine import AsyncEngine
-from inference.params import MAX_SEED, ChatMessage, ChatRequest, SamplingParams
+from inference.boundary import ChatMessage, ChatRequest, SamplingParams
+from inference.boundary.options import MAX_SEED
+from inference.engine.async_engine import AsyncEngine
 from inference.remote import RemoteEngine
-from inference.server import ServiceSettings, create_service
-from test_api_http import BATCH, CHAT, STREAM, post, wait_for
-
-
-@pytest.fixture
-async def serve():
-    """Start servers with their own settings; all are stopped at the end of the test."""
-    running = []
-
-    async def start(app, **kwargs):
-        server, task, url = await start_server(app, **kwargs)
-        running.append((server, task))
-        return url
-
-    yield start
-    for server, task in running:
-        server.should_exit = True
-        await task
+from inference.service.app import ServiceSettings, create_service
 
 
 async def idle(engine: AsyncEngine, timeout: float = 10.0) -> None:
@@ -165,7 +150,7 @@ async def test_extreme_sampling_options_are_numerically_safe(engine):
 
 
 async def test_one_sequences_sampling_failure_is_its_error_only(engine, monkeypatch):
-    import inference.model_runner as runner
+    import inference.engine.model_runner as runner
 
     real = runner.sample_token
 
@@ -420,8 +405,8 @@ async def test_a_dropped_chat_is_logged_and_counted_and_its_tokens_are_counted(l
 
 
 def test_an_empty_system_prompt_means_no_system_prompt(llm):
-    from graphql_api.chats import to_request
-    from graphql_api.types import ChatInput
+    from graphql_api.schema.chats import to_request
+    from graphql_api.schema.types import ChatInput
 
     request = to_request(ChatInput(chat_id="e", user_prompt="hi", system_prompt=""), ApiSettings(), "r")
     text = llm.tokenizer.decode(llm.prepare(request).prompt_ids)

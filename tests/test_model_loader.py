@@ -6,9 +6,8 @@ import importlib.metadata
 
 import pytest
 
-from inference import model_loader
-from inference.errors import ModelNotFound
-from inference.model_loader import INSTALL_COMMAND, locate_model
+from inference.engine import model_loader
+from inference.engine.model_loader import INSTALL_COMMAND, ModelNotFound, locate_model
 
 
 def test_default_model_is_the_packaged_gguf_found_through_metadata():
@@ -34,21 +33,22 @@ def test_wrong_path_names_the_path(tmp_path):
 
 
 def test_directory_without_config_is_refused(tmp_path):
-    with pytest.raises(ModelNotFound, match="without config.json"):
+    with pytest.raises(ModelNotFound, match=r"without config\.json"):
         locate_model(tmp_path)
 
 
 def test_file_that_is_not_gguf_is_refused(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"\0")
-    with pytest.raises(ModelNotFound, match="not a .gguf"):
+    with pytest.raises(ModelNotFound, match=r"not a \.gguf"):
         locate_model(tmp_path / "weights.bin")
 
 
 def test_a_local_hf_directory_loads_and_answers(llm, tmp_path):
     """The dequantized cache is a plain HF directory; pointing model_path at one must work."""
     from conftest import chat
-    from inference.config import EngineConfig
-    from inference.engine import LLMEngine
+
+    from inference.engine.config import EngineConfig
+    from inference.engine.llm_engine import LLMEngine
 
     cached = model_loader.cached_dir(llm.source, llm.config.model_cache_dir)
     assert locate_model(cached).kind == "dir"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import httpx
-
+import pytest
 from test_api_http import CHAT, post
 
 
@@ -44,6 +44,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.model  # a real server process, with the model
 async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DRAIN_TIMEOUT_S": "60", "LOG_FORMAT": "json"}
@@ -84,6 +85,7 @@ async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
 async def test_while_the_model_loads_readyz_is_503_and_chats_get_unavailable():
     from conftest import start_server
     from fakes import FakeEngine
+
     from graphql_api.app import create_app
     from graphql_api.settings import ApiSettings
 
@@ -109,6 +111,7 @@ async def test_while_the_model_loads_readyz_is_503_and_chats_get_unavailable():
         await task
 
 
+@pytest.mark.model  # a real server process, which imports torch before it finds no model
 def test_a_model_that_cannot_be_loaded_stops_the_server_with_the_reason():
     env = {**os.environ, "PORT": str(free_port()), "MODEL_PATH": "/nonexistent/model.gguf"}
     done = subprocess.run([sys.executable, "-m", "graphql_api"], env=env, capture_output=True, text=True, timeout=120)

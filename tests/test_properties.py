@@ -14,15 +14,15 @@ import json
 
 import httpx
 import pytest
+from conftest import engine_like, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import engine_like, start_server
-from graphql_api.app import create_app
-from graphql_api.settings import ApiSettings
-from inference.async_engine import AsyncEngine
 from test_api_http import BATCH, wait_for
 from test_hostile import raw_post
+
+from graphql_api.app import create_app
+from graphql_api.settings import ApiSettings
+from inference.engine.async_engine import AsyncEngine
 
 CAP = 8
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_start|>system\n", "\n", "\x00", "\u2028", "\ud800",

@@ -11,14 +11,14 @@ import time
 
 import httpx
 import pytest
+from conftest import LiveServer, chat, start_server
+from test_api_http import BATCH, CHAT, STREAM, send_long_chat
+from test_operations import free_port
 from websockets.asyncio.client import connect
 
-from conftest import LiveServer, chat, start_server
 from graphql_api.app import create_app
 from graphql_api.settings import ApiSettings
 from inference.remote import RemoteEngine
-from test_api_http import BATCH, CHAT, STREAM, send_long_chat
-from test_operations import free_port
 
 
 class Service:
@@ -118,6 +118,7 @@ async def test_openai_endpoint_errors_and_stream_shape(service):
     assert "Paris" in text
 
 
+@pytest.mark.model  # its own inference service process
 async def test_fallback_to_chat_completions_when_the_server_has_no_generate_batch():
     plain = Service("--no-generate-batch")
     engine = RemoteEngine([plain.url])
@@ -161,6 +162,7 @@ async def test_two_upstreams_one_dead_all_chats_still_answered(service):
         await engine.stop()
 
 
+@pytest.mark.model  # its own inference service process
 async def test_upstream_killed_mid_stream_ends_every_open_operation_with_unavailable():
     doomed = Service()
     app = create_app(ApiSettings(inference_url=doomed.url))
@@ -223,3 +225,36 @@ async def test_a_dropped_chat_mutation_is_aborted_upstream(remote, service):
     while await upstream_running() != 0:
         assert time.monotonic() < deadline, "the upstream generation was not aborted"
         await asyncio.sleep(0.05)
+
+
+async def test_more_chats_in_one_tick_than_the_upstream_batch_limit_go_as_several_calls(llm):
+    """Five concurrent chatBatched of 8 against a service whose /generate_batch takes 16: the
+    loader follows the limit the service reports, so every chat is answered (before, all 40 got
+    INVALID_INPUT from the service's limit; at the default limit of 256 that took 5 x 64)."""
+    from conftest import engine_like
+
+    from inference.engine.async_engine import AsyncEngine
+    from inference.service.app import ServiceSettings, create_service
+
+    service = create_service(AsyncEngine(engine_like(llm, max_running=16, max_waiting=64)),
+                             ServiceSettings(max_batch_items=16))
+    s_server, s_task, s_url = await start_server(service)
+    app = create_app(ApiSettings(inference_url=s_url))
+    a_server, a_task, url = await start_server(app)
+    try:
+        for _ in range(100):
+            if app.state.api.engine.target is not None:
+                break
+            await asyncio.sleep(0.05)
+        engine = app.state.api.engine.target
+        assert engine.info().max_batch_items == 16
+        calls = engine.upstream_calls
+        batches = [[{"chatId": f"{b}-{i}", "userPrompt": f"Say {i}.", "options": {"maxTokens": 1}} for i in range(8)]
+                   for b in range(5)]
+        answers = await asyncio.gather(*(gql(url, BATCH, {"inputs": inputs}) for inputs in batches))
+        assert all(a["data"]["chatBatched"]["succeeded"] == 8 for a in answers), answers
+        assert engine.upstream_calls - calls >= 3  # 40 chats, at most 16 per call
+    finally:
+        for server, task in ((a_server, a_task), (s_server, s_task)):
+            server.should_exit = True
+            await task

@@ -10,30 +10,14 @@ import time
 import httpx
 import psutil
 import pytest
+from conftest import engine_like
+from test_api_http import BATCH, CHAT, STREAM, post, wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import engine_like, start_server
 from graphql_api.app import create_app
 from graphql_api.settings import ApiSettings
-from inference.async_engine import AsyncEngine
-from test_api_http import BATCH, CHAT, STREAM, post, wait_for
-
-
-@pytest.fixture
-async def serve():
-    """Start extra servers with their own settings; all are stopped at the end of the test."""
-    running = []
-
-    async def start(app):
-        server, task, url = await start_server(app)
-        running.append((server, task))
-        return url
-
-    yield start
-    for server, task in running:
-        server.should_exit = True
-        await task
+from inference.engine.async_engine import AsyncEngine
 
 
 async def test_load_at_twice_capacity_ends_every_request_cleanly_and_leaves_nothing_behind(llm, serve):

@@ -1,8 +1,8 @@
 """The scheduler alone: no model, no torch."""
 
-from inference.params import SamplingParams
-from inference.scheduler import Scheduler
-from inference.sequence import FinishReason, Sequence, Status
+from inference.boundary import FinishReason, SamplingParams
+from inference.engine.scheduler import Scheduler
+from inference.engine.sequence import Sequence, Status
 
 
 def seq(i: int, prompt_len: int) -> Sequence:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import FakeEngine
 from strawberry.printer import print_schema
 
-from fakes import FakeEngine
-from graphql_api.context import Context
-from graphql_api.loaders import ChatLoader
 from graphql_api.schema import build_schema, schema
+from graphql_api.schema.context import Context
+from graphql_api.schema.loaders import ChatLoader
 from graphql_api.settings import ApiSettings
 
 ROOT = Path(__file__).resolve().parent.parent
