@@ -15,6 +15,7 @@ import uvicorn  # noqa: E402
 
 from inference.engine.config import EngineConfig  # noqa: E402
 from inference.http_server import uvicorn_config  # noqa: E402
+from inference.keys import new_key  # noqa: E402
 
 from .app import State, create_app  # noqa: E402
 from .observability import configure_logging  # noqa: E402
@@ -49,7 +50,22 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True  # not uvicorn's handle_exit: it would re-raise the signal, and we exit 0
 
 
+def keys(argv: list[str]) -> None:
+    """`python -m graphql_api keys new NAME`: a new key, then the line for API_KEYS_FILE."""
+    parser = argparse.ArgumentParser(prog="python -m graphql_api keys")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("new", help="print a new key and its API_KEYS_FILE line").add_argument("name")
+    args = parser.parse_args(argv)
+    if not args.name or ":" in args.name or not args.name.isprintable() or " " in args.name:
+        parser.error("NAME must be a plain word (no ':', spaces or control characters)")
+    key, line = new_key(args.name)
+    print(key)
+    print(line)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["keys"]:
+        return keys(sys.argv[2:])
     parser = argparse.ArgumentParser(description="GraphQL API over SmolLM2 (settings also come from the environment)")
     parser.add_argument("--host", help="bind address (HOST)")
     parser.add_argument("--port", type=int, help="port (PORT)")

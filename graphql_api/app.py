@@ -22,21 +22,24 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import MissingQueryError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET, UnsetType
 
 from inference.asgi import CancelOnDisconnectMiddleware, HeadAsGet, RequestBodyMiddleware
 from inference.boundary import EngineClient
 from inference.engine.config import EngineConfig
+from inference.keys import ANONYMOUS, KeyRing, presented_key
 
 from .engine_handle import EngineHandle
 from .http import graphiql
-from .http.middleware import OriginPolicyMiddleware, RequestIdMiddleware
+from .http.middleware import ApiKeyMiddleware, OriginPolicyMiddleware, RequestIdMiddleware
 from .observability import ApiMetrics
+from .quotas import Quotas
 from .schema import build_schema
 from .schema.context import Context
 from .schema.loaders import ChatLoader
@@ -55,6 +58,8 @@ class State:
         self.started_at = time.time()
         self.metrics = ApiMetrics()
         self.draining = False
+        self.keyring = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
+        self.quotas = Quotas(settings.rate_limit_storage) if self.keyring is not None else None
 
     def in_flight(self) -> int:
         stats = self.engine.stats()
@@ -169,9 +174,23 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state = self.state
         request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+        principal = request.scope.get("state", {}).get("api_key") if state.keyring is not None else ANONYMOUS
         return Context(engine=state.engine, loader=state.loader, settings=state.settings,
                        request_id=request_id, started_at=state.started_at, metrics=state.metrics,
-                       draining=lambda: state.draining)
+                       draining=lambda: state.draining, principal=principal, quotas=state.quotas)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """With keys on, a WebSocket whose handshake carried no right key must send one in
+        ``connection_init`` (``{"authorization": "Bearer <key>"}``, as GraphiQL's headers tab
+        does); a wrong or missing one closes the socket with 4403."""
+        keyring = self.state.keyring
+        if keyring is None or context.principal is not None:
+            return UNSET
+        params = {str(k).lower(): v for k, v in (context.connection_params or {}).items() if isinstance(v, str)}
+        context.principal = keyring.authenticate(presented_key(params))
+        if context.principal is None:
+            raise ConnectionRejectionError()
+        return UNSET
 
 
 def embedded_engine(config: EngineConfig | None = None) -> EngineClient:
@@ -186,7 +205,7 @@ def remote_engine(settings: ApiSettings) -> EngineClient:
     from inference.remote import RemoteEngine
 
     urls = [u.strip() for u in settings.inference_url.split(",") if u.strip()]
-    return RemoteEngine(urls, timeout_s=settings.inference_timeout_s,
+    return RemoteEngine(urls, api_key=settings.inference_api_key or None, timeout_s=settings.inference_timeout_s,
                         max_concurrency=settings.inference_max_concurrency)
 
 
@@ -266,6 +285,7 @@ def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig 
         ],
         middleware=[Middleware(RequestIdMiddleware),
                     Middleware(OriginPolicyMiddleware, allowed=settings.origins()),
+                    Middleware(ApiKeyMiddleware, keyring=state.keyring, metrics_public=settings.metrics_public),
                     Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes,
                                read_timeout_s=settings.http_read_timeout_s),
                     Middleware(CancelOnDisconnectMiddleware)],

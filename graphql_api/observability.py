@@ -15,17 +15,21 @@ log = logging.getLogger("graphql_api.operations")
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.chats = Counter("smollm_graphql_chats", "Chats answered, by operation and outcome code.",
-                             ["operation", "outcome"], registry=self.registry)
+        self.chats = Counter("smollm_graphql_chats", "Chats answered, by operation, outcome code and key name.",
+                             ["operation", "outcome", "key"], registry=self.registry)
+        self.tokens = Counter("smollm_graphql_tokens", "Tokens used by answered chats, by key name and kind.",
+                              ["key", "kind"], registry=self.registry)
 
 
-def log_operation(request_id: str, operation: str, outcomes: list[tuple[str, str]], started: float) -> None:
+def log_operation(request_id: str, operation: str, outcomes: list[tuple[str, str]], started: float,
+                  key: str = "anonymous") -> None:
     """One line per operation: request id, operation, chatIds with their outcomes, duration.
     A chatId that is not a plain token is written as a JSON string, so it cannot forge fields."""
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     chats = " ".join(f"{_token(chat_id)}={outcome}" for chat_id, outcome in outcomes)
-    log.info("request_id=%s operation=%s duration_ms=%s chats=[%s]", request_id, operation, duration_ms, chats,
-             extra={"request_id": request_id, "operation": operation, "duration_ms": duration_ms,
+    log.info("request_id=%s key=%s operation=%s duration_ms=%s chats=[%s]", request_id, _token(key), operation,
+             duration_ms, chats,
+             extra={"request_id": request_id, "key": key, "operation": operation, "duration_ms": duration_ms,
                     "chats": [{"chat_id": c, "outcome": o} for c, o in outcomes]})
 
 
@@ -49,7 +53,7 @@ CONTROL = re.compile(r"[^\S ]|[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class JsonFormatter(logging.Formatter):
-    FIELDS = ("request_id", "operation", "duration_ms", "chats")
+    FIELDS = ("request_id", "key", "operation", "duration_ms", "chats")
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,

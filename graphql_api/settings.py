@@ -37,6 +37,10 @@ class ApiSettings(BaseSettings):
     connection_init_timeout_s: float = Field(5.0, gt=0, description="graphql-transport-ws: time to send connection_init.")
     log_format: str = Field("text", pattern="^(text|json)$", description="text or json log lines.")
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM: time for chats in flight to finish.")
+    api_keys_file: str = Field("", description="Keys file (name:sha256[:rpm=N,tpm=N,streams=N] per line); empty: keys off.")
+    rate_limit_storage: str = Field("memory://", description="Where quotas are kept: a `limits` storage URI, e.g. redis://host:6379.")
+    metrics_public: bool = Field(False, description="With keys on, serve /metrics without a key.")
+    inference_api_key: str = Field("", description="Key sent to inference upstreams (Authorization: Bearer).")
     graphiql: bool = Field(True, description="Serve GraphiQL at GET /graphql.")
     introspection: bool = Field(True, description="Allow schema introspection.")
 

@@ -110,13 +110,15 @@ class RemoteTicket:
 
 
 class RemoteEngine:
-    def __init__(self, urls: Sequence[str], timeout_s: float = 300.0, connect_timeout_s: float = 2.0,
+    def __init__(self, urls: Sequence[str], api_key: str | None = None, timeout_s: float = 300.0,
+                 connect_timeout_s: float = 2.0,
                  max_concurrency: int = 64, retry_after_s: float = 5.0, recheck_s: float = 60.0) -> None:
         self.upstreams = [Upstream(u.rstrip("/")) for u in urls]
         self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self.max_concurrency = max_concurrency
         self.retry_after_s = retry_after_s
         self.recheck_s = recheck_s
+        self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.upstream_calls = 0
         self.in_flight = 0  # chats submitted or streaming and not yet answered
         self._client: httpx.AsyncClient | None = None
@@ -124,7 +126,7 @@ class RemoteEngine:
         self._info = EngineInfo.unknown("remote")  # upstream URLs stay in logs
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(
+        self._client = httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=httpx.Limits(
             max_connections=self.max_concurrency * len(self.upstreams) + 16))
         self._limit = asyncio.Semaphore(self.max_concurrency)
         try:
@@ -357,6 +359,9 @@ def upstream_error(status: int, body: bytes) -> EngineError:
         message, code, field = error.message, ErrorCode.parse(error.code), error.field or error.param
     else:
         message, code, field = body.decode("utf-8", "replace")[:200] or f"HTTP {status}", None, None
+    if status in (401, 403):
+        log.error("an inference upstream refused this server's key (HTTP %d: %s); set INFERENCE_API_KEY", status, message)
+        return Unavailable("the inference upstream refused this server's credentials")
     if status == 429:
         return UpstreamError(ErrorCode.OVERLOADED, message)
     if code is ErrorCode.PROMPT_TOO_LONG or CONTEXT_ERROR.search(message):

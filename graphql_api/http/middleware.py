@@ -1,4 +1,4 @@
-"""ASGI middleware of the API: request ids and the origin policy."""
+"""ASGI middleware of the API: request ids, the origin policy, API keys."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.http.websocket_origin import is_same_origin, normalize_origin
+
+from inference.keys import KeyRing, presented_key
 
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # what tracing systems send; nothing that forges log fields
@@ -64,3 +66,43 @@ class OriginPolicyMiddleware:
         await send({"type": "http.response.start", "status": 403,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyMiddleware:
+    """With keys on, every HTTP request to the API needs a key (``Authorization: Bearer`` or
+    ``X-Api-Key``); without one it gets 401 ``UNAUTHENTICATED`` and no work is done. Open: the
+    probes, GraphiQL's page and scripts (static; the key goes in its headers tab), and ``/metrics``
+    when ``metrics_public``. The caller's key is stored in ``scope["state"]["api_key"]``; on a
+    WebSocket the handshake may carry it, else ``connection_init`` must (see ``on_ws_connect``)."""
+
+    OPEN = ("/healthz", "/readyz", "/graphiql-assets/")
+
+    def __init__(self, app: ASGIApp, keyring: KeyRing | None, metrics_public: bool) -> None:
+        self.app = app
+        self.keyring = keyring
+        self.metrics_public = metrics_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.keyring is None or scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        key = self.keyring.authenticate(presented_key(headers))
+        scope.setdefault("state", {})["api_key"] = key
+        if key is not None or scope["type"] == "websocket" or self._open(scope, headers):
+            return await self.app(scope, receive, send)
+        reason = "a wrong API key" if presented_key(headers) else "no API key"
+        body = json.dumps({"errors": [{
+            "message": f"this request has {reason}: send 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
+            "extensions": {"code": "UNAUTHENTICATED"}}]}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b'Bearer realm="smollm-graphql"')]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _open(self, scope: Scope, headers: dict[str, str]) -> bool:
+        path = scope["path"]
+        if path.startswith(self.OPEN) or (path == "/metrics" and self.metrics_public):
+            return True
+        ide_page = (scope["method"] in ("GET", "HEAD") and "text/html" in headers.get("accept", "")
+                    and b"query=" not in scope.get("query_string", b""))
+        return path == "/graphql" and ide_page

@@ -12,11 +12,14 @@ from inference.boundary import ChatMessage, ChatRequest, Completion, EngineError
 from inference.boundary.request import check_text
 
 from ..observability import log_operation
+from ..quotas import estimate_tokens
 from ..settings import ApiSettings
 from .context import Context
 from .errors import chat_error, invalid
 from .options import sampling_params
 from .types import ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, Usage
+
+DEFAULT_MAX_NEW_TOKENS = 256  # reserved for a chat without maxTokens when the engine does not say its default
 
 
 def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatRequest | ChatError:
@@ -67,10 +70,34 @@ def outcome(result: ChatResult) -> str:
 
 
 def record(ctx: Context, operation: str, chat_ids: list[str], results: list[ChatResult], started: float) -> None:
+    key = ctx.caller.name
     outcomes = [outcome(r) for r in results]
     for o in outcomes:
-        ctx.metrics.chats.labels(operation, o).inc()
-    log_operation(ctx.request_id, operation, list(zip(chat_ids, outcomes, strict=True)), started)
+        ctx.metrics.chats.labels(operation, o, key).inc()
+    for r in results:
+        if isinstance(r, ChatSuccess):
+            ctx.metrics.tokens.labels(key, "prompt").inc(r.usage.prompt_tokens)
+            ctx.metrics.tokens.labels(key, "completion").inc(r.usage.completion_tokens)
+    log_operation(ctx.request_id, operation, list(zip(chat_ids, outcomes, strict=True)), started, key)
+
+
+async def admit(ctx: Context, chat_id: str, request: ChatRequest) -> ChatError | int:
+    """Charge the caller's quotas for one chat: the tokens reserved, or RATE_LIMITED."""
+    if ctx.quotas is None:
+        return 0
+    reserved = estimate_tokens(request, ctx.engine.info().default_max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+    retry_ms = await ctx.quotas.admit(ctx.caller, reserved)
+    if retry_ms is None:
+        return reserved
+    return ChatError(chat_id=ID(chat_id), code=ChatErrorCode.RATE_LIMITED, retry_after_ms=retry_ms,
+                     message=f"the quota of key {ctx.caller.name!r} is spent for this minute; retry in {retry_ms} ms")
+
+
+async def settle(ctx: Context, reserved: int, result: ChatResult | None) -> None:
+    """Settle a reservation to what the chat used (nothing, if it got no answer)."""
+    if ctx.quotas is not None and reserved:
+        used = result.usage.total_tokens if isinstance(result, ChatSuccess) else 0
+        await ctx.quotas.settle(ctx.caller, reserved, used)
 
 
 def echo_id(chat_id: object, settings: ApiSettings) -> str:
@@ -121,10 +148,27 @@ async def _answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]
         else:
             seen.add(chat_id)
             pending.append((i, chat_id, request))
-    loaded = await asyncio.gather(*(_load(ctx, chat_id, request) for _, chat_id, request in pending))
-    for (i, _, _), result in zip(pending, loaded, strict=True):
+    admitted: list[tuple[int, str, ChatRequest, int]] = []
+    for i, chat_id, request in pending:  # in input order: a batch over quota keeps its first chats
+        charged = await admit(ctx, chat_id, request)
+        if isinstance(charged, ChatError):
+            results[i] = charged
+        else:
+            admitted.append((i, chat_id, request, charged))
+    loaded = await asyncio.gather(*(_charged_load(ctx, chat_id, request, reserved)
+                                    for _, chat_id, request, reserved in admitted))
+    for (i, *_), result in zip(admitted, loaded, strict=True):
         results[i] = result
     return results  # type: ignore[return-value]
+
+
+async def _charged_load(ctx: Context, chat_id: str, request: ChatRequest, reserved: int) -> ChatResult:
+    result: ChatResult | None = None
+    try:
+        result = await _load(ctx, chat_id, request)
+        return result
+    finally:
+        await settle(ctx, reserved, result)
 
 
 async def _load(ctx: Context, chat_id: str, request: ChatRequest) -> ChatResult:

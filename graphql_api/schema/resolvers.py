@@ -13,7 +13,7 @@ from strawberry.types import Info
 
 from inference.boundary import EngineError, RequestTimeout, TokenDelta
 
-from .chats import answer, echo_id, record, success, to_request, unavailable
+from .chats import admit, answer, echo_id, record, settle, success, to_request, unavailable
 from .context import Context
 from .errors import BatchTooLarge, chat_error
 from .types import (
@@ -26,8 +26,11 @@ from .types import (
     ChatSuccess,
     ChatToken,
     Health,
+    KeyLimits,
+    KeyUsage,
     Limits,
     ModelInfo,
+    Viewer,
 )
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,20 @@ class Query:
         stats = ctx.engine.stats()
         return Health(ready=ctx.engine.running, waiting=stats.waiting, running=stats.running,
                       uptime_seconds=round(time.time() - ctx.started_at, 3))
+
+    @strawberry.field(description="Who is calling (the API key's name), its quotas, and what it has used of them.")
+    async def viewer(self, info: Info[Context, None]) -> Viewer:
+        ctx = info.context
+        key = ctx.caller
+        used = await ctx.quotas.usage(key) if ctx.quotas is not None else None
+        return Viewer(
+            name=key.name,
+            limits=KeyLimits(requests_per_minute=key.limits.requests_per_minute,
+                             tokens_per_minute=key.limits.tokens_per_minute,
+                             concurrent_streams=key.limits.concurrent_streams),
+            usage=KeyUsage(requests_this_minute=used.requests_this_minute if used else 0,
+                           tokens_this_minute=used.tokens_this_minute if used else 0,
+                           open_streams=used.open_streams if used else 0))
 
     @strawberry.field(description="The model being served and the limits that apply.")
     def model(self, info: Info[Context, None]) -> ModelInfo:
@@ -95,6 +112,17 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
     if isinstance(request, ChatError):
         yield request
         return
+    charged = await admit(ctx, chat_id, request)
+    if isinstance(charged, ChatError):
+        yield charged
+        return
+    if ctx.quotas is not None and not await ctx.quotas.open_stream(ctx.caller):
+        await settle(ctx, charged, None)
+        cap = ctx.caller.limits.concurrent_streams
+        yield ChatError(chat_id=ID(chat_id), code=ChatErrorCode.RATE_LIMITED,
+                        message=f"key {ctx.caller.name!r} has {cap} streams open, its limit; close one first")
+        return
+    final: ChatResult | None = None
     timeout = ctx.settings.request_timeout_s
     try:
         async with asyncio.timeout(timeout):
@@ -102,8 +130,13 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
                 if isinstance(event, TokenDelta):
                     yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text)
                 else:
-                    yield success(chat_id, event)
+                    final = success(chat_id, event)
+                    yield final
     except EngineError as exc:
         yield chat_error(chat_id, exc)
     except TimeoutError:
         yield chat_error(chat_id, RequestTimeout(f"the request exceeded its deadline of {timeout:g} s"))
+    finally:
+        if ctx.quotas is not None:
+            await ctx.quotas.close_stream(ctx.caller)
+        await settle(ctx, charged, final)

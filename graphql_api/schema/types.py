@@ -77,6 +77,7 @@ class ChatError:
     code: ChatErrorCode
     message: str
     field: str | None = None
+    retry_after_ms: int | None = strawberry.field(default=None, description="RATE_LIMITED: when the quota allows again.")
 
 
 ChatResult = Annotated[ChatSuccess | ChatError, strawberry.union("ChatResult")]
@@ -116,6 +117,27 @@ class Limits:
     max_running: int
     max_waiting: int
     max_prompt_chars: int
+
+
+@strawberry.type(description="An API key's quotas; 0 is unlimited.")
+class KeyLimits:
+    requests_per_minute: int
+    tokens_per_minute: int
+    concurrent_streams: int
+
+
+@strawberry.type(description="What the key has used in this minute's window (tokens reserved, then settled).")
+class KeyUsage:
+    requests_this_minute: int
+    tokens_this_minute: int
+    open_streams: int
+
+
+@strawberry.type(description="The caller: its API key's name (anonymous when keys are off).")
+class Viewer:
+    name: str
+    limits: KeyLimits
+    usage: KeyUsage
 
 
 @strawberry.type

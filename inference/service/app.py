@@ -24,10 +24,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware
 from ..boundary import Completion, EngineError, InvalidRequest, TokenDelta
 from ..engine.async_engine import AsyncEngine, Ticket
+from ..keys import KeyRing, presented_key
 from .wire import (
     HTTP_STATUS,
     BatchItem,
@@ -55,6 +57,7 @@ class ServiceSettings(BaseSettings):
     max_batch_items: int = Field(256, ge=1, description="INFERENCE_MAX_BATCH_ITEMS: largest /generate_batch.")
     max_body_bytes: int = Field(16_000_000, ge=1024, description="INFERENCE_MAX_BODY_BYTES: largest request body.")
     read_timeout_s: float = Field(10.0, gt=0, description="INFERENCE_READ_TIMEOUT_S: time to send headers, then body.")
+    api_keys_file: str = Field("", description="INFERENCE_API_KEYS_FILE: keys (as the API's); empty: keys off.")
 
 
 def reply(model: BaseModel, status_code: int = 200) -> JSONResponse:
@@ -131,9 +134,30 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
               Route("/metrics", metrics)]
     if settings.generate_batch:
         routes.append(Route("/generate_batch", generate_batch, methods=["POST"]))
+    keyring = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
     return Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(ServiceKeyMiddleware, keyring=keyring),
         Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s),
         Middleware(CancelOnDisconnectMiddleware)])
+
+
+class ServiceKeyMiddleware:
+    """With keys on, everything but the probes needs ``Authorization: Bearer <key>`` (as vLLM's and
+    llama.cpp's ``--api-key``); otherwise 401 in OpenAI's shape."""
+
+    def __init__(self, app: ASGIApp, keyring: KeyRing | None) -> None:
+        self.app = app
+        self.keyring = keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.keyring is None or scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        if self.keyring.authenticate(presented_key(headers)) is not None:
+            return await self.app(scope, receive, send)
+        body = ErrorResponse(error=ErrorBody(message="invalid or missing API key", type="invalid_request_error",
+                                             code="invalid_api_key"))
+        await JSONResponse(body.model_dump(exclude_none=True), status_code=401)(scope, receive, send)
 
 
 async def _json(request: Request) -> object:
