@@ -44,7 +44,9 @@ def estimate_tokens(request: ChatRequest, default_max_new_tokens: int) -> int:
 class Quotas:
     def __init__(self, storage_uri: str = "memory://") -> None:
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
-        self.storage = cast(AsyncStorage, storage_from_string(uri))  # "async+" URIs give the asyncio stores
+        # "async+" URIs give the asyncio stores; Redis through redis-py (limits' default is coredis)
+        options = {"implementation": "redispy"} if uri.startswith(("async+redis", "async+rediss")) else {}
+        self.storage = cast(AsyncStorage, storage_from_string(uri, **options))
         self.window = FixedWindowRateLimiter(self.storage)
 
     def _items(self, key: ApiKey, tokens: int) -> list[tuple[RateLimitItem, int]]:
@@ -59,13 +61,14 @@ class Quotas:
     async def admit(self, key: ApiKey, tokens: int) -> int | None:
         """Charge one chat reserving ``tokens``: None when admitted, else milliseconds until the
         window that refused resets (nothing is charged then)."""
-        items = self._items(key, tokens)
-        for item, cost in items:
-            if not await self.window.test(item, key.name, cost=cost):
+        charged: list[tuple[RateLimitItem, int]] = []
+        for item, cost in self._items(key, tokens):
+            charged.append((item, cost))
+            if not await self.window.hit(item, key.name, cost=cost):  # atomic in the store: no race
+                for taken, amount in charged:  # a refused chat costs nothing
+                    await self.storage.incr(taken.key_for(key.name), taken.get_expiry(), amount=-amount)
                 stats = await self.window.get_window_stats(item, key.name)
                 return max(1, int((stats.reset_time - time.time()) * 1000))
-        for item, cost in items:
-            await self.window.hit(item, key.name, cost=cost)
         return None
 
     async def settle(self, key: ApiKey, reserved: int, used: int) -> None:

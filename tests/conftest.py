@@ -81,7 +81,7 @@ async def start_server(app, read_timeout_s: float = 10.0, max_message_bytes: int
 
     from inference.http_server import uvicorn_config
 
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, read_timeout_s=read_timeout_s,
