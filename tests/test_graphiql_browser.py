@@ -171,3 +171,33 @@ async def test_graphiql_streams_chat_tokens_over_a_websocket_in_headless_chromiu
     if len(shown) == len(tokens):  # nothing coalesced by React: the pane alone spells the response
         assert last["response"] == "".join(p["delta"] for p in shown)
     assert outside == [], "GraphiQL must load everything from this server"
+
+
+async def test_graphiql_works_with_an_api_key_in_its_headers_tab(engine, serve, tmp_path):
+    """Keys on: the page itself is open, and the headers tab carries the key, over HTTP for a
+    mutation and in connection_init for a subscription."""
+    from types import SimpleNamespace
+
+    from graphql_api.app import create_app
+    from inference.keys import new_key
+
+    key, line = new_key("browser")
+    (tmp_path / "keys").write_text(line + "\n")
+    server = SimpleNamespace(url=await serve(create_app(ApiSettings(api_keys_file=str(tmp_path / "keys")), engine=engine)))
+    async with graphiql(server) as s:
+        await s.open_tab("ChatStream")
+        await s.set_headers({"authorization": f"Bearer {key}"})
+        await s.page.click(".graphiql-execute-button")
+        await s.page.wait_for_function(
+            "() => (document.querySelector('.graphiql-response') || {}).innerText?.includes('ChatSuccess')",
+            timeout=120_000)
+        streamed = (await s.response())["data"]["chatStream"]
+        init = json.loads(s.websockets[0]["sent"][0])
+        await s.open_tab("Chat")
+        await s.set_headers({"authorization": f"Bearer {key}"})
+        await s.page.click(".graphiql-execute-button")
+        await s.page.wait_for_function(
+            "() => (document.querySelector('.graphiql-response') || {}).innerText?.includes('Paris')", timeout=120_000)
+        chat = (await s.response())["data"]["chat"]
+    assert init == {"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}
+    assert streamed["__typename"] == "ChatSuccess" and chat["__typename"] == "ChatSuccess"

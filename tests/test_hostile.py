@@ -400,7 +400,7 @@ async def test_a_dropped_chat_is_logged_and_counted_and_its_tokens_are_counted(l
     async with httpx.AsyncClient() as client:
         after = (await client.get(f"{live.url}/metrics")).text
     assert counter(after, "smollm_generation_tokens_total") - counter(before, "smollm_generation_tokens_total") >= 3
-    assert counter(after, 'smollm_graphql_chats_total{operation="chat",outcome="CANCELLED"}') >= 1
+    assert counter(after, 'smollm_graphql_chats_total{key="anonymous",operation="chat",outcome="CANCELLED"}') >= 1
     assert counter(after, 'smollm_request_success_total{finished_reason="cancelled"}') >= 1
 
 

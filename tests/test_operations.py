@@ -24,7 +24,7 @@ async def test_metrics_expose_engine_and_api_series(live):
                    "smollm_time_to_first_token_seconds_count", "smollm_e2e_request_latency_seconds_count",
                    "smollm_time_per_output_token_seconds_count", "smollm_request_queue_time_seconds_count",
                    "smollm_prompt_tokens_total", "smollm_generation_tokens_total",
-                   'smollm_graphql_chats_total{operation="chat",outcome="SUCCESS"}'):
+                   'smollm_graphql_chats_total{key="anonymous",operation="chat",outcome="SUCCESS"}'):
         assert series in text, series
 
 
