@@ -10,6 +10,7 @@ from strawberry import ID
 
 from inference.boundary import ChatMessage, ChatRequest, Completion, EngineError, InvalidRequest
 from inference.boundary.request import check_text
+from inference.engine.config import EngineConfig
 
 from ..observability import log_operation
 from ..quotas import estimate_tokens
@@ -19,7 +20,8 @@ from .errors import chat_error, invalid
 from .options import sampling_params
 from .types import ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, Usage
 
-DEFAULT_MAX_NEW_TOKENS = 256  # reserved for a chat without maxTokens when the engine does not say its default
+# Reserved for a chat without maxTokens when the engine does not say its default (a foreign upstream).
+DEFAULT_MAX_NEW_TOKENS: int = EngineConfig.model_fields["default_max_new_tokens"].default
 
 
 def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatRequest | ChatError:
