@@ -17,7 +17,7 @@ from inference.engine.config import EngineConfig
 from inference.engine.llm_engine import LLMEngine
 
 SYSTEM = "You are a helpful assistant."
-MODEL_FIXTURES = {"llm", "engine", "live", "small", "service", "remote"}
+MODEL_FIXTURES = {"llm", "native", "engine", "live", "small", "service", "remote"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,7 +50,15 @@ def engine_like(base: LLMEngine, **overrides) -> LLMEngine:
 
 @pytest.fixture(scope="session")
 def llm() -> LLMEngine:
-    return LLMEngine.from_config(EngineConfig())
+    """The exact weights (dense fp32): greedy answers equal ``model.generate``'s, which the
+    exactness tests check. A pool of 8,192 tokens keeps the many engines of the suite light."""
+    return LLMEngine.from_config(EngineConfig(weights="exact", kv_cache_tokens=8192))
+
+
+@pytest.fixture(scope="session")
+def native(llm: LLMEngine) -> LLMEngine:
+    """The same model with the GGUF's own 4-bit weights (the default on CPU)."""
+    return engine_like(llm, weights="native")
 
 
 @pytest.fixture(scope="session")

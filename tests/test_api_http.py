@@ -9,6 +9,8 @@ import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from inference.engine.config import EngineConfig
+
 RESULT = """__typename
   ... on ChatSuccess { chatId response finishReason usage { completionTokens } }
   ... on ChatError { chatId code message field }"""
@@ -138,8 +140,9 @@ async def test_probes(live):
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{live.url}/healthz")).status_code == 200
         ready = await client.get(f"{live.url}/readyz")
+    capacity = EngineConfig().max_running + EngineConfig().max_waiting
     assert ready.status_code == 200 and ready.json() == {"ready": True, "loading": False, "draining": False,
-                                                         "running": 0, "waiting": 0, "capacity": 64 + 256}
+                                                         "running": 0, "waiting": 0, "capacity": capacity}
 
 
 async def send_long_chat(url: str, chat_id: str) -> asyncio.StreamWriter:

@@ -1,4 +1,4 @@
-"""The engine's pure pieces, each alone: sampling, the prefix cache, incremental detokenization.
+"""The engine's pure pieces, each alone: sampling, incremental detokenization.
 
 They need torch (and the tokenizer for the detokenizer), so they are in the ``model`` tier."""
 
@@ -9,7 +9,7 @@ import torch
 
 from inference.boundary import SamplingParams
 from inference.engine.detokenizer import IncrementalText
-from inference.engine.model_runner import PrefixCache, SlotKVCache, sample_token
+from inference.engine.model_runner import sample_token
 
 pytestmark = pytest.mark.model
 
@@ -35,33 +35,6 @@ def test_sample_token_respects_top_k_top_p_and_the_seed():
 def test_sample_token_at_the_top_of_the_temperature_range_still_samples_every_token():
     seen = {sample_token(LOGITS, SamplingParams(temperature=2.0), generator(s)) for s in range(300)}
     assert seen == {0, 1, 2, 3, 4}
-
-
-def small_cache() -> SlotKVCache:
-    return SlotKVCache(layers=1, slots=3, kv_heads=1, max_len=16, head_dim=2, dtype=torch.float32,
-                       device=torch.device("cpu"))
-
-
-def test_prefix_cache_copies_the_longest_shared_prefix_and_leaves_the_last_token():
-    cache = small_cache()
-    cache.k[0, 0, 0, :6] = torch.arange(12.0).reshape(6, 2)
-    cache.v[0, 0, 0, :6] = -torch.arange(12.0).reshape(6, 2)
-    prefixes = PrefixCache(cache, entries=2, min_match=2)
-    prefixes.store([1, 2, 3, 4, 5, 6], slot=0)
-    assert prefixes.reuse([1, 2, 3, 4, 9, 9], slot=1) == 4
-    assert torch.equal(cache.k[0, 1, 0, :4], cache.k[0, 0, 0, :4]) and torch.equal(cache.v[0, 1, 0, :4], cache.v[0, 0, 0, :4])
-    assert prefixes.reuse([1, 2, 3, 4, 5, 6], slot=2) == 5  # the whole prompt matches: its last token is left
-    assert prefixes.reuse([1, 7], slot=2) == 0  # under min_match
-
-
-def test_prefix_cache_evicts_the_least_recently_used_entry():
-    cache = small_cache()
-    prefixes = PrefixCache(cache, entries=1, min_match=2)
-    prefixes.store([1, 2, 3], slot=0)
-    prefixes.store([4, 5, 6], slot=0)
-    assert prefixes.reuse([1, 2, 3, 9], slot=1) == 0
-    assert prefixes.reuse([4, 5, 6, 9], slot=1) == 3
-    assert PrefixCache(cache, entries=0).reuse([1, 2, 3, 9], slot=1) == 0
 
 
 def test_incremental_text_deltas_join_to_the_final_text_and_stop_strings_cut(llm):

@@ -38,6 +38,19 @@ async def test_one_log_line_per_operation_with_request_id_chat_ids_and_outcomes(
     assert "duration_ms=" in line
 
 
+async def wait_ready(client: httpx.AsyncClient, url: str, seconds: float = 120) -> None:
+    """Until ``url/readyz`` answers 200 (a loaded machine starts slowly)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            if (await client.get(f"{url}/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "the server did not get ready"
+        await asyncio.sleep(0.1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,15 +66,7 @@ async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(timeout=120) as client:
-            deadline = asyncio.get_running_loop().time() + 120  # a loaded machine starts slowly
-            while True:
-                try:
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "the server did not get ready"
-                await asyncio.sleep(0.1)
+            await wait_ready(client, url)
             body = {"query": CHAT, "variables": {"input": {"chatId": "inflight", "userPrompt": "Write a poem about rain.",
                                                            "options": {"maxTokens": 60}}}}
             in_flight = asyncio.ensure_future(client.post(f"{url}/graphql", json=body))

@@ -1,6 +1,7 @@
 """The scheduler alone: no model, no torch."""
 
 from inference.boundary import FinishReason, SamplingParams
+from inference.engine.block_manager import BlockManager
 from inference.engine.scheduler import Scheduler
 from inference.engine.sequence import Sequence, Status
 
@@ -44,17 +45,44 @@ def test_long_prompt_is_chunked_and_decodes_keep_running():
     assert plans == [[(0, 1), (1, 8)], [(0, 1), (1, 8)], [(0, 1), (1, 4)]]
 
 
-def test_running_is_capped_and_finishing_frees_the_slot_for_the_next_in_line():
+def test_running_is_capped_and_finishing_frees_the_place_for_the_next_in_line():
     sch = Scheduler(max_running=2, max_prefill_tokens=100)
     seqs = [seq(i, 3) for i in range(3)]
     for s in seqs:
         sch.add(s)
     run_plan(sch.schedule())
     assert [s.status for s in seqs] == [Status.RUNNING, Status.RUNNING, Status.WAITING]
-    freed = seqs[0].slot
     sch.finish(seqs[0], FinishReason.STOP)
+    assert seqs[0].block_table == []
     plan = sch.schedule()
-    assert seqs[2].slot == freed and plan[-1].seq is seqs[2]
+    assert plan[-1].seq is seqs[2] and seqs[2].block_table
+
+
+def test_admission_waits_for_free_blocks_not_for_a_slot():
+    sch = Scheduler(max_running=100, max_prefill_tokens=1000, blocks=BlockManager(10, 4))
+    seqs = [seq(i, 7) for i in range(6)]  # two blocks each: five fit in the pool
+    for s in seqs:
+        sch.add(s)
+    sch.schedule()
+    assert [s.status for s in seqs].count(Status.RUNNING) == 5 and seqs[5].status is Status.WAITING
+
+
+def test_a_dry_pool_preempts_the_newest_sequence_which_resumes_with_its_tokens():
+    sch = Scheduler(max_running=4, max_prefill_tokens=100, blocks=BlockManager(4, 4))
+    old, new = seq(0, 4), seq(1, 4)  # one full block each; each needs a second to decode
+    sch.add(old)
+    sch.add(new)
+    run_plan(sch.schedule())  # both prefilled, each sampled a token: 5 tokens, 2 blocks each
+    plan = sch.schedule()
+    assert [(s.seq, s.num_new) for s in plan] == [(old, 1), (new, 1)]
+    run_plan(plan)
+    while not sch.preemptions:  # old grows into a third block: the pool is dry, new is preempted
+        run_plan(sch.schedule())
+    assert new.status is Status.WAITING and new.num_computed == 0 and new.block_table == []
+    assert (len(old.block_table), new.output_ids) == (3, [7] * 5)  # new keeps what it produced
+    sch.finish(old, FinishReason.STOP)
+    plan = sch.schedule()
+    assert [(s.seq, s.num_new, s.samples) for s in plan] == [(new, 9, True)]  # prompt and its tokens again
 
 
 def test_finishing_a_waiting_sequence_removes_it():

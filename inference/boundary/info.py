@@ -18,6 +18,9 @@ class EngineInfo:
     max_running: int
     max_waiting: int
     max_batch_items: int = 0  # the largest batch one submit may carry upstream; 0: no limit
+    weights: str = ""  # "exact" or "native" (the GGUF's own 4-bit weights); "" where unknown
+    kv_cache_tokens: int = 0  # the KV pool's size in tokens; 0 where unknown
+    kv_cache_bytes: int = 0
 
     @classmethod
     def unknown(cls, name: str) -> EngineInfo:
@@ -36,3 +39,13 @@ class EngineStats:
     prompt_tokens: int = 0  # prompt tokens computed
     cached_prompt_tokens: int = 0  # prompt tokens reused from the prefix cache
     last_batch_size: int = 0
+    kv_blocks_total: int = 0
+    kv_blocks_used: int = 0  # held by running sequences
+    kv_blocks_cached: int = 0  # free, but keeping a computed prefix until the pool needs them
+    preemptions: int = 0  # running sequences put back in the queue because the pool ran dry
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        """Share of prompt tokens whose KV came from cached prefix blocks."""
+        total = self.prompt_tokens + self.cached_prompt_tokens
+        return self.cached_prompt_tokens / total if total else 0.0

@@ -95,7 +95,7 @@ class AsyncEngine:
         self._reserved = 0
         self._published = EngineStats()
         self._info = engine_info(engine)
-        self.metrics = EngineMetrics(self.stats)
+        self.metrics = EngineMetrics(self.stats, self._info)
 
     @property
     def running(self) -> bool:
@@ -125,10 +125,13 @@ class AsyncEngine:
     def _publish(self) -> None:
         """Step-loop thread only: what running, waiting and the counters are now."""
         c, scheduler = self.engine.stats, self.engine.scheduler
+        blocks = scheduler.blocks.stats()
         self._published = EngineStats(
             running=len(scheduler.running), waiting=len(scheduler.waiting), steps=c.steps,
             tokens_generated=c.tokens_generated, prompt_tokens=c.prompt_tokens,
-            cached_prompt_tokens=c.cached_prompt_tokens, last_batch_size=c.last_batch_size)
+            cached_prompt_tokens=c.cached_prompt_tokens, last_batch_size=c.last_batch_size,
+            kv_blocks_total=blocks.total, kv_blocks_used=blocks.used, kv_blocks_cached=blocks.cached,
+            preemptions=scheduler.preemptions)
 
     # --- the ways in; all go through submit() and _events() ------------------------------
 

@@ -15,9 +15,10 @@ def default_cache_dir() -> Path:
 class EngineConfig(BaseSettings):
     """Everything the engine needs to know; each field is also an environment variable.
 
-    KV-cache memory is bounded by ``max_running * max_model_len`` token slots
-    (46 KiB per token for SmolLM2-135M in fp32: 64 x 2048 tokens = 5.6 GiB at most). The cache is
-    allocated lazily zeroed, so only the part that sequences have touched is resident.
+    KV memory is one pool of ``kv_cache_tokens`` tokens in blocks of ``kv_block_size``, allocated
+    at start-up (45 KiB per token for SmolLM2-135M in fp32, 22.5 KiB in bf16: the default 24,576
+    tokens take 1.1 GiB in fp32). Sequences take blocks as they grow, so the pool bounds memory
+    whatever the load, and how many sequences run together depends on their lengths.
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", protected_namespaces=())
@@ -31,13 +32,25 @@ class EngineConfig(BaseSettings):
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N.")
     dtype: str = Field("auto", description="auto (float32 on cpu, bfloat16 on cuda), float32, float16, bfloat16.")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default.")
-    max_running: int = Field(64, ge=1, le=4096, description="Sequences decoded together (KV slots).")
+    max_running: int = Field(256, ge=1, le=4096, description="Most sequences decoded together (the KV pool may allow fewer).")
     max_waiting: int = Field(256, ge=0, le=1_000_000, description="Requests queued beyond the running ones.")
     max_model_len: int = Field(2048, ge=16, description="Prompt + new tokens per sequence.")
     max_new_tokens_cap: int = Field(1024, ge=1, description="Largest max_new_tokens a request may ask.")
     default_max_new_tokens: int = Field(256, ge=1, description="max_new_tokens when a request gives none.")
-    prefix_cache_entries: int = Field(
-        16, ge=0, description="Recent prompts whose KV is kept to skip prefilling a shared prefix; 0 is off."
+    kv_cache_tokens: int = Field(
+        24576, ge=64, description="Tokens of KV the pool holds, all sequences together (allocated at start-up)."
+    )
+    kv_block_size: int = Field(16, ge=1, le=1024, description="Tokens per KV block (the unit of allocation and prefix sharing).")
+    prefix_caching: bool = Field(
+        True, description="Keep computed full KV blocks keyed by their prefix, so prompts that start alike share them."
+    )
+    kv_dtype: str = Field("auto", description="auto (the compute dtype), float32, bfloat16 or float16: how keys and values are stored.")
+    weights: str = Field(
+        "auto", description="exact (dense weights, greedy answers equal model.generate), native (the GGUF's own 4-bit "
+                            "weights for small steps), auto (native for a GGUF on CPU, else exact)."
+    )
+    int4_max_rows: int = Field(
+        0, ge=0, le=4096, description="native: the largest step (tokens) run on 4-bit weights; 0 measures it at start-up."
     )
     parse_special_tokens: bool = Field(
         False, description="true: special-token strings in message content become control tokens (the peers' "
@@ -54,6 +67,12 @@ class EngineConfig(BaseSettings):
                 f"default_max_new_tokens ({self.default_max_new_tokens}) exceeds "
                 f"max_new_tokens_cap ({self.max_new_tokens_cap})"
             )
-        if self.dtype not in {"auto", "float32", "float16", "bfloat16"}:
-            raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, not {self.dtype!r}")
+        for name in ("dtype", "kv_dtype"):
+            if getattr(self, name) not in {"auto", "float32", "float16", "bfloat16"}:
+                raise ValueError(f"{name} must be auto, float32, float16 or bfloat16, not {getattr(self, name)!r}")
+        if self.weights not in {"auto", "exact", "native"}:
+            raise ValueError(f"weights must be auto, exact or native, not {self.weights!r}")
+        if self.kv_cache_tokens < self.max_model_len:
+            raise ValueError(f"kv_cache_tokens ({self.kv_cache_tokens}) must hold one sequence of "
+                             f"max_model_len ({self.max_model_len}) tokens")
         return self

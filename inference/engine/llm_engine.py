@@ -24,6 +24,7 @@ from ..boundary import (
     Timings,
     Usage,
 )
+from .block_manager import BlockManager
 from .config import EngineConfig
 from .detokenizer import IncrementalText
 from .model_loader import ModelSource, load_model, locate_model
@@ -77,10 +78,20 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.source = source
         self.max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
-        from .model_runner import ModelRunner  # torch: imported when an engine is built, not before
+        from .kv_cache import KVPool  # torch: imported when an engine is built, not before
+        from .model_loader import resolve_dtype
+        from .model_runner import ModelRunner, build_llama
 
-        self.runner: ModelRunner = ModelRunner(model, config.max_running, self.max_model_len, config.prefix_cache_entries)
-        self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, on_admit=self._reuse_prefix)
+        llama, self.weights = build_llama(model, config, source)
+        log.info("weights: %s (%s)", self.weights.mode, self.weights.reason)
+        shape = llama.shape
+        num_blocks = -(-config.kv_cache_tokens // config.kv_block_size)
+        kv_dtype = llama.embed.dtype if config.kv_dtype == "auto" else resolve_dtype(config.kv_dtype, "cpu")
+        pool = KVPool(shape.layers, num_blocks, config.kv_block_size, shape.kv_heads, shape.head_dim,
+                      kv_dtype, llama.embed.device)
+        self.runner: ModelRunner = ModelRunner(llama, pool)
+        blocks = BlockManager(num_blocks, config.kv_block_size, config.prefix_caching)
+        self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, blocks, on_admit=self._count_cached)
         self.eos_ids = frozenset(self._eos_ids())
         self.prompts = PromptEncoder(tokenizer, parse_special=config.parse_special_tokens)
         self.stats = EngineCounters()
@@ -128,10 +139,8 @@ class LLMEngine:
             return None
         return self._end(seq_id, FinishReason.CANCELLED, RequestCancelled("request cancelled"))
 
-    def _reuse_prefix(self, seq: Sequence) -> None:
-        assert seq.slot is not None  # on_admit runs once the slot is taken
-        seq.num_computed = self.runner.prefix_cache.reuse(seq.prompt_ids, seq.slot)
-        self.stats.cached_prompt_tokens += seq.num_computed
+    def _count_cached(self, seq: Sequence) -> None:
+        self.stats.cached_prompt_tokens += min(seq.num_computed, len(seq.prompt_ids))
 
     def fail_all(self, error: EngineError) -> list[StepOutput]:
         """End every sequence with ``error`` (the step loop itself failed)."""
@@ -156,10 +165,8 @@ class LLMEngine:
             fault = EngineFault(f"model step failed: {type(exc).__name__}")
             return [self._end(s.seq.seq_id, FinishReason.ERROR, fault) for s in plan]
         sampled = [s.seq for s in plan if s.samples]
-        for seq in sampled:
-            if not seq.output_ids:  # its prompt is complete in the KV cache now
-                self.runner.prefix_cache.store(seq.prompt_ids, seq.slot)  # type: ignore[arg-type]  # running
         self._count(plan, len(tokens))
+        self.scheduler.commit(plan)
         outputs = [self._advance(seq, token) if isinstance(token, int) else self._sampling_failed(seq, token)
                    for seq, token in zip(sampled, tokens, strict=True)]
         self.stats.step_seconds += time.perf_counter() - started
@@ -221,4 +228,7 @@ def engine_info(engine: LLMEngine) -> EngineInfo:
         default_max_new_tokens=engine.config.default_max_new_tokens,
         max_running=engine.config.max_running,
         max_waiting=engine.config.max_waiting,
+        weights=engine.weights.mode,
+        kv_cache_tokens=engine.runner.pool.num_blocks * engine.runner.pool.block_size,
+        kv_cache_bytes=engine.runner.pool.nbytes,
     )

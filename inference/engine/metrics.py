@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..boundary import Completion, EngineStats
+from ..boundary import Completion, EngineInfo, EngineStats
 from .llm_engine import EngineCounters
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
@@ -15,12 +15,28 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
 
 
 class EngineMetrics:
-    def __init__(self, stats: Callable[[], EngineStats]) -> None:
+    def __init__(self, stats: Callable[[], EngineStats], info: EngineInfo | None = None) -> None:
         self.registry = r = CollectorRegistry()
         Gauge("smollm_num_requests_running", "Sequences in the decode batch.", registry=r).set_function(
             lambda: stats().running)
         Gauge("smollm_num_requests_waiting", "Requests queued for a slot.", registry=r).set_function(
             lambda: stats().waiting)
+        blocks = Gauge("smollm_kv_cache_blocks", "KV pool blocks: total, used (by running sequences), cached "
+                       "(free, keeping a prefix).", ["state"], registry=r)
+        blocks.labels("total").set_function(lambda: stats().kv_blocks_total)
+        blocks.labels("used").set_function(lambda: stats().kv_blocks_used)
+        blocks.labels("cached").set_function(lambda: stats().kv_blocks_cached)
+        Gauge("smollm_kv_cache_usage_perc", "Share of KV blocks held by running sequences.", registry=r).set_function(
+            lambda: stats().kv_blocks_used / max(stats().kv_blocks_total, 1))
+        Gauge("smollm_prefix_cache_hit_rate", "Share of prompt tokens whose KV came from cached prefix blocks.",
+              registry=r).set_function(lambda: stats().prefix_hit_rate)
+        Gauge("smollm_num_preemptions", "Running sequences put back in the queue because the KV pool ran dry.",
+              registry=r).set_function(lambda: stats().preemptions)
+        if info is not None:
+            Gauge("smollm_kv_cache_tokens", "Tokens the KV pool holds (KV_CACHE_TOKENS).", registry=r).set(
+                info.kv_cache_tokens)
+            Gauge("smollm_kv_cache_bytes", "Bytes of the KV pool, allocated at start-up.", registry=r).set(
+                info.kv_cache_bytes)
         self.batch_size = Histogram("smollm_batch_size", "Sequences computed per engine step.",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_time = Histogram("smollm_request_queue_time_seconds", "Arrival to first scheduled.",
@@ -33,6 +49,8 @@ class EngineMetrics:
                               buckets=PER_TOKEN_BUCKETS, registry=r)
         self.prompt_tokens = Counter("smollm_prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded).",
                                      registry=r)
+        self.cached_tokens = Counter("smollm_prefix_cache_hit_tokens", "Prompt tokens reused from cached prefix blocks.",
+                                     registry=r)
         self.generation_tokens = Counter("smollm_generation_tokens", "Tokens generated, of every request.", registry=r)
         self.finished = Counter("smollm_request_success", "Ended requests by reason (stop, length, cancelled, error).",
                                 ["finished_reason"],
@@ -42,6 +60,7 @@ class EngineMetrics:
         """Tokens count when computed, so aborted and failed requests' tokens are counted too."""
         self.batch_size.observe(after.last_batch_size)
         self.prompt_tokens.inc(after.prompt_tokens - before.prompt_tokens)
+        self.cached_tokens.inc(after.cached_prompt_tokens - before.cached_prompt_tokens)
         self.generation_tokens.inc(after.tokens_generated - before.tokens_generated)
 
     def observe(self, c: Completion) -> None:

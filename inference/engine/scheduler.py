@@ -2,18 +2,23 @@
 
 Continuous batching: every running sequence that has finished its prefill decodes one token per
 step; prompts are prefilled in chunks of at most ``max_prefill_tokens`` per step (shared first
-come, first served), so a long prompt never stalls the decoding batch for long. A finished
-sequence leaves at once and its KV slot goes back to the pool.
+come, first served), so a long prompt never stalls the decoding batch for long. A sequence is
+admitted when the KV pool has blocks for all its tokens (shared cached prefix blocks count as
+computed); a finished sequence leaves at once and its blocks go back to the pool.
+
+When the pool runs dry as decoding sequences grow, the newest running sequence is preempted: its
+blocks are returned and it goes back to the front of the queue, to be recomputed (prompt and the
+tokens it already produced) when blocks free up. Nobody fails for lack of KV memory.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..boundary import FinishReason
+from .block_manager import BlockManager
 from .sequence import Sequence, Status
 
 
@@ -31,16 +36,18 @@ class Scheduled:
 
 
 class Scheduler:
-    def __init__(self, max_running: int, max_prefill_tokens: int,
+    def __init__(self, max_running: int, max_prefill_tokens: int, blocks: BlockManager | None = None,
                  on_admit: Callable[[Sequence], None] | None = None) -> None:
-        """``on_admit`` runs when a sequence gets its slot; it may advance ``num_computed``
-        (a reused cached prefix), and the step then computes only the rest."""
+        """``on_admit`` runs when a sequence gets its blocks, after its cached prefix (if any) is
+        counted in ``num_computed``; the step then computes only the rest. Without ``blocks``, a
+        pool large enough for ``max_running`` sequences of 4096 tokens (for tests)."""
         self.on_admit = on_admit
         self.max_running = max_running
         self.max_prefill_tokens = max_prefill_tokens
+        self.blocks = blocks or BlockManager(max_running * 256, 16)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self._free_slots = list(range(max_running))
+        self.preemptions = 0
 
     def add(self, seq: Sequence) -> None:
         seq.status = Status.WAITING
@@ -51,6 +58,7 @@ class Scheduler:
 
     def schedule(self) -> list[Scheduled]:
         """Plan one step: all decodes, then prefill chunks within the token budget (FCFS)."""
+        self._grow_running()
         plan: list[Scheduled] = []
         budget = self.max_prefill_tokens
         for seq in self.running:
@@ -61,7 +69,8 @@ class Scheduler:
                 n = min(remaining, budget)
                 budget -= n
                 plan.append(Scheduled(seq, n))
-        while self.waiting and self._free_slots and budget > 0:
+        while (self.waiting and budget > 0 and len(self.running) < self.max_running
+               and self.blocks.can_allocate(self.waiting[0])):
             seq = self.waiting.popleft()
             self._admit(seq)
             n = min(seq.num_tokens - seq.num_computed, budget)
@@ -69,21 +78,43 @@ class Scheduler:
             plan.append(Scheduled(seq, n))
         return plan
 
+    def _grow_running(self) -> None:
+        """Every running sequence gets room for its next token, preempting the newest if need be."""
+        i = 0
+        while i < len(self.running):
+            seq = self.running[i]
+            if self.blocks.grow(seq, seq.num_tokens):
+                i += 1
+            else:
+                self._preempt(self.running[-1])  # may be ``seq`` itself: then the loop ends
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free(seq)
+        seq.num_computed = 0
+        seq.status = Status.WAITING
+        self.waiting.appendleft(seq)
+        self.preemptions += 1
+
     def _admit(self, seq: Sequence) -> None:
-        seq.slot = heapq.heappop(self._free_slots)
+        seq.num_computed = self.blocks.allocate(seq)
         seq.status = Status.RUNNING
         self.running.append(seq)
         if self.on_admit is not None:
             self.on_admit(seq)
 
+    def commit(self, plan: list[Scheduled]) -> None:
+        """After a step: the blocks it completed become shareable prefixes."""
+        for s in plan:
+            if s.seq.status is Status.RUNNING:
+                self.blocks.commit(s.seq)
+
     def finish(self, seq: Sequence, reason: FinishReason) -> None:
-        """Take ``seq`` out of the scheduler (waiting or running) and free its slot."""
+        """Take ``seq`` out of the scheduler (waiting or running) and return its blocks."""
         if seq.status is Status.WAITING:
             self.waiting.remove(seq)
         elif seq.status is Status.RUNNING:
             self.running.remove(seq)
-            assert seq.slot is not None  # a running sequence holds a slot
-            heapq.heappush(self._free_slots, seq.slot)
-            seq.slot = None
+            self.blocks.free(seq)
         seq.status = Status.FINISHED
         seq.finish_reason = reason

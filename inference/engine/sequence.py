@@ -21,8 +21,9 @@ class Sequence:
     """Everything the engine keeps of one request, in one place: tokens, progress, its text so far
     (``text``, the incremental detokenizer) and its sampler's random state (``generator``).
 
-    Invariant: the KV cache of ``slot`` holds the first ``num_computed`` tokens of
-    ``prompt_ids + output_ids``. Prefill is done when ``num_computed >= len(prompt_ids)``.
+    Invariant: the KV blocks of ``block_table`` hold the first ``num_computed`` tokens of
+    ``prompt_ids + output_ids`` (token ``i`` in block ``block_table[i // block_size]``). Prefill is
+    done when ``num_computed >= len(prompt_ids)``.
     """
 
     seq_id: int
@@ -33,7 +34,7 @@ class Sequence:
     status: Status = Status.WAITING
     output_ids: list[int] = field(default_factory=list)
     num_computed: int = 0
-    slot: int | None = None
+    block_table: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     arrived: float = field(default_factory=time.perf_counter)
     scheduled_at: float | None = None

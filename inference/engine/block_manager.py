@@ -1,0 +1,151 @@
+"""Which KV blocks each sequence holds: one pool of fixed-size blocks, shared prefixes. No torch.
+
+A sequence's KV lives in ``seq.block_table``: token ``i`` is in block ``block_table[i // size]`` at
+offset ``i % size``. Blocks are taken as a sequence grows and returned when it ends.
+
+Prefix caching by block (as in vLLM and nano-vllm): a full block whose KV has been computed is
+keyed by a hash of its tokens and of every token before it. A new sequence whose prompt starts
+with the same full blocks takes them by reference (``ref_count``) instead of computing them again.
+A block nobody references keeps its KV and its key ("cached") until the pool needs it: free
+blocks are reused least recently freed first, and blocks without a key go before cached ones.
+
+Invariants: a block is in ``_free`` exactly when its ``ref_count`` is 0; ``_by_hash`` maps only
+to blocks whose KV is complete for that key.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from .sequence import Sequence
+
+
+@dataclass(eq=False)
+class Block:
+    block_id: int
+    ref_count: int = 0
+    key: int | None = None  # the prefix hash, once the block is full and computed
+    tokens: tuple[int, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    total: int
+    used: int  # referenced by a running sequence
+    cached: int  # unreferenced, keeping a prefix's KV until the pool needs it
+    block_size: int
+
+    @property
+    def free(self) -> int:
+        return self.total - self.used
+
+
+def prefix_key(parent: int | None, tokens: tuple[int, ...]) -> int:
+    return hash((parent, tokens))
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool = True) -> None:
+        self.block_size = block_size
+        self.prefix_caching = prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self._by_hash: dict[int, int] = {}
+        self._hashed: dict[int, int] = {}  # seq_id -> how many of its leading blocks carry keys
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def stats(self) -> BlockStats:
+        cached = sum(1 for i in self._free if self.blocks[i].key is not None)
+        return BlockStats(len(self.blocks), len(self.blocks) - len(self._free), cached, self.block_size)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def _cached_prefix(self, seq: Sequence) -> list[int]:
+        """Blocks holding the KV of ``seq``'s leading full blocks; at least one token is left to
+        compute (its logits give the next token)."""
+        size, hits = self.block_size, []
+        key: int | None = None
+        for b in range((seq.num_tokens - 1) // size):
+            tokens = tuple(seq.tokens(b * size, (b + 1) * size))
+            key = prefix_key(key, tokens)
+            block_id = self._by_hash.get(key)
+            if block_id is None or self.blocks[block_id].tokens != tokens:
+                break
+            hits.append(block_id)
+        return hits
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        hits = self._cached_prefix(seq)
+        reclaimed = sum(1 for b in hits if self.blocks[b].ref_count == 0)  # cached now, in use once taken
+        return self.blocks_for(seq.num_tokens) - len(hits) + reclaimed <= len(self._free)
+
+    def allocate(self, seq: Sequence) -> int:
+        """Give ``seq`` blocks for all its tokens, shared cached ones first; return how many of its
+        tokens are already computed. Call only after ``can_allocate``."""
+        assert not seq.block_table
+        hits = self._cached_prefix(seq)
+        for block_id in hits:
+            block = self.blocks[block_id]
+            if block.ref_count == 0:
+                del self._free[block_id]
+            block.ref_count += 1
+        seq.block_table = list(hits)
+        self._hashed[seq.seq_id] = len(hits)
+        grown = self.grow(seq, seq.num_tokens)
+        assert grown, "allocate() without can_allocate()"
+        return len(hits) * self.block_size
+
+    def grow(self, seq: Sequence, num_tokens: int) -> bool:
+        """Make ``seq``'s table cover ``num_tokens`` tokens; False (nothing taken) if the pool is dry."""
+        need = self.blocks_for(num_tokens) - len(seq.block_table)
+        if need > len(self._free):
+            return False
+        for _ in range(need):
+            block_id, _ = self._free.popitem(last=False)
+            block = self.blocks[block_id]
+            if block.key is not None:  # evict the prefix it was keeping
+                if self._by_hash.get(block.key) == block_id:
+                    del self._by_hash[block.key]
+                block.key, block.tokens = None, ()
+            block.ref_count = 1
+            seq.block_table.append(block_id)
+        return True
+
+    def commit(self, seq: Sequence) -> None:
+        """Key the full blocks whose KV is now computed, so later prompts can share them."""
+        if not self.prefix_caching:
+            return
+        size = self.block_size
+        done = min(seq.num_computed // size, len(seq.block_table))
+        start = self._hashed.get(seq.seq_id, 0)
+        if done <= start:
+            return
+        key = self.blocks[seq.block_table[start - 1]].key if start else None
+        for b in range(start, done):
+            block = self.blocks[seq.block_table[b]]
+            tokens = tuple(seq.tokens(b * size, (b + 1) * size))
+            key = prefix_key(key, tokens)
+            if block.key is None:
+                block.key, block.tokens = key, tokens
+                self._by_hash.setdefault(key, block.block_id)
+            if block.key != key:  # a shared block: its key is this prefix's by construction
+                break
+        self._hashed[seq.seq_id] = done
+
+    def free(self, seq: Sequence) -> None:
+        """Return ``seq``'s blocks. The last ones go back first, so a prefix outlives its tail;
+        blocks without a key are reused before any cached one."""
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self._free[block_id] = None
+                if block.key is None:
+                    self._free.move_to_end(block_id, last=False)
+        seq.block_table = []
+        self._hashed.pop(seq.seq_id, None)
