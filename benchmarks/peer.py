@@ -1,26 +1,54 @@
-"""`python -m benchmarks.peer --ours URL --peer URL`: our inference service against another
-OpenAI-compatible server (llama.cpp's llama-server from ../shared/peer/llama-server.sh) in one run.
+"""`python -m benchmarks.peer --peer URL`: our inference service against another OpenAI-compatible
+server (llama.cpp's llama-server from ../shared/peer/llama-server.sh) in one run.
 
-Both get the same chat prompts, greedy, the same `max_tokens`, through `/v1/chat/completions`, at
-each concurrency. Rounds alternate (ours, peer, ours, peer, ...) because this machine's speed
-varies by the hour; the ratios printed are medians of per-round ratios. Tokens are the completion
-tokens each server reports (a sequence may stop at EOS before `max_tokens`).
+`--serve native,exact` starts one service of ours per weights mode (`python -m inference serve`,
+`WEIGHTS=...`) on free ports, times how long each takes to be ready, and stops them at the end;
+`--ours NAME=URL` adds a server that is already running. Every server gets the same chat prompts,
+greedy, the same `max_tokens`, through `/v1/chat/completions`, at each concurrency. Rounds
+alternate (each of ours, then the peer, ...) because this machine's speed varies by the hour; the
+ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
+reports. Time to first token is measured at one client with streaming. Resident memory (VmRSS) of
+each process is read after the loads (`--peer-pid-file` names the peer's pid file).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+from httpx_sse import aconnect_sse
 
 TOPICS = ["the sea", "a mountain", "coffee", "trains", "the moon", "bees", "winter", "a library"]
+PEER_PID_FILE = Path.home() / ".cache" / "llama-server" / "server-8090.pid"
 
 
 def prompt(i: int) -> str:
     return f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} and the number {i}."
+
+
+def messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": prompt(i)}]
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    pid: int | None = None
+    process: subprocess.Popen | None = None
+    ready_s: float | None = None
+    results: dict[int, list[float]] = field(default_factory=dict)
+    ttft_ms: list[float] = field(default_factory=list)
 
 
 async def load(url: str, clients: int, chats: int, max_tokens: int) -> float:
@@ -32,10 +60,8 @@ async def load(url: str, clients: int, chats: int, max_tokens: int) -> float:
         nonlocal tokens
         while queue:
             i = queue.pop(0)
-            r = await http.post(f"{url}/v1/chat/completions", json={
-                "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                             {"role": "user", "content": prompt(i)}],
-                "max_tokens": max_tokens, "temperature": 0})
+            r = await http.post(f"{url}/v1/chat/completions",
+                                json={"messages": messages(i), "max_tokens": max_tokens, "temperature": 0})
             r.raise_for_status()
             tokens += r.json()["usage"]["completion_tokens"]
 
@@ -45,27 +71,116 @@ async def load(url: str, clients: int, chats: int, max_tokens: int) -> float:
         return tokens / (time.perf_counter() - started)
 
 
+async def first_token_ms(url: str, i: int) -> float:
+    """Milliseconds from sending a streamed chat to its first content delta."""
+    async with httpx.AsyncClient(timeout=600) as http:
+        started = time.perf_counter()
+        body = {"messages": messages(i), "max_tokens": 8, "temperature": 0, "stream": True}
+        async with aconnect_sse(http, "POST", f"{url}/v1/chat/completions", json=body) as events:
+            async for event in events.aiter_sse():
+                if event.data == "[DONE]":
+                    break
+                delta = json.loads(event.data)["choices"][0].get("delta", {})
+                if delta.get("content"):
+                    return (time.perf_counter() - started) * 1000
+    raise RuntimeError(f"{url} streamed no content")
+
+
+def rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_ours(mode: str) -> Server:
+    port = free_port()
+    env = {**os.environ, "WEIGHTS": mode, "INFERENCE_PORT": str(port)}
+    started = time.perf_counter()
+    process = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", "inference", "serve"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(f"ours-{mode}", f"http://127.0.0.1:{port}", process.pid, process)
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.perf_counter() - started < 300:
+            if process.poll() is not None:
+                raise RuntimeError(f"our {mode} server exited with {process.returncode}")
+            try:
+                if (await http.get(f"{server.url}/readyz")).status_code == 200:
+                    server.ready_s = time.perf_counter() - started
+                    return server
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"our {mode} server was not ready in 300 s")
+
+
 async def main(args: argparse.Namespace) -> None:
-    chats = {1: args.chats_at_1, 8: 16, 64: 64}
-    await load(args.ours, 1, 1, 4)
-    await load(args.peer, 1, 1, 4)
-    print(f"{'clients':>7} {'round':>5} {'ours tok/s':>10} {'peer tok/s':>10} {'ratio':>6}")
-    for clients in args.clients:
-        ratios = []
-        for r in range(args.rounds):
-            ours = await load(args.ours, clients, chats.get(clients, clients), args.max_tokens)
-            peer = await load(args.peer, clients, chats.get(clients, clients), args.max_tokens)
-            ratios.append(ours / peer)
-            print(f"{clients:>7} {r + 1:>5} {ours:>10.1f} {peer:>10.1f} {ours / peer:>5.2f}x", flush=True)
-        print(f"{clients:>7} median ratio {statistics.median(ratios):.2f}x")
+    ours = [await start_ours(mode) for mode in args.serve]
+    ours += [Server(name, url) for name, url in (spec.split("=", 1) for spec in args.ours)]
+    pid_file = Path(args.peer_pid_file)
+    peer = Server("peer", args.peer, int(pid_file.read_text()) if pid_file.is_file() else None)
+    everyone = [*ours, peer]
+    try:
+        for s in everyone:
+            await load(s.url, 1, 1, 4)  # warm-up
+            if s.ready_s is not None:
+                print(f"{s.name}: ready {s.ready_s:.1f} s after start")
+        chats = {1: args.chats_at_1, 8: 16}
+        for clients in args.clients:
+            for r in range(args.rounds):
+                line = []
+                for s in everyone:
+                    tps = await load(s.url, clients, chats.get(clients, clients), args.max_tokens)
+                    s.results.setdefault(clients, []).append(tps)
+                    line.append(f"{s.name} {tps:6.1f}")
+                print(f"{clients:>3} clients, round {r + 1}: " + ", ".join(line) + " tok/s", flush=True)
+        for r in range(args.ttft_rounds):
+            for s in everyone:
+                s.ttft_ms.append(await first_token_ms(s.url, r))
+        print()
+        print("| clients | " + " | ".join(f"{s.name} tok/s (median)" for s in everyone) + " | "
+              + " | ".join(f"{s.name} / peer" for s in ours) + " |")
+        print("|---" * (len(everyone) + len(ours) + 1) + "|")
+        for clients in args.clients:
+            medians = [statistics.median(s.results[clients]) for s in everyone]
+            ratios = [statistics.median(a / b for a, b in zip(s.results[clients], peer.results[clients], strict=True))
+                      for s in ours]
+            print(f"| {clients} | " + " | ".join(f"{m:.1f}" for m in medians) + " | "
+                  + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+        print()
+        for s in everyone:
+            rss = rss_mb(s.pid)
+            print(f"{s.name}: time to first token at 1 client, median of {len(s.ttft_ms)}: "
+                  f"{statistics.median(s.ttft_ms):.0f} ms; resident memory after the loads: "
+                  + (f"{rss:.0f} MB" if rss is not None else "unknown (no pid)"))
+    finally:
+        for s in ours:
+            if s.process is not None:
+                s.process.terminate()
+                s.process.wait(30)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__.split("\n")[0])
-    parser.add_argument("--ours", default="http://127.0.0.1:8001")
-    parser.add_argument("--peer", default="http://127.0.0.1:8090")
+    parser.add_argument("--peer", default="http://127.0.0.1:8090", help="an OpenAI-compatible server to compare with")
+    parser.add_argument("--peer-pid-file", default=str(PEER_PID_FILE), help="the peer's pid (for its memory)")
+    parser.add_argument("--serve", type=lambda s: [m for m in s.split(",") if m], default=["native", "exact"],
+                        help="weights modes of our services to start here (comma-separated; '' for none)")
+    parser.add_argument("--ours", action="append", default=[], help="NAME=URL of a running service of ours")
     parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 64])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ttft-rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--chats-at-1", type=int, default=3)
     asyncio.run(main(parser.parse_args()))
