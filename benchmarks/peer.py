@@ -125,6 +125,32 @@ async def start_ours(mode: str) -> Server:
     raise RuntimeError(f"our {mode} server was not ready in 300 s")
 
 
+def write_results(servers: list[Server], args: argparse.Namespace) -> None:
+    """``bench-results/peer.json`` and a chart of median tokens per second, ``peer.png``."""
+    out = Path("bench-results")
+    out.mkdir(exist_ok=True)
+    data = {s.name: {"tok_s": {str(c): v for c, v in s.results.items()}, "ttft_ms": s.ttft_ms,
+                     "ready_s": s.ready_s, "rss_mb": rss_mb(s.pid)} for s in servers}
+    (out / "peer.json").write_text(json.dumps(data, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(servers)
+    for k, s in enumerate(servers):
+        xs = [i + k * width for i in range(len(args.clients))]
+        ax.bar(xs, [statistics.median(s.results[c]) for c in args.clients], width, label=s.name)
+    ax.set_xticks([i + width * (len(servers) - 1) / 2 for i in range(len(args.clients))],
+                  [f"{c} clients" for c in args.clients])
+    ax.set_ylabel("tokens/s (median of rounds)")
+    ax.set_title(f"/v1/chat/completions, greedy, {args.max_tokens} new tokens")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "peer.png", dpi=110)
+
+
 async def main(args: argparse.Namespace) -> None:
     ours = [await start_ours(mode) for mode in args.serve]
     ours += [Server(name, url) for name, url in (spec.split("=", 1) for spec in args.ours)]
@@ -159,6 +185,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"| {clients} | " + " | ".join(f"{m:.1f}" for m in medians) + " | "
                   + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
         print()
+        write_results(everyone, args)
         for s in everyone:
             rss = rss_mb(s.pid)
             print(f"{s.name}: time to first token at 1 client, median of {len(s.ttft_ms)}: "

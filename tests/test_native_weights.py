@@ -16,7 +16,6 @@ from conftest import chat, engine_like
 
 from inference.engine.gguf_weights import q4_1_blocks, read_int4_layers, rotary_row_order
 from inference.engine.kv_cache import KVPool, Prefill, StepLayout
-from inference.engine.llama import Llama
 from inference.engine.llm_engine import LLMEngine
 
 pytestmark = pytest.mark.model
@@ -26,10 +25,13 @@ TOKENS = 2048
 CHUNK = 256
 
 
-def teacher_forced(llama: Llama, ids: list[int], small: bool) -> torch.Tensor:
-    """Logits at every position of ``ids`` (one sequence), computed in chunks as prefill is."""
+def teacher_forced(engine: LLMEngine, ids: list[int], small: bool) -> torch.Tensor:
+    """Logits at every position of ``ids`` (one sequence), computed in chunks as prefill is, with
+    the engine's weights and KV dtype."""
+    llama = engine.runner.llama
     s, size = llama.shape, 16
-    pool = KVPool(s.layers, -(-len(ids) // size), size, s.kv_heads, s.head_dim, torch.float32, torch.device("cpu"))
+    pool = KVPool(s.layers, -(-len(ids) // size), size, s.kv_heads, s.head_dim, engine.runner.pool.k.dtype,
+                  torch.device("cpu"))
     table = torch.arange(pool.num_blocks)[None]
     out = []
     with torch.inference_mode():
@@ -51,8 +53,14 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
 def test_native_keeps_top1_agreement_and_perplexity_over_2048_tokens(native: LLMEngine, llm: LLMEngine):
     ids = native.tokenizer(TEXT.read_text()).input_ids[:TOKENS]
     assert len(ids) == TOKENS
-    exact = teacher_forced(llm.runner.llama, ids, small=False)
-    quant = teacher_forced(native.runner.llama, ids, small=True)
+    assert native.runner.pool.k.dtype == torch.bfloat16  # native keeps KV and computes attention in bf16
+    exact = teacher_forced(llm, ids, small=False)
+    llama = native.runner.llama
+    rows, llama.bf16_head_rows = llama.bf16_head_rows, CHUNK  # the bf16 head at every position too
+    try:
+        quant = teacher_forced(native, ids, small=True)
+    finally:
+        llama.bf16_head_rows = rows
     agreement = float((exact[:-1].argmax(-1) == quant[:-1].argmax(-1)).float().mean())
     ppl_exact, ppl_native = perplexity(exact, ids), perplexity(quant, ids)
     print(f"top-1 agreement {agreement:.4f}; perplexity exact {ppl_exact:.3f}, native {ppl_native:.3f}")

@@ -103,7 +103,10 @@ class Llama:
         self.int4_max_rows = int4_max_rows if int4_layers else 0
         # Small steps read the tied head in bf16 (half the bytes); each row's likeliest logits are
         # then recomputed in fp32, so greedy picks and the top of the distribution stay fp32.
+        # bf16 GEMMs are slow past a row or two on CPUs without AVX-512 BF16: ``bf16_head_rows``
+        # (measured) says up to how many rows the bf16 head is the faster one.
         self.lm_head_bf16 = self.lm_head.to(torch.bfloat16) if int4_layers else None
+        self.bf16_head_rows = 1 if int4_layers else 0
         self.layers: list[Layer] = []
         for i, block in enumerate(inner.layers):
             attn, mlp = block.self_attn, block.mlp
@@ -152,7 +155,7 @@ class Llama:
             gate, up = layer.gate_up(h, small).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up, small)
         x = F.rms_norm(x[logits_index], (s.hidden,), self.norm, s.eps)
-        if not small or self.lm_head_bf16 is None:
+        if not small or self.lm_head_bf16 is None or x.shape[0] > self.bf16_head_rows:
             return F.linear(x, self.lm_head)
         logits = F.linear(x.to(torch.bfloat16), self.lm_head_bf16).float()
         top = logits.topk(RESCORED_LOGITS, dim=-1).indices

@@ -78,7 +78,9 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.source = source
         self.max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
-        from .kv_cache import KVPool  # torch: imported when an engine is built, not before
+        import torch  # imported when an engine is built, not before
+
+        from .kv_cache import KVPool
         from .model_loader import resolve_dtype
         from .model_runner import ModelRunner, build_llama
 
@@ -86,7 +88,8 @@ class LLMEngine:
         log.info("weights: %s (%s)", self.weights.mode, self.weights.reason)
         shape = llama.shape
         num_blocks = -(-config.kv_cache_tokens // config.kv_block_size)
-        kv_dtype = llama.embed.dtype if config.kv_dtype == "auto" else resolve_dtype(config.kv_dtype, "cpu")
+        kv_dtype = resolve_dtype(config.kv_dtype, "cpu") if config.kv_dtype != "auto" else (
+            torch.bfloat16 if llama.native else llama.embed.dtype)  # native computes attention in bf16
         pool = KVPool(shape.layers, num_blocks, config.kv_block_size, shape.kv_heads, shape.head_dim,
                       kv_dtype, llama.embed.device)
         self.runner: ModelRunner = ModelRunner(llama, pool)
