@@ -21,6 +21,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from ..boundary import SamplingParams
 from .scheduler import Scheduled
+from .structured import FormatMasks  # structured output (issue 15)
 
 ATTENTION_NAME = "slot_kv"
 
@@ -174,6 +175,7 @@ class ModelRunner:
         self.prefix_cache = PrefixCache(self.cache, prefix_cache_entries)
         self._dummy_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device)
         self.last_forward_seconds = 0.0
+        self.masks = FormatMasks()  # structured output (issue 15)
 
     @torch.inference_mode()
     def step(self, plan: list[Scheduled]) -> list[int | Exception]:
@@ -238,6 +240,7 @@ class ModelRunner:
         """One token per sequence; a sequence whose sampling fails gets its exception instead,
         and only that sequence ends with an error."""
         logits = logits.float()
+        self.masks.apply(logits, seqs)  # structured output (issue 15): formatted rows, one batched call
         out: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
         for i, seq in enumerate(seqs):
             if not seq.params.greedy:
