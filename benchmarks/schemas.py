@@ -8,10 +8,10 @@ from typing import Any
 NESTED: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "maxLength": 40},
+        "name": {"type": "string", "maxLength": 24},
         "address": {
             "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 40}, "country": {"type": "string", "maxLength": 40}},
+            "properties": {"city": {"type": "string", "maxLength": 24}, "country": {"type": "string", "maxLength": 24}},
             "required": ["city", "country"],
             "additionalProperties": False,
         },
@@ -21,7 +21,7 @@ NESTED: dict[str, Any] = {
 }
 ARRAY: dict[str, Any] = {
     "type": "object",
-    "properties": {"items": {"type": "array", "items": {"type": "string", "maxLength": 30}, "minItems": 2, "maxItems": 4}},
+    "properties": {"items": {"type": "array", "items": {"type": "string", "maxLength": 20}, "minItems": 2, "maxItems": 3}},
     "required": ["items"],
     "additionalProperties": False,
 }
@@ -38,7 +38,7 @@ ENUM: dict[str, Any] = {
 PERSON: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "maxLength": 40},
+        "name": {"type": "string", "maxLength": 24},
         "age": {"type": "integer", "minimum": 0, "maximum": 150},
         "role": {"enum": ["engineer", "doctor", "teacher", "artist", "other"]},
     },
