@@ -11,7 +11,7 @@ from typing import Any
 
 from strawberry.utils.str_converters import to_camel_case
 
-from inference.boundary import EngineError, InvalidFormat, ResponseFormat, SamplingParams
+from inference.boundary import EngineError, ResponseFormat, SamplingParams
 from inference.boundary.options import OPTION_NAMES, InvalidOption
 
 from .types import GenerationOptions, ResponseFormatInput
@@ -52,10 +52,9 @@ def graphql_field(field: str | None) -> str | None:
 
 def graphql_message(exc: EngineError) -> str:
     """An option's error in GraphQL's words (``maxTokens must be …``); others as they are."""
+    head, _, rest = exc.message.partition(" ")
+    if head.split(".")[0] == "response_format":  # response_format.json_schema …, from here or from an upstream of ours
+        return f"{'.'.join(to_camel_case(p) for p in head.split('.'))} {rest}"
     if isinstance(exc, InvalidOption) and exc.field in GRAPHQL_OPTION:
-        name = to_camel_case(GRAPHQL_OPTION[exc.field])
-        member = exc.member if isinstance(exc, InvalidFormat) else None
-        return f"{name}{'.' + to_camel_case(member) if member else ''} {exc.detail}"
-    if exc.field and exc.field.startswith("response_format."):  # a text check naming a format's member
-        return exc.message.replace(exc.field, "responseFormat." + to_camel_case(exc.field.split(".", 1)[1]), 1)
+        return f"{to_camel_case(GRAPHQL_OPTION[exc.field])} {exc.detail}"
     return exc.message

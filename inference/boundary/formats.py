@@ -108,7 +108,7 @@ def conclude(fmt: ResponseFormat | None, completion: Completion) -> Any:
     text = completion.text
     if completion.finish_reason is FinishReason.LENGTH:
         raise IncompleteOutput(f"generation reached its token limit ({completion.usage.completion_tokens} tokens) "
-                               f"before the {fmt.kind} value was complete", text)
+                               "before the answer completed its format", text)
     if fmt.choice is not None and text not in fmt.choice:
         raise IncompleteOutput("the answer is not one of the choices", text)
     if not fmt.is_json:

@@ -8,7 +8,8 @@ faster once compiled; llguidance's masks at batch 64 still cost a few ms against
 100+ ms here (``benchmarks/structured.py`` measures that share).
 
 - ``FormatCompiler`` (one per engine): the tokenizer adapter, built once per tokenizer (about
-  0.7 s, on the first formatted request), and compiled grammars cached by format text. Compile
+  0.7 s, in a background thread from the engine's start, so that neither startup nor the event
+  loop waits for it), and compiled grammars cached by format text. Compile
   work is bounded by llguidance's own fuel limits (``LIMITS``) and the boundary's size limits; an
   unsupported or too large schema is ``InvalidFormat`` with the library's reason.
 - ``FormatMasks`` (one per model runner): fills the masks of every formatted row of a step in one
@@ -78,6 +79,7 @@ class FormatCompiler:
         self._cache: OrderedDict[tuple[str, str], llguidance.LLMatcher] = OrderedDict()
         self._lock = threading.Lock()
         self.compile_seconds: list[float] = []  # the last compiles (cache misses), for benchmarks
+        threading.Thread(target=lambda: self.adapter, name="llguidance-adapter", daemon=True).start()
 
     @property
     def adapter(self) -> llguidance.LLTokenizer:
@@ -152,7 +154,10 @@ class FormatMasks:
                                                bitmask.ctypes.data, words * 4, len(rows))
         allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, :vocab].astype(bool)
         forbid = torch.from_numpy(~allowed).to(logits.device, non_blocking=True)
-        index = torch.tensor(rows, device=logits.device)
-        logits.index_copy_(0, index, logits.index_select(0, index).masked_fill_(forbid, float("-inf")))
+        if len(rows) == len(seqs):  # every row has a format: no gather, no scatter
+            logits.masked_fill_(forbid, float("-inf"))
+        else:
+            index = torch.tensor(rows, device=logits.device)
+            logits.index_copy_(0, index, logits.index_select(0, index).masked_fill_(forbid, float("-inf")))
         self.seconds += time.perf_counter() - started
         self.steps += 1
