@@ -13,7 +13,7 @@ faster once compiled; llguidance's masks at batch 64 cost about 8 ms of a 270 ms
   work is bounded by llguidance's own fuel limits (``LIMITS``) and the boundary's size limits; an
   unsupported or too large schema is ``InvalidFormat`` with the library's reason.
 - ``FormatMasks`` (one per model runner): fills the masks of every formatted row of a step in one
-  call (llguidance's executor, in parallel, without the GIL) and sets forbidden logits to -inf.
+  call (llguidance's executor, in parallel on its own threads) and sets forbidden logits to -inf.
 - ``follow``: advances a sequence's matcher with its sampled token; a format that can take no
   more text ends the answer with STOP. EOS is allowed by the mask only where the format can end.
 """
