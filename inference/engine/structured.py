@@ -8,8 +8,8 @@ faster once compiled; llguidance's masks at batch 64 cost about 8 ms of a 270 ms
 (``benchmarks/structured.py`` measures that share).
 
 - ``FormatCompiler`` (one per engine): the tokenizer adapter, built once per tokenizer (about
-  0.7 s, in a background thread from the engine's start, so that neither startup nor the event
-  loop waits for it), and compiled grammars cached by format text. Compile
+  0.7 s, in a background thread from the engine's start: it holds the GIL, so startup pays for
+  it rather than the first formatted chat and every chat running beside it), and compiled grammars cached by format text. Compile
   work is bounded by llguidance's own fuel limits (``LIMITS``) and the boundary's size limits; an
   unsupported or too large schema is ``InvalidFormat`` with the library's reason.
 - ``FormatMasks`` (one per model runner): fills the masks of every formatted row of a step in one
