@@ -61,9 +61,14 @@ def test_a_format_sets_exactly_one_member_within_its_limits(fmt, member, words):
     assert (err.value.field, err.value.member) == ("response_format", member) and words in err.value.detail
 
 
-def test_a_schema_must_be_a_json_object():
+def test_a_schema_must_be_a_json_object_nested_at_most_64_deep():
     with pytest.raises(InvalidFormat, match="must be a JSON object, got list"):
         ResponseFormat.of(json_schema=[1])
+    deep: dict = {}
+    for _ in range(5000):  # deeper than Python's recursion limit
+        deep = {"a": [deep]}
+    with pytest.raises(InvalidFormat, match="more than 64 deep"):
+        ResponseFormat.of(json_schema=deep)
     assert ResponseFormat.of(json_schema={"type": "object", "title": "é"}).json_schema == '{"type":"object","title":"é"}'
 
 

@@ -17,6 +17,7 @@ from .options import InvalidOption
 from .result import Completion, FinishReason
 
 MAX_SCHEMA_CHARS = 16_000  # the schema as compact JSON text
+MAX_SCHEMA_DEPTH = 64  # objects and arrays nested in the schema
 MAX_REGEX_CHARS = 1_000
 MAX_CHOICES = 64
 MAX_CHOICE_CHARS = 200
@@ -61,6 +62,8 @@ class ResponseFormat:
         if json_schema is not None:
             if not isinstance(json_schema, dict):
                 raise InvalidFormat(f"must be a JSON object, got {type(json_schema).__name__}", "json_schema")
+            if nesting(json_schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+                raise InvalidFormat(f"nests objects and arrays more than {MAX_SCHEMA_DEPTH} deep", "json_schema")
             text = json.dumps(json_schema, separators=(",", ":"), ensure_ascii=False)
         return cls(text, bool(json_object), regex, tuple(choice) if choice is not None else None)
 
@@ -96,6 +99,20 @@ class ResponseFormat:
         """(member, text) of every client text in the format, to check for unencodable text."""
         return [(m, t) for m, t in (("json_schema", self.json_schema), ("regex", self.regex)) if t] + \
             [("choice", c) for c in self.choice or ()]
+
+
+def nesting(value: object, limit: int) -> int:
+    """How deep ``value``'s objects and arrays nest, counted up to ``limit + 1`` (iteratively: a
+    client's value may be nested deeper than Python's recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def conclude(fmt: ResponseFormat | None, completion: Completion) -> Any:
