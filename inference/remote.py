@@ -9,6 +9,10 @@
 - Connections are pooled, and every call has a timeout. An upstream that is down or fails gives
   ``Unavailable`` at once, per request; which upstream it was, only the log says.
 - Bodies are the service's wire models (``inference.service.wire``); streams are read with httpx-sse.
+- Structured output: JSON formats go as OpenAI's ``response_format``, regex and choice as vLLM's
+  ``structured_outputs`` (which our service reads too). What kind of server the upstream is comes
+  from its model card at start; a member it cannot honour is refused (``FORMAT_MEMBERS``), never
+  sent to come back as unconstrained text.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .boundary import (
     EngineStats,
     ErrorCode,
     FinishReason,
+    InvalidFormat,
     PromptTooLong,
     RequestTimeout,
     Timings,
@@ -51,6 +56,7 @@ from .service.wire import (
     ChatCompletionRequest,
     ErrorBody,
     ErrorResponse,
+    ModelCard,
     ModelList,
 )
 
@@ -58,6 +64,24 @@ log = logging.getLogger(__name__)
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # How llama.cpp ("exceeds the available context size") and vLLM ("maximum context length") say it.
 CONTEXT_ERROR = re.compile(r"context (size|length|window)|exceeds? the .*context", re.IGNORECASE)
+
+# Response-format members each kind of upstream honours; the kind is read from its model card.
+ALL_MEMBERS = frozenset({"json_schema", "json_object", "regex", "choice"})
+FORMAT_MEMBERS: dict[str, frozenset[str]] = {
+    "smollm-graphql": ALL_MEMBERS,  # our own inference service
+    "vllm": ALL_MEMBERS,  # response_format, and structured_outputs for regex and choice
+    "llama.cpp": frozenset({"json_schema", "json_object"}),  # JSON Schema via response_format; no regex, no choice list
+    "openai-compatible": frozenset({"json_schema", "json_object"}),  # OpenAI's response_format only
+}
+
+
+def upstream_kind(card: ModelCard | None) -> str:
+    """Which kind of server a model card comes from (an unknown or unread one: the plain OpenAI API)."""
+    if card is None:
+        return "openai-compatible"
+    if card.smollm is not None:
+        return "smollm-graphql"
+    return {"vllm": "vllm", "llamacpp": "llama.cpp"}.get(card.owned_by, "openai-compatible")
 
 
 @dataclass
@@ -124,6 +148,7 @@ class RemoteEngine:
         self._client: httpx.AsyncClient | None = None
         self._limit: asyncio.Semaphore | None = None
         self._info = EngineInfo.unknown("remote")  # upstream URLs stay in logs
+        self.kind = upstream_kind(None)  # which response formats it honours: FORMAT_MEMBERS
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=httpx.Limits(
@@ -131,6 +156,7 @@ class RemoteEngine:
         self._limit = asyncio.Semaphore(self.max_concurrency)
         try:
             card = ModelList.model_validate_json((await self._send("GET", "/v1/models")).content).data[0]
+            self.kind = upstream_kind(card)
             self._info = card.smollm or EngineInfo(card.id, "remote", 0, card.max_model_len or 0, "remote", "",
                                                    0, 0, 0, 0)
         except (EngineError, IndexError, ValidationError) as exc:
@@ -157,7 +183,7 @@ class RemoteEngine:
 
     async def submit(self, requests: Sequence[ChatRequest]) -> list[RemoteTicket | EngineError]:
         """A request whose text cannot be sent gets its error here; the rest go as one call."""
-        checked = [_unsendable(r) for r in requests]
+        checked = [_unsendable(r) or self.refused_format(r) for r in requests]
         valid = [r for r, error in zip(requests, checked, strict=True) if error is None]
         batch = BatchCall(asyncio.ensure_future(self._counted(self.generate_batch(valid), len(valid))), len(valid))
         index = iter(range(len(valid)))
@@ -227,10 +253,21 @@ class RemoteEngine:
         usage = answer.usage.to_usage() if answer.usage else Usage(0, 0)
         return _completion(request, choice.message.content or "", choice.finish_reason, usage, None, started)
 
+    def refused_format(self, request: ChatRequest) -> InvalidFormat | None:
+        """The error for a response format the upstream cannot honour, or None."""
+        fmt = request.params.response_format
+        if fmt is None or fmt.kind in FORMAT_MEMBERS[self.kind]:
+            return None
+        honoured = ", ".join(sorted(FORMAT_MEMBERS[self.kind]))
+        return InvalidFormat(f"is not supported by the inference upstream ({self.kind}); it supports {honoured}", fmt.kind)
+
     # --- streams --------------------------------------------------------------------------
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         """Deltas then the Completion; leaving early closes the HTTP stream (the server aborts)."""
+        refused = self.refused_format(request)
+        if refused is not None:
+            raise refused
         body = ChatCompletionRequest.of(request, stream=True).body()
         started = time.perf_counter()
         self.in_flight += 1

@@ -98,6 +98,30 @@ async def test_chat_stream_through_the_remote_tier(remote):
     assert "".join(e["delta"] for e in events[:-1]) == events[-1]["response"]
 
 
+async def test_structured_output_through_the_remote_tier_and_the_openai_endpoint(remote, service):
+    query = "mutation($inputs: [ChatInput!]!) { chatBatched(inputs: $inputs) { results { __typename " \
+            "... on ChatSuccess { response json } ... on ChatError { code field partialText } } } }"
+    person = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    inputs = [{"chatId": "j", "userPrompt": "Extract: Bob, 41, is a doctor.", "options": {"maxTokens": 40, "responseFormat": {"jsonSchema": person}}},
+              {"chatId": "c", "userPrompt": "Is water wet?", "options": {"maxTokens": 8, "responseFormat": {"choice": ["yes", "no"]}}},
+              {"chatId": "cut", "userPrompt": "Extract: Bob, 41.", "options": {"maxTokens": 3, "responseFormat": {"jsonSchema": person}}}]
+    j, c, cut = (await gql(remote.url, query, {"inputs": inputs}))["data"]["chatBatched"]["results"]
+    assert j["__typename"] == "ChatSuccess" and set(j["json"]) == {"name", "age"} and json.loads(j["response"]) == j["json"]
+    assert c["response"] in ("yes", "no")
+    assert (cut["code"], cut["field"], cut["partialText"][:2]) == ("INCOMPLETE_OUTPUT", "options.responseFormat", '{"')
+    async with httpx.AsyncClient(timeout=60) as client:
+        answer = await client.post(f"{service.url}/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Extract: Ann, 30."}], "temperature": 0, "max_tokens": 40,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": person}}})
+        bad = await client.post(f"{service.url}/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {
+                "name": "p", "schema": {"type": "object", "if": {}}}}})
+    assert set(json.loads(answer.json()["choices"][0]["message"]["content"])) == {"name", "age"}
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+    assert "Unimplemented keys" in bad.json()["error"]["message"]
+
+
 async def test_openai_endpoint_errors_and_stream_shape(service):
     async with httpx.AsyncClient(timeout=60) as client:
         bad = await client.post(f"{service.url}/v1/chat/completions",

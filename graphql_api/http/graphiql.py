@@ -83,6 +83,32 @@ subscription ChatStream {
   }
 }
 """,
+    "structured": """\
+# Structured output: the answer follows the JSON
+# Schema, and ChatSuccess.json holds it parsed.
+# Also: responseFormat {jsonObject: true},
+# {regex: "..."} or {choice: ["yes", "no"]}.
+mutation Extract {
+  chat(input: {
+    chatId: "x"
+    userPrompt: "Extract the person: Marie Curie, 66, was a physicist and chemist."
+    options: {maxTokens: 80, responseFormat: {jsonSchema: {
+      type: "object"
+      properties: {
+        name: {type: "string", maxLength: 32}
+        age: {type: "integer", minimum: 0, maximum: 150}
+        role: {enum: ["engineer", "doctor", "teacher", "scientist", "other"]}
+      }
+      required: ["name", "age", "role"]
+      additionalProperties: false
+    }}}
+  }) {
+    __typename
+    ... on ChatSuccess { json response finishReason }
+    ... on ChatError { code message field partialText }
+  }
+}
+""",
 }
 
 PAGE = """\

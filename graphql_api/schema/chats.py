@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from strawberry import ID
 
-from inference.boundary import ChatMessage, ChatRequest, Completion, EngineError, InvalidRequest
+from inference.boundary import ChatMessage, ChatRequest, Completion, EngineError, IncompleteOutput, InvalidRequest, ResponseFormat, conclude
 from inference.boundary.request import check_text
 from inference.engine.config import EngineConfig
 
@@ -17,7 +17,7 @@ from ..quotas import estimate_tokens
 from ..settings import ApiSettings
 from .context import Context
 from .errors import chat_error, invalid
-from .options import sampling_params
+from .options import graphql_field, graphql_message, sampling_params
 from .types import ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, Usage
 
 # Reserved for a chat without maxTokens when the engine does not say its default (a foreign upstream).
@@ -53,11 +53,22 @@ def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatR
     messages = [ChatMessage("system", system if system.strip() else "")]
     messages += [ChatMessage(m.role.value, m.content) for m in history]
     messages.append(ChatMessage("user", item.user_prompt))
-    return ChatRequest(tuple(messages), sampling_params(item.options), request_id=f"{request_id}:{chat_id}")
+    try:
+        params = sampling_params(item.options)
+    except InvalidRequest as exc:
+        return invalid(chat_id, graphql_field(exc.field) or "options", graphql_message(exc))
+    return ChatRequest(tuple(messages), params, request_id=f"{request_id}:{chat_id}")
 
 
-def success(chat_id: str, c: Completion) -> ChatSuccess:
-    return ChatSuccess(
+def success(chat_id: str, c: Completion, fmt: ResponseFormat | None = None) -> ChatSuccess | ChatError:
+    """The ChatSuccess of a completion; with a response format, its parsed JSON, or the
+    INCOMPLETE_OUTPUT error (with the partial text) when the answer did not complete the format."""
+    try:
+        value = conclude(fmt, c)
+    except IncompleteOutput as exc:
+        return ChatError(chat_id=ID(chat_id), code=exc.code, message=exc.message, field=graphql_field(exc.field),
+                         partial_text=exc.partial_text, used_tokens=c.usage.total_tokens)
+    return ChatSuccess(json=value,
         chat_id=ID(chat_id), response=c.text, finish_reason=c.finish_reason,
         usage=Usage(prompt_tokens=c.usage.prompt_tokens, completion_tokens=c.usage.completion_tokens,
                     total_tokens=c.usage.total_tokens),
@@ -98,7 +109,7 @@ async def admit(ctx: Context, chat_id: str, request: ChatRequest) -> ChatError |
 async def settle(ctx: Context, reserved: int, result: ChatResult | None) -> None:
     """Settle a reservation to what the chat used (nothing, if it got no answer)."""
     if ctx.quotas is not None and reserved:
-        used = result.usage.total_tokens if isinstance(result, ChatSuccess) else 0
+        used = result.usage.total_tokens if isinstance(result, ChatSuccess) else result.used_tokens if result else 0
         await ctx.quotas.settle(ctx.caller, reserved, used)
 
 
@@ -191,4 +202,6 @@ async def _load(ctx: Context, chat_id: str, request: ChatRequest) -> ChatResult:
     if isinstance(ticket, EngineError):  # the loader raises these; a value is kept typed all the same
         return chat_error(chat_id, ticket)
     result = await ticket.result(ctx.settings.request_timeout_s)
-    return chat_error(chat_id, result) if isinstance(result, EngineError) else success(chat_id, result)
+    if isinstance(result, EngineError):
+        return chat_error(chat_id, result)
+    return success(chat_id, result, request.params.response_format)

@@ -130,7 +130,7 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
                 if isinstance(event, TokenDelta):
                     yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text)
                 else:
-                    final = success(chat_id, event)
+                    final = success(chat_id, event, request.params.response_format)
                     yield final
     except EngineError as exc:
         yield chat_error(chat_id, exc)

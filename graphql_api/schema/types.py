@@ -6,6 +6,7 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
+from strawberry.scalars import JSON
 
 from inference import boundary
 
@@ -28,6 +29,14 @@ class ChatMessageInput:
     content: str
 
 
+@strawberry.input(description="Structured output: the answer follows exactly one of these (set one member).")
+class ResponseFormatInput:
+    json_schema: JSON | None = strawberry.field(default=None, description="A JSON Schema (an object); the answer is JSON valid against it, compact.")
+    json_object: bool | None = strawberry.field(default=None, description="true: the answer is a JSON object, compact.")
+    regex: str | None = strawberry.field(default=None, description="The answer matches this regular expression (Rust regex syntax), whole.")
+    choice: list[str] | None = strawberry.field(default=None, description="The answer is exactly one of these strings.")
+
+
 @strawberry.input(description="Generation options; absent ones take the server's defaults.")
 class GenerationOptions:
     max_tokens: int | None = strawberry.field(default=None, description="New tokens at most (default 256).")
@@ -36,6 +45,7 @@ class GenerationOptions:
     top_k: int | None = strawberry.field(default=None, description="Sample from the k likeliest; 0 is off.")
     seed: int | None = strawberry.field(default=None, description="Same seed, same sampled text.")
     stop: list[str] | None = strawberry.field(default=None, description="Strings that end the answer (cut from it).")
+    response_format: ResponseFormatInput | None = strawberry.field(default=None, description="Structured output; absent: free text.")
 
 
 @strawberry.input
@@ -68,6 +78,7 @@ class ChatSuccess:
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    json: JSON | None = strawberry.field(default=None, description="The answer parsed (responseFormat jsonSchema or jsonObject); else null.")
 
 
 @strawberry.type(description="Why one chat got no answer. chatId is the id as sent (it may be blank when "
@@ -78,6 +89,8 @@ class ChatError:
     message: str
     field: str | None = None
     retry_after_ms: int | None = strawberry.field(default=None, description="RATE_LIMITED: when the quota allows again.")
+    partial_text: str | None = strawberry.field(default=None, description="INCOMPLETE_OUTPUT: the text generated before it stopped.")
+    used_tokens: strawberry.Private[int] = 0  # tokens the chat consumed all the same (charged to quotas)
 
 
 ChatResult = Annotated[ChatSuccess | ChatError, strawberry.union("ChatResult")]

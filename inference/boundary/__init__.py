@@ -20,12 +20,13 @@ from .errors import (
                      Unavailable,
                      UpstreamError,
 )
+from .formats import IncompleteOutput, InvalidFormat, ResponseFormat, conclude
 from .info import EngineInfo, EngineStats
 from .options import SamplingParams
 from .request import ChatMessage, ChatRequest
 from .result import Completion, FinishReason, Timings, TokenDelta, Usage
 
 __all__ = ["ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault", "EngineInfo",
-           "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "InvalidRequest", "Overloaded",
-           "PromptTooLong", "RequestCancelled", "RequestTimeout", "SamplingParams", "Ticket", "Timings",
-           "TokenDelta", "Unavailable", "UpstreamError", "Usage"]
+           "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "IncompleteOutput", "InvalidFormat", "InvalidRequest", "Overloaded",
+           "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat", "SamplingParams", "Ticket", "Timings",
+           "TokenDelta", "Unavailable", "UpstreamError", "Usage", "conclude"]

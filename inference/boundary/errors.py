@@ -15,6 +15,7 @@ class ErrorCode(enum.StrEnum):
     OVERLOADED = "OVERLOADED"
     RATE_LIMITED = "RATE_LIMITED"
     TIMEOUT = "TIMEOUT"
+    INCOMPLETE_OUTPUT = "INCOMPLETE_OUTPUT"  # a response format left incomplete; the partial text is kept
     CANCELLED = "CANCELLED"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"

@@ -9,8 +9,12 @@ each edge's table and input type, and use it in the engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from .errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from .formats import ResponseFormat  # formats imports InvalidOption from here
 
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 64
@@ -40,6 +44,7 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    response_format: ResponseFormat | None = None  # structured output; None: free text
 
     @property
     def greedy(self) -> bool:
@@ -62,6 +67,8 @@ class SamplingParams:
         for s in self.stop:
             if not 1 <= len(s) <= MAX_STOP_LENGTH:
                 raise InvalidOption("stop", f"strings must have 1 to {MAX_STOP_LENGTH} characters, got {len(s)}")
+        if self.response_format is not None:
+            self.response_format.validate()
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SamplingParams))

@@ -43,6 +43,8 @@ class ChatRequest:
             check_text(f"messages[{i}].content", m.content)
         for s in self.params.stop:
             check_text("stop", s)
+        for member, text in self.params.response_format.texts() if self.params.response_format else ():
+            check_text(f"response_format.{member}", text)
 
 
 def unencodable_at(text: str) -> int | None:

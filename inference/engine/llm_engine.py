@@ -10,7 +10,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..boundary import (
     ChatRequest,
@@ -31,6 +31,7 @@ from .model_loader import ModelSource, load_model, locate_model
 from .prompt import PromptEncoder
 from .scheduler import Scheduler
 from .sequence import Sequence
+from .structured import FormatCompiler, FormatViolation, follow  # structured output (issue 15)
 
 if TYPE_CHECKING:
     from .model_runner import ModelRunner
@@ -46,6 +47,7 @@ class Prepared:
     prompt_ids: list[int]
     max_new_tokens: int
     arrived: float
+    matcher: Any = None  # structured output (issue 15): a fresh matcher of its response format, or None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class LLMEngine:
         self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, blocks, on_admit=self._count_cached)
         self.eos_ids = frozenset(self._eos_ids())
         self.prompts = PromptEncoder(tokenizer, parse_special=config.parse_special_tokens)
+        self.formats = FormatCompiler(tokenizer, self.eos_ids, model.config.vocab_size)  # structured output (issue 15)
         self.stats = EngineCounters()
         self._seqs: dict[int, Sequence] = {}
         self._ids = itertools.count()
@@ -124,14 +127,15 @@ class LLMEngine:
         max_new = request.params.max_new_tokens or self.config.default_max_new_tokens
         if len(ids) + max_new > self.max_model_len:
             raise PromptTooLong(len(ids), max_new, self.max_model_len)
-        return Prepared(request, list(ids), max_new, time.perf_counter())
+        matcher = self.formats.compile(request.params.response_format)  # structured output (issue 15)
+        return Prepared(request, list(ids), max_new, time.perf_counter(), matcher)
 
     def add(self, prepared: Prepared, seq_id: int | None = None) -> int:
         seq_id = next(self._ids) if seq_id is None else seq_id
         params = prepared.request.params
         seq = Sequence(seq_id, prepared.prompt_ids, params, prepared.max_new_tokens, self.eos_ids,
                        arrived=prepared.arrived, request_id=prepared.request.request_id,
-                       text=IncrementalText(self.tokenizer, params.stop))
+                       text=IncrementalText(self.tokenizer, params.stop), matcher=prepared.matcher)
         self._seqs[seq_id] = seq
         self.scheduler.add(seq)
         return seq_id
@@ -191,6 +195,11 @@ class LLMEngine:
     def _advance(self, seq: Sequence, token: int) -> StepOutput:
         text = seq.text
         reason = seq.append(token)
+        if seq.matcher is not None:  # structured output (issue 15): advance; a complete format ends with STOP
+            try:
+                reason = follow(seq.matcher, token, reason)
+            except FormatViolation as exc:
+                return self._sampling_failed(seq, exc)
         delta, stopped = text.push(token) if token not in self.eos_ids else ("", False)
         if stopped:
             reason = FinishReason.STOP

@@ -20,6 +20,7 @@ from .llama import Int4, Llama
 from .model_loader import ModelSource, file_digest
 from .scheduler import Scheduled
 from .sequence import Sequence
+from .structured import FormatMasks  # structured output (issue 15)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class ModelRunner:
         self.device = llama.embed.device
         self.block_size = pool.block_size
         self.last_forward_seconds = 0.0
+        self.masks = FormatMasks()  # structured output (issue 15)
 
     @torch.inference_mode()
     def step(self, plan: list[Scheduled]) -> list[int | Exception]:
@@ -190,6 +192,7 @@ class ModelRunner:
         """One token per sequence; a sequence whose sampling fails gets its exception instead,
         and only that sequence ends with an error."""
         logits = logits.float()
+        self.masks.apply(logits, seqs)  # structured output (issue 15): formatted rows, one batched call
         out: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
         for i, seq in enumerate(seqs):
             if not seq.params.greedy:

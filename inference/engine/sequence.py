@@ -42,6 +42,7 @@ class Sequence:
     request_id: str = ""
     text: Any = None  # IncrementalText; the scheduler neither knows nor needs its type
     generator: Any = None  # torch.Generator, made by the model runner on first sampled token
+    matcher: Any = None  # structured output (issue 15): llguidance LLMatcher of its response format, or None
 
     @property
     def num_tokens(self) -> int:

@@ -7,6 +7,7 @@ one table, ``OPENAI_PARAM``.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -21,7 +22,9 @@ from ..boundary import (
     EngineInfo,
     ErrorCode,
     FinishReason,
+    InvalidFormat,
     InvalidRequest,
+    ResponseFormat,
     SamplingParams,
     Timings,
     UpstreamError,
@@ -31,7 +34,7 @@ from ..boundary.options import InvalidOption
 
 # Boundary names -> OpenAI's; the one table of this edge.
 OPENAI_PARAM = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
-                "seed": "seed", "stop": "stop", "messages": "messages"}
+                "seed": "seed", "stop": "stop", "messages": "messages", "response_format": "response_format"}
 
 HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, ErrorCode.OVERLOADED: 429,
                ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499}
@@ -42,13 +45,78 @@ UNSUPPORTED: dict[str, tuple[object, ...]] = {
     "n": (None, 1), "best_of": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
     "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
     "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
-    "response_format": (None, {"type": "text"}), "suffix": (None,), "audio": (None,), "prediction": (None,),
+    "suffix": (None,), "audio": (None,), "prediction": (None,),
 }
 
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str
+
+
+class JsonSchemaBody(BaseModel):
+    """OpenAI's ``response_format.json_schema``: the schema with a name (``strict`` is implied)."""
+
+    name: str = "answer"
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class ResponseFormatBody(BaseModel):
+    """OpenAI's ``response_format``: ``{"type": "json_schema", "json_schema": {"name", "schema"}}``,
+    ``{"type": "json_object"}``, ``{"type": "text"}``. llama.cpp's own flat form,
+    ``{"type": "json_object", "schema": {...}}``, is read too."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaBody | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    def members(self) -> dict[str, Any]:
+        if self.type == "json_schema":
+            if self.json_schema is None and self.schema_ is None:
+                raise InvalidFormat("type json_schema needs json_schema.schema", "json_schema")
+            return {"json_schema": self.json_schema.schema_ if self.json_schema else self.schema_}
+        if self.type == "json_object":
+            return {"json_schema": self.schema_} if self.schema_ is not None else {"json_object": True}
+        return {}
+
+
+class StructuredOutputs(BaseModel):
+    """vLLM's ``structured_outputs`` (also ours): the members OpenAI's response_format lacks."""
+
+    json_: dict[str, Any] | None = Field(default=None, alias="json")
+    json_object: bool | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="forbid")
+
+    def members(self) -> dict[str, Any]:
+        given = {"json_schema": self.json_, "json_object": self.json_object, "regex": self.regex, "choice": self.choice}
+        return {k: v for k, v in given.items() if v not in (None, False)}
+
+
+def response_format(body: ResponseFormatBody | None, structured: StructuredOutputs | None) -> ResponseFormat | None:
+    """The one ResponseFormat of a request's two fields; together they may set one member."""
+    members = (body.members() if body else {}) | (structured.members() if structured else {})
+    if body and structured and body.members() and structured.members():
+        raise InvalidFormat("and structured_outputs cannot both be set")
+    return ResponseFormat.of(**members) if members else None
+
+
+def format_fields(fmt: ResponseFormat | None) -> dict[str, Any]:
+    """What a client sends for ``fmt``: JSON formats as OpenAI's response_format (every
+    OpenAI-compatible server reads it), regex and choice as vLLM's structured_outputs."""
+    if fmt is None:
+        return {}
+    if fmt.json_schema is not None:
+        schema = JsonSchemaBody(schema_=json.loads(fmt.json_schema), strict=True)
+        return {"response_format": ResponseFormatBody(type="json_schema", json_schema=schema)}
+    if fmt.json_object:
+        return {"response_format": ResponseFormatBody(type="json_object")}
+    return {"structured_outputs": StructuredOutputs(regex=fmt.regex, choice=list(fmt.choice) if fmt.choice else None)}
 
 
 class StreamOptions(BaseModel):
@@ -71,12 +139,16 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormatBody | None = None
+    structured_outputs: StructuredOutputs | None = None
 
     def to_request(self) -> ChatRequest:
+        """Raises InvalidFormat for a response format that sets no or several members."""
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         params = SamplingParams(max_new_tokens=self.max_completion_tokens or self.max_tokens,
                                 temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                                seed=self.seed, stop=stop)
+                                seed=self.seed, stop=stop,
+                                response_format=response_format(self.response_format, self.structured_outputs))
         return ChatRequest(tuple(ChatMessage(m.role, m.content) for m in self.messages), params,
                            request_id=f"chatcmpl-{uuid.uuid4().hex}")
 
@@ -87,10 +159,11 @@ class ChatCompletionRequest(BaseModel):
         return cls(messages=[Message(role=m.role, content=m.content) for m in request.messages],
                    max_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                    seed=p.seed, stop=list(p.stop) or None, stream=stream,
-                   stream_options=StreamOptions(include_usage=True) if stream else None)
+                   stream_options=StreamOptions(include_usage=True) if stream else None,
+                   **format_fields(p.response_format))
 
     def body(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(exclude_none=True, by_alias=True)
 
 
 def parse_request(body: object) -> ChatCompletionRequest:
@@ -120,7 +193,8 @@ class ErrorBody(BaseModel):
     @classmethod
     def of(cls, exc: EngineError) -> ErrorBody:
         param = OPENAI_PARAM.get(exc.field or "", exc.field)
-        message = f"{param} {exc.detail}" if isinstance(exc, InvalidOption) else exc.message
+        member = exc.member if isinstance(exc, InvalidFormat) else None
+        message = f"{param}{'.' + member if member else ''} {exc.detail}" if isinstance(exc, InvalidOption) else exc.message
         client_side = exc.code in (ErrorCode.INVALID_INPUT, ErrorCode.PROMPT_TOO_LONG)
         return cls(message=message, type="invalid_request_error" if client_side else "server_error",
                    param=param, code=exc.code.value, field=exc.field)
