@@ -37,18 +37,11 @@ def warm() -> None:
     source = locate_model(config.model_path)
     started = time.perf_counter()
     where = cached_dir(source, config.model_cache_dir) if source.kind == "gguf" else source.path
-    if source.kind == "gguf":  # the 4-bit weights of WEIGHTS=native, packed once too
-        from transformers import AutoConfig
+    if source.kind == "gguf":  # WEIGHTS=native: pack the 4-bit weights and time the kernels, once
+        from .engine.llm_engine import LLMEngine
 
-        from .engine.gguf_weights import UnsupportedQuantization, load_int4_layers
-        from .engine.model_loader import file_digest
-
-        shape = AutoConfig.from_pretrained(where)
-        try:
-            load_int4_layers(source.path, file_digest(source.path), config.model_cache_dir, shape.num_hidden_layers,
-                             shape.num_attention_heads, shape.num_key_value_heads)
-        except UnsupportedQuantization as exc:
-            print(f"no native weights: {exc}")
+        engine = LLMEngine.from_config(config.model_copy(update={"kv_cache_tokens": config.max_model_len}))
+        print(f"weights: {engine.weights.mode} ({engine.weights.reason})")
     print(f"model ready at {where} ({time.perf_counter() - started:.1f} s)")
 
 

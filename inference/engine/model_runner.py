@@ -7,9 +7,12 @@ one matrix with no padding. Logits are computed only for positions that sample.
 
 from __future__ import annotations
 
+import json
 import logging
+import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -64,9 +67,44 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
         log.warning("native weights unavailable (%s); using exact weights", exc)
         return Llama(model), WeightsPlan("exact", str(exc))
     llama = Llama(model, int4, int4_max_rows=1)
-    llama.int4_max_rows = config.int4_max_rows or calibrate_int4_rows(llama)
-    llama.bf16_head_rows = calibrate_bf16_head_rows(llama)
+    int4_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration.json")
+    llama.int4_max_rows = config.int4_max_rows or int4_rows
+    llama.bf16_head_rows = head_rows
     return llama, plan
+
+
+def machine_key() -> str:
+    """What the kernel crossovers depend on: the CPU, torch's threads, torch's version."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    return f"{cpu or platform.machine()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def calibration(llama: Llama, path: Path) -> tuple[int, int]:
+    """``(int4_max_rows, bf16_head_rows)``, measured on this machine once (about 2 s, at ``warm``
+    or the first start) and kept in ``path`` for this CPU, thread count and torch version."""
+    key = machine_key()
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("machine") == key:
+            return int(saved["int4_max_rows"]), int(saved["bf16_head_rows"])
+    except (OSError, ValueError, KeyError):
+        pass
+    rows = calibrate_int4_rows(llama), calibrate_bf16_head_rows(llama)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"machine": key, "int4_max_rows": rows[0], "bf16_head_rows": rows[1]}))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("could not keep the kernel calibration in %s: %s", path, exc)
+    return rows
 
 
 def calibrate_int4_rows(llama: Llama) -> int:
