@@ -22,10 +22,10 @@ from .errors import (
 )
 from .info import EngineInfo, EngineStats
 from .options import SamplingParams
-from .request import ChatMessage, ChatRequest
+from .request import BATCH, INTERACTIVE, ChatMessage, ChatRequest
 from .result import Completion, FinishReason, Timings, TokenDelta, Usage
 
-__all__ = ["ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault", "EngineInfo",
+__all__ = ["BATCH", "INTERACTIVE", "ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault", "EngineInfo",
            "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "InvalidRequest", "Overloaded",
            "PromptTooLong", "RequestCancelled", "RequestTimeout", "SamplingParams", "Ticket", "Timings",
            "TokenDelta", "Unavailable", "UpstreamError", "Usage"]
