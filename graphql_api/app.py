@@ -62,7 +62,8 @@ class State:
         self.draining = False
         self.keyring = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
         self.quotas = Quotas(settings.rate_limit_storage) if self.keyring is not None else None
-        self.jobs = Jobs(settings, self.engine, draining=lambda: self.draining, quotas=self.quotas, keyring=self.keyring)
+        self.jobs = Jobs(settings, self.engine, draining=lambda: self.draining, quotas=self.quotas, keyring=self.keyring,
+                         metrics=self.metrics)
 
     def in_flight(self) -> int:
         stats = self.engine.stats()

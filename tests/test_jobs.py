@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fakes import FakeEngine, FakeTicket
 from jobs_client import CANCEL, GET, RESULTS, SUBMIT, JobsClient, line
+from websockets.asyncio.client import connect
 
 from graphql_api.app import create_app
 from graphql_api.jobs import runner as runner_module
@@ -235,3 +236,24 @@ async def test_a_job_belongs_to_its_key(jobs_app, tmp_path):
         assert (await http.get(f"{url}/jobs/{job['id']}/results.jsonl", headers=bob.headers)).status_code == 404
         assert (await http.get(f"{url}/jobs/{job['id']}/results.jsonl")).status_code == 401
     assert len(await alice.results_jsonl(job["id"])) == 1
+
+
+async def test_batch_job_progress_streams_counts_as_they_change_until_the_job_is_final(jobs_app):
+    engine, url = await jobs_app(engine=HeldEngine(), job_reserved_slots=63)  # one item at a time
+    client = JobsClient(url)
+    job = await client.submit_items([chat_item(f"c{i}") for i in range(3)])
+    query = "subscription($id: ID!) { batchJobProgress(id: $id) { status counts { completed } } }"
+    seen = []
+    async with connect(url.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "p", "type": "subscribe", "payload": {"query": query, "variables": {"id": job["id"]}}}))
+        first = json.loads(await ws.recv())
+        seen.append(first["payload"]["data"]["batchJobProgress"])
+        engine.gate.set()
+        while (msg := json.loads(await ws.recv()))["type"] == "next":
+            seen.append(msg["payload"]["data"]["batchJobProgress"])
+        assert msg == {"id": "p", "type": "complete"}
+    assert seen[0]["counts"]["completed"] == 0 and seen[-1] == {"status": "COMPLETED", "counts": {"completed": 3}}
+    completed = [s["counts"]["completed"] for s in seen]
+    assert completed == sorted(completed) and len(set(map(json.dumps, seen))) == len(seen)  # only changes are sent

@@ -26,6 +26,7 @@ from inference.boundary import BATCH, Completion, EngineClient, EngineError, Err
 from inference.keys import ApiKey, KeyRing
 from inference.service.wire import BatchItem, ChatCompletionRequest
 
+from ..observability import ApiMetrics
 from ..quotas import Quotas, estimate_tokens
 from .store import CANCELLED_RESULT, EXPIRED_RESULT, Claimed, Finished, JobStore, ended
 from .tables import ItemStatus, JobStatus
@@ -60,8 +61,9 @@ class InFlight:
 class JobRunner:
     def __init__(self, store: JobStore, engine: EngineClient, *, reserved_slots: int, retention_s: float,
                  draining: Callable[[], bool] = lambda: False, quotas: Quotas | None = None,
-                 keyring: KeyRing | None = None) -> None:
+                 keyring: KeyRing | None = None, metrics: ApiMetrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.engine = engine
         self.reserved_slots = reserved_slots
         self.retention_s = retention_s
@@ -74,7 +76,7 @@ class JobRunner:
         self.retry: list[int] = []  # claimed but not run, to give back
         self._settling: set[asyncio.Future[None]] = set()
         self.submitted = 0  # engine requests made, for tests and metrics
-        self.written = 0
+        self.written: dict[ItemStatus, int] = {}  # items written by this runner, by status
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._quota_until: dict[str, float] = {}
@@ -168,7 +170,10 @@ class JobRunner:
     async def _flush(self) -> None:
         if self.done:
             done, self.done = self.done, []
-            self.written += await self.store.record(self.worker, done)
+            for status, n in (await self.store.record(self.worker, done)).items():
+                self.written[status] = self.written.get(status, 0) + n
+                if self.metrics is not None:
+                    self.metrics.job_items.labels(status.value).inc(n)
         if self.retry:
             retry, self.retry = self.retry, []
             await self.store.release(self.worker, retry)

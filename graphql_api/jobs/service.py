@@ -11,6 +11,7 @@ from typing import Any
 from inference.boundary import EngineClient
 from inference.keys import KeyRing
 
+from ..observability import ApiMetrics
 from ..quotas import Quotas
 from ..settings import ApiSettings
 from .intake import Checker
@@ -23,11 +24,12 @@ log = logging.getLogger(__name__)
 
 class Jobs:
     def __init__(self, settings: ApiSettings, engine: EngineClient, *, draining: Callable[[], bool] = lambda: False,
-                 quotas: Quotas | None = None, keyring: KeyRing | None = None) -> None:
+                 quotas: Quotas | None = None, keyring: KeyRing | None = None, metrics: ApiMetrics | None = None) -> None:
         self.settings = settings
         self.store = JobStore(database_url(settings.jobs_database_url, settings.data_dir))
         self.runner = JobRunner(self.store, engine, reserved_slots=settings.job_reserved_slots,
-                                retention_s=settings.job_retention, draining=draining, quotas=quotas, keyring=keyring)
+                                retention_s=settings.job_retention, draining=draining, quotas=quotas, keyring=keyring,
+                                metrics=metrics)
         self.ready = False
 
     async def start(self) -> None:

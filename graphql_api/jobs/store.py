@@ -356,12 +356,12 @@ class JobStore:
                                                        items.c.status == ItemStatus.RUNNING.value)
                                    .values(status=ItemStatus.QUEUED.value, claimed_by=None, lease_until=None))
 
-    async def record(self, worker: str, finished: Sequence[Finished]) -> int:
+    async def record(self, worker: str, finished: Sequence[Finished]) -> dict[ItemStatus, int]:
         """Write ended items (one transaction) and their jobs' counters; returns how many were
-        written. An item no longer claimed by ``worker`` (its lease expired and another took it, or
+        written, by status. An item no longer claimed by ``worker`` (its lease expired and another took it, or
         its job expired) is not written: its result is somebody else's to give."""
         if not finished:
-            return 0
+            return {}
         now = time.time()
         counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         async with self._db().begin() as conn:
@@ -383,7 +383,7 @@ class JobStore:
                     prompt_tokens=jobs.c.prompt_tokens + c["prompt_tokens"],
                     completion_tokens=jobs.c.completion_tokens + c["completion_tokens"]))
             await _settle(conn, sorted(counts), now)
-        return sum(sum(v for k, v in c.items() if k in {s.value for s in ItemStatus}) for c in counts.values())
+        return {s: sum(c[s.value] for c in counts.values()) for s in ItemStatus if any(c[s.value] for c in counts.values())}
 
     async def requeue_running(self) -> int:
         """At start-up of a store that belongs to one process (SQLite): items left running by a
