@@ -257,3 +257,17 @@ async def test_batch_job_progress_streams_counts_as_they_change_until_the_job_is
     assert seen[0]["counts"]["completed"] == 0 and seen[-1] == {"status": "COMPLETED", "counts": {"completed": 3}}
     completed = [s["counts"]["completed"] for s in seen]
     assert completed == sorted(completed) and len(set(map(json.dumps, seen))) == len(seen)  # only changes are sent
+
+
+async def test_two_jobs_share_the_runners_places_instead_of_one_waiting_for_the_other(jobs_app):
+    engine, url = await jobs_app(engine=HeldEngine(), job_reserved_slots=60)  # 4 in flight at most
+    client = JobsClient(url)
+    first = await client.submit_items([chat_item(f"a{i}") for i in range(12)])
+    second = await client.submit_items([chat_item(f"b{i}") for i in range(12)])
+    engine.gate.set()
+    for job in (first, second):
+        assert (await client.wait(job["id"], timeout=10))["status"] == "COMPLETED"
+    order = [r.request_id.split(":")[0] for r in engine.requests]
+    assert len(order) == 24
+    # The second job starts long before the first ends (one after the other, the first would end at 11).
+    assert order.index(second["id"]) <= 6 and len(order) - 1 - order[::-1].index(first["id"]) >= 14, [o[-2:] for o in order]

@@ -140,6 +140,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
         self.engine: AsyncEngine | None = None
+        self._turn = 0  # which active job claims first: it rotates, so a claim of one item is fair too
 
     @property
     def dialect(self) -> str:
@@ -306,9 +307,9 @@ class JobStore:
     # --- the workers' side -------------------------------------------------------------------
 
     async def claim(self, worker: str, n: int, lease_s: float) -> list[Claimed]:
-        """Claim up to ``n`` items to run, shared fairly between active jobs (oldest first): each
-        job gets an equal share, and what some cannot use goes to the others. An item whose lease
-        expired (its worker died) is claimable again."""
+        """Claim up to ``n`` items to run, shared fairly between active jobs: each job gets an equal
+        share, what some cannot use goes to the others, and the job served first rotates from one
+        claim to the next. An item whose lease expired (its worker died) is claimable again."""
         now = time.time()
         claimed: list[Claimed] = []
         async with self._db().begin() as conn:
@@ -316,6 +317,8 @@ class JobStore:
                                          .order_by(jobs.c.created_at))).all()
             if not active:
                 return []
+            self._turn = (self._turn + 1) % len(active)
+            active = active[self._turn:] + active[:self._turn]
             share = max(1, -(-n // len(active)))
             for rounds in (share, n):
                 for job in active:
