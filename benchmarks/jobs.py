@@ -50,9 +50,11 @@ def jsonl(n: int, max_tokens: int, start: int = 0) -> bytes:
 
 
 class Server:
-    def __init__(self, data_dir: str, port: int) -> None:
+    def __init__(self, data_dir: str, port: int, reserved_slots: int | None) -> None:
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PORT": str(port), "DATA_DIR": data_dir, "LOG_FORMAT": "json"}
+        if reserved_slots is not None:
+            env["JOB_RESERVED_SLOTS"] = str(reserved_slots)
         self.proc = subprocess.Popen([sys.executable, "-m", "graphql_api"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.ps = psutil.Process(self.proc.pid)
@@ -151,49 +153,62 @@ class PeakRss:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    results: dict = {"items": args.items, "max_tokens": args.max_tokens}
+    results: dict = {"items": args.items, "max_tokens": args.max_tokens, "job_reserved_slots": args.reserved_slots}
+    phases = set(args.phases.split(","))
     with tempfile.TemporaryDirectory() as data_dir:
-        server = Server(data_dir, args.port)
+        server = Server(data_dir, args.port, args.reserved_slots)
         try:
             async with httpx.AsyncClient(timeout=900) as client:
                 await server.ready(client)
                 await batched(client, server.url, 64, args.max_tokens, 1)  # warm-up
-                # 1. throughput, side by side
-                b = await batched(client, server.url, args.items, args.max_tokens, concurrency=5)
-                j = await job_run(client, server.url, args.items, args.max_tokens)
-                results["throughput"] = {"chatBatched_items_per_s": args.items / b, "job_items_per_s": args.items / j,
-                                         "ratio": b / j}
-                print(f"throughput: chatBatched {args.items / b:.1f} items/s, job {args.items / j:.1f} items/s: "
-                      f"job/chatBatched = {b / j:.2f}x (target >= 0.9x)", flush=True)
-                # 2. interactive time to first token, idle and under a 2,000-item job
-                idle = [await ttft(server.url, i) for i in range(args.probes)]
-                job = await submit_file(client, server.url, jsonl(2000, args.max_tokens, start=10_000))
-                await asyncio.sleep(2.0)
-                loaded = [await ttft(server.url, 100 + i) for i in range(args.probes)]
-                state = (await gql(client, server.url, GET, {"id": job["id"]}))["batchJob"]
-                await gql(client, server.url, CANCEL, {"id": job["id"]})
-                ratio = statistics.median(loaded) / statistics.median(idle)
-                results["ttft"] = {"idle_ms": idle, "under_job_ms": loaded, "ratio_of_medians": ratio,
-                                   "job_counts_at_end": state["counts"]}
-                print(f"time to first token: idle median {statistics.median(idle):.0f} ms, under a 2,000-item job "
-                      f"{statistics.median(loaded):.0f} ms: {ratio:.2f}x (target <= 2x); job had {state['counts']}", flush=True)
-                await asyncio.sleep(2.0)
-                # 3. intake of a 50,000-line file
-                content = jsonl(50_000, args.max_tokens, start=100_000)
-                before = server.ps.memory_info().rss
-                with PeakRss(server.ps) as rss:
-                    started = time.perf_counter()
-                    big = await submit_file(client, server.url, content)
-                    took = time.perf_counter() - started
-                await gql(client, server.url, CANCEL, {"id": big["id"]})
-                assert big["counts"]["total"] == 50_000 and big["counts"]["failed"] == 0, big
-                results["intake"] = {"lines": 50_000, "bytes": len(content), "seconds": took,
-                                     "rss_before_mb": before / 2**20, "rss_peak_mb": rss.peak / 2**20}
-                print(f"intake: 50,000 lines ({len(content) / 2**20:.1f} MiB) submitted in {took:.1f} s (target <= 10 s); "
-                      f"server RSS {before / 2**20:.0f} MiB before, {rss.peak / 2**20:.0f} MiB peak", flush=True)
+                if "throughput" in phases:
+                    results["throughput"] = await throughput(client, server, args)
+                if "ttft" in phases:
+                    results["ttft"] = await latency(client, server, args)
+                if "intake" in phases:
+                    results["intake"] = await intake(client, server, args)
         finally:
             server.stop()
     return results
+
+
+async def throughput(client: httpx.AsyncClient, server: Server, args: argparse.Namespace) -> dict:
+    b = await batched(client, server.url, args.items, args.max_tokens, concurrency=5)
+    j = await job_run(client, server.url, args.items, args.max_tokens)
+    print(f"throughput: chatBatched {args.items / b:.1f} items/s, job {args.items / j:.1f} items/s: "
+          f"job/chatBatched = {b / j:.2f}x (target >= 0.9x)", flush=True)
+    return {"chatBatched_items_per_s": args.items / b, "job_items_per_s": args.items / j, "ratio": b / j}
+
+
+async def latency(client: httpx.AsyncClient, server: Server, args: argparse.Namespace) -> dict:
+    """Interactive time to first token, idle and under a 2,000-item job."""
+    idle = [await ttft(server.url, i) for i in range(args.probes)]
+    job = await submit_file(client, server.url, jsonl(2000, args.max_tokens, start=10_000))
+    await asyncio.sleep(2.0)
+    loaded = [await ttft(server.url, 100 + i) for i in range(args.probes)]
+    state = (await gql(client, server.url, GET, {"id": job["id"]}))["batchJob"]
+    await gql(client, server.url, CANCEL, {"id": job["id"]})
+    ratio = statistics.median(loaded) / statistics.median(idle)
+    print(f"time to first token: idle median {statistics.median(idle):.0f} ms, under a 2,000-item job "
+          f"{statistics.median(loaded):.0f} ms: {ratio:.2f}x (target <= 2x); job had {state['counts']}", flush=True)
+    await asyncio.sleep(2.0)
+    return {"idle_ms": idle, "under_job_ms": loaded, "ratio_of_medians": ratio, "job_counts_at_end": state["counts"]}
+
+
+async def intake(client: httpx.AsyncClient, server: Server, args: argparse.Namespace) -> dict:
+    """Submitting a 50,000-line file, and the server's peak memory meanwhile."""
+    content = jsonl(50_000, args.max_tokens, start=100_000)
+    before = server.ps.memory_info().rss
+    with PeakRss(server.ps) as rss:
+        started = time.perf_counter()
+        big = await submit_file(client, server.url, content)
+        took = time.perf_counter() - started
+    await gql(client, server.url, CANCEL, {"id": big["id"]})
+    assert big["counts"]["total"] == 50_000 and big["counts"]["failed"] == 0, big
+    print(f"intake: 50,000 lines ({len(content) / 2**20:.1f} MiB) submitted in {took:.1f} s (target <= 10 s); "
+          f"server RSS {before / 2**20:.0f} MiB before, {rss.peak / 2**20:.0f} MiB peak", flush=True)
+    return {"lines": 50_000, "bytes": len(content), "seconds": took, "rss_before_mb": before / 2**20,
+            "rss_peak_mb": rss.peak / 2**20}
 
 
 if __name__ == "__main__":
@@ -202,6 +217,9 @@ if __name__ == "__main__":
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--probes", type=int, default=5)
     parser.add_argument("--port", type=int, default=8017)
+    parser.add_argument("--reserved-slots", type=int, default=None, help="JOB_RESERVED_SLOTS of the server")
+    parser.add_argument("--phases", default="throughput,ttft,intake")
     out = asyncio.run(main(parser.parse_args()))
     Path("bench-results").mkdir(exist_ok=True)
-    Path("bench-results/jobs.json").write_text(json.dumps(out, indent=2))
+    Path(f"bench-results/jobs-{out['job_reserved_slots']}.json" if out["job_reserved_slots"] is not None
+         else "bench-results/jobs.json").write_text(json.dumps(out, indent=2))

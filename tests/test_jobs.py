@@ -271,3 +271,18 @@ async def test_two_jobs_share_the_runners_places_instead_of_one_waiting_for_the_
     assert len(order) == 24
     # The second job starts long before the first ends (one after the other, the first would end at 11).
     assert order.index(second["id"]) <= 6 and len(order) - 1 - order[::-1].index(first["id"]) >= 14, [o[-2:] for o in order]
+
+
+async def test_a_jobs_items_count_against_its_keys_quota_and_a_spent_quota_makes_it_wait_not_fail(jobs_app, tmp_path):
+    key, key_line = new_key("carol")
+    (tmp_path / "keys").write_text(f"{key_line}:rpm=3\n")
+    _, url = await jobs_app(api_keys_file=str(tmp_path / "keys"))
+    carol = JobsClient(url, {"authorization": f"Bearer {key}"})
+    job = await carol.submit_items([chat_item(f"q{i}") for i in range(5)])
+    ran = await carol.wait(job["id"], timeout=10, until=lambda j: j["counts"]["completed"] == 3)
+    await asyncio.sleep(1.0)  # the runner keeps trying; the quota keeps refusing until its minute ends
+    later = await carol.job(job["id"])
+    assert ran["status"] == later["status"] == "RUNNING" and later["counts"] == {"total": 5, "completed": 3, "failed": 0, "cancelled": 0}
+    viewer = await carol.ok("{ viewer { usage { requestsThisMinute } } }", {})
+    assert viewer["viewer"]["usage"]["requestsThisMinute"] == 3
+    assert (await carol.ok(CANCEL, {"id": job["id"]}))["cancelBatchJob"]["status"] == "CANCELLED"

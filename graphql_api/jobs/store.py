@@ -318,7 +318,7 @@ class JobStore:
             if not active:
                 return []
             self._turn = (self._turn + 1) % len(active)
-            active = active[self._turn:] + active[:self._turn]
+            active = [*active[self._turn:], *active[:self._turn]]
             share = max(1, -(-n // len(active)))
             for rounds in (share, n):
                 for job in active:
