@@ -85,7 +85,7 @@ async def test_inline_job_runs_every_item_once_with_bad_ones_failed_and_pages_th
     assert [r["chatId"] for r in results] == [f"c{i}" for i in range(12)] + ["c0"]
     errors = {r["chatId"] + "/" + str(i): (r["code"], r["field"]) for i, r in enumerate(results) if r["__typename"] == "ChatError"}
     assert errors == {"c3/3": ("INVALID_INPUT", "userPrompt"), "c5/5": ("INVALID_INPUT", "options.maxTokens"),
-                      "c0/12": ("DUPLICATE_CHAT_ID", "custom_id")}
+                      "c0/12": ("DUPLICATE_CHAT_ID", "chatId")}
     assert results[0]["response"] == "echo: Count to 0."
     lines = await client.results_jsonl(job["id"])
     assert [x["custom_id"] for x in lines] == [r["chatId"] for r in results]

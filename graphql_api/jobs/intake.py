@@ -41,12 +41,13 @@ class Checker:
     seen: set[str] = field(default_factory=set)
     failed: int = 0
 
-    def request(self, custom_id: str, request: ChatRequest) -> NewItem:
-        """An item that runs ``request``, or the failed item saying why it cannot."""
+    def request(self, custom_id: str, request: ChatRequest, id_field: str = "custom_id") -> NewItem:
+        """An item that runs ``request``, or the failed item saying why it cannot (``id_field``:
+        what the input calls the id, ``custom_id`` in a file, ``chatId`` inline)."""
         if custom_id in self.seen:
             return self.refuse(custom_id, UpstreamError(ErrorCode.DUPLICATE_CHAT_ID,
-                               f"custom_id {custom_id!r} appears more than once in this job; only its first item runs",
-                               "custom_id"))
+                               f"{id_field} {custom_id!r} appears more than once in this job; only its first item runs",
+                               id_field))
         self.seen.add(custom_id)
         return NewItem(custom_id, ChatCompletionRequest.of(request).model_dump_json(exclude_none=True))
 

@@ -186,7 +186,7 @@ def inline_items(ctx: Context, inputs: Sequence[ChatInput], checker: Checker) ->
         if isinstance(request, ChatError):
             out.append(checker.refuse(chat_id, UpstreamError(request.code, request.message, request.field)))
         else:
-            out.append(checker.request(chat_id, request))
+            out.append(checker.request(chat_id, request, "chatId"))
     return out
 
 
