@@ -95,18 +95,3 @@ def test_interactive_requests_are_admitted_before_batch_items_that_came_first():
     assert list(sch.waiting) == [chat_a, chat_b, *jobs, late_job]  # FCFS within each priority
     assert [s.seq for s in sch.schedule()] == [chat_a, chat_b]
 
-
-def test_an_interactive_request_takes_the_prefill_budget_before_batch_items_still_prefilling():
-    sch = Scheduler(max_running=4, max_prefill_tokens=10)
-    job = seq(0, 30)
-    job.priority = 1  # BATCH
-    sch.add(job)
-    plan = sch.schedule()
-    assert [(s.seq, s.num_new) for s in plan] == [(job, 10)]
-    run_plan(plan)  # 10 of its 30 prompt tokens computed
-    chat = seq(1, 8)
-    sch.add(chat)
-    plan = sch.schedule()
-    assert [(s.seq, s.num_new) for s in plan] == [(chat, 8)]  # the job's prefill waits one step
-    run_plan(plan)
-    assert [(s.seq.seq_id, s.num_new) for s in sch.schedule()] == [(0, 10), (1, 1)]

@@ -58,14 +58,11 @@ class Scheduler:
         """Plan one step: all decodes, then prefill chunks within the token budget (FCFS)."""
         plan: list[Scheduled] = []
         budget = self.max_prefill_tokens
-        # A more urgent request that can be admitted (a chat behind batch-job prefills) takes this
-        # step's prefill budget before less urgent running sequences continue their prefills.
-        urgent = self.waiting[0].priority if self.waiting and self._free_slots else None
         for seq in self.running:
             remaining = seq.num_tokens - seq.num_computed
             if seq.prefill_done:
                 plan.append(Scheduled(seq, remaining))
-            elif budget > 0 and (urgent is None or seq.priority <= urgent):
+            elif budget > 0:
                 n = min(remaining, budget)
                 budget -= n
                 plan.append(Scheduled(seq, n))
