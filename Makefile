@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve serve-inference test bench bench-api schema
+.PHONY: install serve serve-inference test bench bench-api bench-jobs schema postgresql
 
 install: $(STAMP)
 
@@ -42,13 +42,20 @@ $(REDIS):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
 
+# Debian's postgresql, for the test of batch jobs shared by two API processes (the test makes a
+# throwaway cluster with initdb on a free loopback port; the package's own cluster is not used).
+# Its binaries lie in /usr/lib/postgresql/<version>/bin, so the check globs the version.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+
 serve: $(STAMP)
 	$(PY) -m graphql_api
 
 serve-inference: $(STAMP)
 	$(PY) -m inference serve
 
-test: $(STAMP) $(CHROMIUM) $(REDIS)
+test: $(STAMP) $(CHROMIUM) $(REDIS) postgresql
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
@@ -58,6 +65,9 @@ bench: $(STAMP)
 
 bench-api: $(STAMP)
 	$(PY) -m benchmarks.api
+
+bench-jobs: $(STAMP)
+	$(PY) -m benchmarks.jobs
 
 schema: $(STAMP)
 	$(PY) -m strawberry export-schema graphql_api.schema:schema --output schema.graphql

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -38,6 +38,8 @@ from inference.keys import ANONYMOUS, KeyRing, presented_key
 from .engine_handle import EngineHandle
 from .http import graphiql
 from .http.middleware import ApiKeyMiddleware, OriginPolicyMiddleware, RequestIdMiddleware
+from .jobs.output import output_lines
+from .jobs.service import Jobs
 from .observability import ApiMetrics
 from .quotas import Quotas
 from .schema import build_schema
@@ -60,6 +62,8 @@ class State:
         self.draining = False
         self.keyring = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
         self.quotas = Quotas(settings.rate_limit_storage) if self.keyring is not None else None
+        self.jobs = Jobs(settings, self.engine, draining=lambda: self.draining, quotas=self.quotas, keyring=self.keyring,
+                         metrics=self.metrics)
 
     def in_flight(self) -> int:
         stats = self.engine.stats()
@@ -128,6 +132,7 @@ class GraphQLApp(GraphQL[Context, None]):
             max_subscriptions_per_connection=s.max_subscriptions_per_connection,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
             allowed_origins=s.origins(),
+            multipart_uploads_enabled=True,  # submitBatchJob's file; other origins are refused by OriginPolicyMiddleware
         )
         self.state = state
         self._ide_html = graphiql.page_html()
@@ -177,7 +182,7 @@ class GraphQLApp(GraphQL[Context, None]):
         principal = request.scope.get("state", {}).get("api_key") if state.keyring is not None else ANONYMOUS
         return Context(engine=state.engine, loader=state.loader, settings=state.settings,
                        request_id=request_id, started_at=state.started_at, metrics=state.metrics,
-                       draining=lambda: state.draining, principal=principal, quotas=state.quotas)
+                       draining=lambda: state.draining, principal=principal, quotas=state.quotas, jobs=state.jobs)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """With keys on, a WebSocket whose handshake carried no right key must send one in
@@ -244,8 +249,10 @@ def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loading = asyncio.ensure_future(load())
         try:
+            await state.jobs.start()  # migrates the jobs database; failing, the server does not start
             yield
         finally:
+            await state.jobs.stop()  # before the engine: items in flight go back to the queue
             if not loading.done():
                 loading.cancel()
             if engine is None:
@@ -273,12 +280,25 @@ def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig 
             body += generate_latest(engine_metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    async def job_results(request: Request) -> Response:
+        """A job's results in OpenAI's batch output format, streamed from the database."""
+        caller = request.scope.get("state", {}).get("api_key") if state.keyring is not None else ANONYMOUS
+        job_id = request.path_params["job_id"]
+        job = await state.jobs.store.job(job_id, caller.name) if caller is not None and state.jobs.ready else None
+        if job is None:
+            return JSONResponse({"error": {"code": "JOB_NOT_FOUND", "message": f"no batch job with id {job_id[:64]!r} "
+                                           "(for this API key)"}}, status_code=404)
+        return StreamingResponse(output_lines(state.jobs.store, job.id, state.engine.info().name),
+                                 media_type="application/jsonl",
+                                 headers={"content-disposition": f'attachment; filename="{job.id}-results.jsonl"'})
+
     graphql = GraphQLApp(state)
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/jobs/{job_id}/results.jsonl", job_results),
             Route("/graphql", HeadAsGet(graphql), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.asset_dir(), check_dir=False)),
@@ -287,7 +307,7 @@ def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig 
                     Middleware(OriginPolicyMiddleware, allowed=settings.origins()),
                     Middleware(ApiKeyMiddleware, keyring=state.keyring, metrics_public=settings.metrics_public),
                     Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes,
-                               read_timeout_s=settings.http_read_timeout_s),
+                               read_timeout_s=settings.http_read_timeout_s, max_upload_bytes=settings.max_upload_bytes),
                     Middleware(CancelOnDisconnectMiddleware)],
         lifespan=lifespan,
     )

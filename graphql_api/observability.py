@@ -19,6 +19,8 @@ class ApiMetrics:
                              ["operation", "outcome", "key"], registry=self.registry)
         self.tokens = Counter("smollm_graphql_tokens", "Tokens used by answered chats, by key name and kind.",
                               ["key", "kind"], registry=self.registry)
+        self.job_items = Counter("smollm_graphql_job_items", "Batch-job items this process ran and wrote, by status.",
+                                 ["status"], registry=self.registry)
 
 
 def log_operation(request_id: str, operation: str, outcomes: list[tuple[str, str]], started: float,

@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(value: object) -> object:
+    """A duration as ``90``, ``90s``, ``15m``, ``24h`` or ``7d``: its seconds (anything else is left
+    to pydantic, which refuses it naming the setting)."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value.lower())
+        if m:
+            return float(m.group(1)) * UNITS_S[m.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(seconds)]
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "smollm-graphql"
 
 
 class ApiSettings(BaseSettings):
@@ -41,6 +64,20 @@ class ApiSettings(BaseSettings):
     rate_limit_storage: str = Field("memory://", description="Where quotas are kept: a `limits` storage URI, e.g. redis://host:6379.")
     metrics_public: bool = Field(False, description="With keys on, serve /metrics without a key.")
     inference_api_key: str = Field("", description="Key sent to inference upstreams (Authorization: Bearer).")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where the server keeps its files (the jobs database).")
+    jobs_database_url: str = Field(
+        "", description="SQLAlchemy URL of the jobs database, e.g. postgresql+asyncpg://user@host/db; empty: SQLite "
+                        "in DATA_DIR/jobs.db (one server process).")
+    max_job_items: int = Field(50_000, ge=1, description="Most items (lines) in one batch job.")
+    job_completion_window: Duration = Field(
+        86_400.0, gt=0, description="A job not done this long after its submission expires (24h; 90s, 15m, 7d also work).")
+    job_retention: Duration = Field(604_800.0, gt=0, description="A finished job and its results are deleted this long after it ended.")
+    job_reserved_slots: int = Field(
+        8, ge=0, description="Engine slots (of MAX_RUNNING) that batch jobs leave free for interactive chats.")
+    job_max_in_flight: int = Field(
+        56, ge=1, description="Most job items in flight at once: past about 64 sequences a CPU decode step gets "
+                              "slower for everyone, interactive chats included.")
+    max_upload_bytes: int = Field(200_000_000, ge=1024, description="Largest multipart (file upload) request body.")
     graphiql: bool = Field(True, description="Serve GraphiQL at GET /graphql.")
     introspection: bool = Field(True, description="Allow schema introspection.")
 

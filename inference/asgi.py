@@ -53,22 +53,28 @@ class RequestBodyMiddleware:
     """Bounds what a client may send. HTTP: a body over ``max_bytes`` (announced or streamed) gets
     413, and one not complete within ``read_timeout_s`` of its headers gets 408. A client that
     disconnects mid-body ends its request with one log line, not a traceback. WebSocket: a message
-    over ``max_bytes`` closes the socket with 1009 (message too big)."""
+    over ``max_bytes`` closes the socket with 1009 (message too big). A multipart body (a file
+    upload) may take ``max_upload_bytes`` instead, when given."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float, max_upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.read_timeout_s = read_timeout_s
+        self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             return await self.app(scope, self._bounded_ws(receive, send), send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers", ())).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        headers = dict(scope.get("headers", ()))
+        max_bytes = self.max_bytes
+        if self.max_upload_bytes is not None and headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            max_bytes = self.max_upload_bytes
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
             return await self._refuse(send, 413, "BODY_TOO_LARGE",
-                                      f"request body exceeds the limit of {self.max_bytes} bytes", self.max_bytes)
+                                      f"request body exceeds the limit of {max_bytes} bytes", max_bytes)
         received = 0
         deadline = asyncio.get_running_loop().time() + self.read_timeout_s
         body_done = False
@@ -85,7 +91,7 @@ class RequestBodyMiddleware:
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > max_bytes:
                 raise _BodyTooLarge
             body_done = not message.get("more_body", False)
             return message
@@ -93,8 +99,7 @@ class RequestBodyMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse(send, 413, "BODY_TOO_LARGE", f"request body exceeds the limit of {self.max_bytes} bytes",
-                               self.max_bytes)
+            await self._refuse(send, 413, "BODY_TOO_LARGE", f"request body exceeds the limit of {max_bytes} bytes", max_bytes)
         except _BodyTimeout:
             await self._refuse(send, 408, "REQUEST_TIMEOUT",
                                f"request body not received within {self.read_timeout_s:g} s", self.read_timeout_s)

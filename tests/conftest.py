@@ -5,9 +5,16 @@ A test that uses the real model (through the fixtures below, or marked by hand) 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Apps made by tests keep their jobs database here, not in ~/.local/share (job tests use their own).
+if "DATA_DIR" not in os.environ:
+    os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="smollm-test-data-")
+    atexit.register(shutil.rmtree, os.environ["DATA_DIR"], True)
 
 import pytest
 

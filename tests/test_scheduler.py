@@ -106,3 +106,20 @@ def test_on_admit_can_skip_a_cached_prefix():
     sch.add(a)
     [planned] = sch.schedule()
     assert (planned.num_new, planned.samples) == (4, True)
+
+
+def test_interactive_requests_are_admitted_before_batch_items_that_came_first():
+    sch = Scheduler(max_running=2, max_prefill_tokens=100)
+    jobs = [seq(i, 3) for i in range(3)]
+    for j in jobs:
+        j.priority = 1  # BATCH
+        sch.add(j)
+    chat_a, chat_b = seq(10, 3), seq(11, 3)
+    sch.add(chat_a)
+    sch.add(chat_b)
+    late_job = seq(4, 3)
+    late_job.priority = 1
+    sch.add(late_job)
+    assert list(sch.waiting) == [chat_a, chat_b, *jobs, late_job]  # FCFS within each priority
+    assert [s.seq for s in sch.schedule()] == [chat_a, chat_b]
+

@@ -9,6 +9,7 @@ from typing import Any
 from inference.boundary import EngineClient
 from inference.keys import ANONYMOUS, ApiKey
 
+from ..jobs.service import Jobs
 from ..observability import ApiMetrics
 from ..quotas import Quotas
 from ..settings import ApiSettings
@@ -27,6 +28,7 @@ class Context:
     principal: ApiKey | None = ANONYMOUS  # None only on a WebSocket not yet authenticated
     quotas: Quotas | None = None  # None: keys off, nothing is counted
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init payload
+    jobs: Jobs | None = None  # None: no job store (tests of other things)
 
     @property
     def caller(self) -> ApiKey:

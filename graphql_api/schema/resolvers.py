@@ -16,6 +16,7 @@ from inference.boundary import EngineError, RequestTimeout, TokenDelta
 from .chats import admit, answer, echo_id, record, settle, success, to_request, unavailable
 from .context import Context
 from .errors import BatchTooLarge, chat_error
+from .jobs import JobMutation, JobQuery, JobSubscription
 from .types import (
     ChatBatchResult,
     ChatError,
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 @strawberry.type
-class Query:
+class Query(JobQuery):
     @strawberry.field(description="Is the engine ready, and how busy is it?")
     def health(self, info: Info[Context, None]) -> Health:
         ctx = info.context
@@ -72,7 +73,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(JobMutation):
     @strawberry.mutation(description="Answer one chat.")
     async def chat(self, info: Info[Context, None], input: ChatInput) -> ChatResult:
         return (await answer(info.context, [input], "chat"))[0]
@@ -90,7 +91,7 @@ class Mutation:
 
 
 @strawberry.type
-class Subscription:
+class Subscription(JobSubscription):
     @strawberry.subscription(description="Stream one chat: a ChatToken per text delta, then ChatSuccess or ChatError.")
     async def chat_stream(self, info: Info[Context, None], input: ChatInput) -> AsyncGenerator[ChatStreamEvent, None]:
         ctx = info.context

@@ -23,10 +23,10 @@ from .errors import (
 from .formats import IncompleteOutput, InvalidFormat, ResponseFormat, conclude
 from .info import EngineInfo, EngineStats
 from .options import SamplingParams
-from .request import ChatMessage, ChatRequest
+from .request import BATCH, INTERACTIVE, ChatMessage, ChatRequest
 from .result import Completion, FinishReason, Timings, TokenDelta, Usage
 
-__all__ = ["ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault", "EngineInfo",
-           "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "IncompleteOutput", "InvalidFormat", "InvalidRequest", "Overloaded",
-           "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat", "SamplingParams", "Ticket", "Timings",
-           "TokenDelta", "Unavailable", "UpstreamError", "Usage", "conclude"]
+__all__ = ["BATCH", "INTERACTIVE", "ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault",
+           "EngineInfo", "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "IncompleteOutput", "InvalidFormat",
+           "InvalidRequest", "Overloaded", "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat",
+           "SamplingParams", "Ticket", "Timings", "TokenDelta", "Unavailable", "UpstreamError", "Usage", "conclude"]

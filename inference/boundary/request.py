@@ -8,6 +8,8 @@ from .errors import InvalidRequest
 from .options import SamplingParams
 
 ROLES = ("system", "user", "assistant")
+INTERACTIVE = 0  # ChatRequest.priority: chats someone waits for
+BATCH = 1  # batch-job items: admitted only when no interactive request is waiting
 
 
 @dataclass(frozen=True)
@@ -18,11 +20,13 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat to complete: the messages in order (system first, if any) and the options."""
+    """One chat to complete: the messages in order (system first, if any) and the options.
+    ``priority``: lower is admitted first (``INTERACTIVE`` before ``BATCH``); FCFS within one."""
 
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = ""
+    priority: int = INTERACTIVE
 
     def validate(self, max_new_tokens_cap: int) -> None:
         """Raise InvalidRequest naming the first thing wrong (neutral field names)."""

@@ -134,7 +134,7 @@ class LLMEngine:
         seq_id = next(self._ids) if seq_id is None else seq_id
         params = prepared.request.params
         seq = Sequence(seq_id, prepared.prompt_ids, params, prepared.max_new_tokens, self.eos_ids,
-                       arrived=prepared.arrived, request_id=prepared.request.request_id,
+                       arrived=prepared.arrived, request_id=prepared.request.request_id, priority=prepared.request.priority,
                        text=IncrementalText(self.tokenizer, params.stop), matcher=prepared.matcher)
         self._seqs[seq_id] = seq
         self.scheduler.add(seq)

@@ -50,8 +50,13 @@ class Scheduler:
         self.preemptions = 0
 
     def add(self, seq: Sequence) -> None:
+        """Queue ``seq`` behind every waiting sequence of its priority or a more urgent one, so an
+        interactive chat is admitted before batch-job items that arrived earlier (FCFS within one)."""
         seq.status = Status.WAITING
-        self.waiting.append(seq)
+        if self.waiting and self.waiting[-1].priority > seq.priority:
+            self.waiting.insert(next(i for i, w in enumerate(self.waiting) if w.priority > seq.priority), seq)
+        else:
+            self.waiting.append(seq)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)

@@ -40,6 +40,7 @@ class Sequence:
     scheduled_at: float | None = None
     first_token_at: float | None = None
     request_id: str = ""
+    priority: int = 0  # lower is admitted first (the request's priority)
     text: Any = None  # IncrementalText; the scheduler neither knows nor needs its type
     generator: Any = None  # torch.Generator, made by the model runner on first sampled token
     matcher: Any = None  # structured output (issue 15): llguidance LLMatcher of its response format, or None

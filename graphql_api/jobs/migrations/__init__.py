@@ -1,0 +1,1 @@
+"""Alembic migrations of the jobs database, run at start-up by ``JobStore.start``."""
