@@ -86,6 +86,16 @@ async def first_token_ms(url: str, i: int) -> float:
     raise RuntimeError(f"{url} streamed no content")
 
 
+async def prefix_hit_rate(url: str) -> float | None:
+    """Our service's ``smollm_prefix_cache_hit_rate`` from ``/metrics`` (None for other servers)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(f"{url}/metrics")
+    for line in r.text.splitlines():
+        if line.startswith("smollm_prefix_cache_hit_rate "):
+            return float(line.split()[1])
+    return None
+
+
 def rss_mb(pid: int | None) -> float | None:
     if pid is None:
         return None
@@ -186,6 +196,10 @@ async def main(args: argparse.Namespace) -> None:
                   + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
         print()
         write_results(everyone, args)
+        for s in ours:
+            hit = await prefix_hit_rate(s.url)
+            if hit is not None:
+                print(f"{s.name}: prefix cache hit rate over the run {hit:.2f} (prompt tokens whose KV came from cached blocks)")
         for s in everyone:
             rss = rss_mb(s.pid)
             print(f"{s.name}: time to first token at 1 client, median of {len(s.ttft_ms)}: "
