@@ -36,10 +36,6 @@ class BlockStats:
     cached: int  # unreferenced, keeping a prefix's KV until the pool needs it
     block_size: int
 
-    @property
-    def free(self) -> int:
-        return self.total - self.used
-
 
 def prefix_key(parent: int | None, tokens: tuple[int, ...]) -> int:
     return hash((parent, tokens))
@@ -53,6 +49,7 @@ class BlockManager:
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self._by_hash: dict[int, int] = {}
         self._hashed: dict[int, int] = {}  # seq_id -> how many of its leading blocks carry keys
+        self._seq_keys: dict[int, list[tuple[int, tuple[int, ...]]]] = {}  # seq_id -> its full blocks' keys
 
     @property
     def num_free(self) -> int:
@@ -65,14 +62,22 @@ class BlockManager:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
+    def _keys(self, seq: Sequence, n: int) -> list[tuple[int, tuple[int, ...]]]:
+        """``(key, tokens)`` of ``seq``'s first ``n`` full blocks, each key chained on the one
+        before; computed once per block and kept until ``forget`` (tokens never change)."""
+        keys = self._seq_keys.setdefault(seq.seq_id, [])
+        size = self.block_size
+        while len(keys) < n:
+            b = len(keys)
+            tokens = tuple(seq.tokens(b * size, (b + 1) * size))
+            keys.append((prefix_key(keys[-1][0] if keys else None, tokens), tokens))
+        return keys[:n]
+
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         """Blocks holding the KV of ``seq``'s leading full blocks; at least one token is left to
         compute (its logits give the next token)."""
-        size, hits = self.block_size, []
-        key: int | None = None
-        for b in range((seq.num_tokens - 1) // size):
-            tokens = tuple(seq.tokens(b * size, (b + 1) * size))
-            key = prefix_key(key, tokens)
+        hits = []
+        for key, tokens in self._keys(seq, (seq.num_tokens - 1) // self.block_size):
             block_id = self._by_hash.get(key)
             if block_id is None or self.blocks[block_id].tokens != tokens:
                 break
@@ -120,16 +125,12 @@ class BlockManager:
         """Key the full blocks whose KV is now computed, so later prompts can share them."""
         if not self.prefix_caching:
             return
-        size = self.block_size
-        done = min(seq.num_computed // size, len(seq.block_table))
+        done = min(seq.num_computed // self.block_size, len(seq.block_table))
         start = self._hashed.get(seq.seq_id, 0)
         if done <= start:
             return
-        key = self.blocks[seq.block_table[start - 1]].key if start else None
-        for b in range(start, done):
+        for b, (key, tokens) in enumerate(self._keys(seq, done)[start:], start):
             block = self.blocks[seq.block_table[b]]
-            tokens = tuple(seq.tokens(b * size, (b + 1) * size))
-            key = prefix_key(key, tokens)
             if block.key is None:
                 block.key, block.tokens = key, tokens
                 self._by_hash.setdefault(key, block.block_id)
@@ -149,3 +150,7 @@ class BlockManager:
                     self._free.move_to_end(block_id, last=False)
         seq.block_table = []
         self._hashed.pop(seq.seq_id, None)
+
+    def forget(self, seq: Sequence) -> None:
+        """``seq`` has ended: drop what was kept of it (its blocks are returned by ``free``)."""
+        self._seq_keys.pop(seq.seq_id, None)

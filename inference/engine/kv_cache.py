@@ -22,7 +22,6 @@ class KVPool:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self.bytes_per_token = layers * 2 * kv_heads * head_dim * self.k.element_size()
 
     @property
     def nbytes(self) -> int:

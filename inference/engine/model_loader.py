@@ -8,6 +8,7 @@ hash; later starts load the cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -84,8 +85,10 @@ def locate_model(model_path: str | os.PathLike[str] | None) -> ModelSource:
     raise ModelNotFound(f"model_path {str(path)!r} does not exist.{hint}")
 
 
+@functools.cache
 def file_digest(path: Path) -> str:
-    """First 16 hex digits of the file's SHA-256."""
+    """First 16 hex digits of the file's SHA-256 (read once per process: the dequantized and the
+    4-bit caches are both keyed on it)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 22):

@@ -11,10 +11,12 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..boundary import SamplingParams
 from .config import EngineConfig
@@ -110,42 +112,41 @@ def calibration(llama: Llama, path: Path) -> tuple[int, int]:
 def calibrate_int4_rows(llama: Llama) -> int:
     """The largest step (tokens) for which the int4 kernel beats the dense one, timed here on the
     largest projection: weight-only 4-bit wins while a step is memory-bound, dense fp32 once it
-    is compute-bound. The crossover depends on the CPU, so it is measured (alternating the two
-    kernels, best of five), not assumed; it takes about a second."""
+    is compute-bound. The crossover depends on the CPU, so it is measured, not assumed."""
     proj = llama.layers[0].gate_up
     assert isinstance(proj, Int4)
-    best = 0
-    with torch.inference_mode():
-        for rows in CALIBRATION_ROWS:
-            x = torch.randn(rows, llama.shape.hidden)
-            int4, dense = [], []
-            for _ in range(5):
-                int4.append(_time(lambda x=x: proj(x, True), 6))
-                dense.append(_time(lambda x=x: proj.dense(x, False), 6))
-            if min(int4) >= min(dense):
-                break
-            best = rows
+    best = crossover(CALIBRATION_ROWS, llama.shape.hidden, lambda x: proj(x, True), lambda x: proj.dense(x, False),
+                     repeats=5, reps=6)
     log.info("int4 kernel for steps of up to %d tokens, dense above", best)
     return max(best, 1)
 
 
 def calibrate_bf16_head_rows(llama: Llama) -> int:
-    """Up to how many rows the bf16 head (half the bytes of fp32) beats the fp32 one; measured
-    like ``calibrate_int4_rows`` (bf16 GEMMs lose fast past a few rows on CPUs without AVX-512 BF16)."""
+    """Up to how many rows the bf16 head (half the bytes of fp32) beats the fp32 one (bf16 GEMMs
+    lose fast past a few rows on CPUs without AVX-512 BF16)."""
     head, head_bf16 = llama.lm_head, llama.lm_head_bf16
     assert head_bf16 is not None
+    best = crossover((1, 2, 4, 8), llama.shape.hidden, lambda x: F.linear(x.to(torch.bfloat16), head_bf16),
+                     lambda x: F.linear(x, head), repeats=3, reps=2)
+    log.info("bf16 head for steps sampling up to %d rows, fp32 above", best)
+    return best
+
+
+def crossover(sizes: tuple[int, ...], width: int, fast: Callable[[torch.Tensor], object],
+              slow: Callable[[torch.Tensor], object], repeats: int, reps: int) -> int:
+    """The largest of ``sizes`` (rows, increasing) up to which ``fast`` beats ``slow``, 0 if none:
+    the two alternate, best of ``repeats`` timings of ``reps`` calls each."""
     best = 0
     with torch.inference_mode():
-        for rows in (1, 2, 4, 8):
-            x = torch.randn(rows, llama.shape.hidden)
-            bf16, fp32 = [], []
-            for _ in range(3):
-                bf16.append(_time(lambda x=x: torch.nn.functional.linear(x.to(torch.bfloat16), head_bf16), 2))
-                fp32.append(_time(lambda x=x: torch.nn.functional.linear(x, head), 2))
-            if min(bf16) >= min(fp32):
+        for rows in sizes:
+            x = torch.randn(rows, width)
+            fast_s, slow_s = [], []
+            for _ in range(repeats):
+                fast_s.append(_time(lambda x=x: fast(x), reps))
+                slow_s.append(_time(lambda x=x: slow(x), reps))
+            if min(fast_s) >= min(slow_s):
                 break
             best = rows
-    log.info("bf16 head for steps sampling up to %d rows, fp32 above", best)
     return best
 
 

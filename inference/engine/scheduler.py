@@ -121,5 +121,6 @@ class Scheduler:
         elif seq.status is Status.RUNNING:
             self.running.remove(seq)
             self.blocks.free(seq)
+        self.blocks.forget(seq)
         seq.status = Status.FINISHED
         seq.finish_reason = reason
