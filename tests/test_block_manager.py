@@ -90,3 +90,25 @@ def test_without_prefix_caching_nothing_is_shared():
     bm.allocate(a)
     computed(bm, a)
     assert bm.allocate(seq(1, list(range(9)))) == 0
+
+
+def test_the_cached_count_follows_blocks_through_sharing_eviction_and_frees():
+    """``stats().cached`` is kept as blocks move (it is read every step); it must equal a recount."""
+    import random
+
+    rng = random.Random(0)
+    bm = BlockManager(12, SIZE)
+    live: list[Sequence] = []
+    for i in range(300):
+        new = seq(i, [rng.randrange(3) for _ in range(rng.randrange(1, 14))])  # few distinct prefixes
+        if bm.can_allocate(new) and (not live or rng.random() < 0.6):
+            bm.allocate(new)
+            computed(bm, new)
+            live.append(new)
+        elif live:
+            done = live.pop(rng.randrange(len(live)))
+            bm.free(done)
+            bm.forget(done)
+        recount = sum(1 for b in bm.blocks if b.ref_count == 0 and b.key is not None)
+        assert bm.stats().cached == recount
+    assert bm.stats().cached > 0

@@ -1,7 +1,7 @@
-"""``native`` weights (the GGUF's own 4-bit tensors) against ``exact`` (dense fp32), on the real model.
+"""``native`` weights (the GGUF's own blocks) against ``exact`` (dense fp32), on the real model.
 
 The quality test teacher-forces a fixed text of 2,048 tokens through both and forces the native
-kernels (int4 projections, bf16 head) at every position: that is what every decoded token sees.
+kernels (Q4_1 projections, Q8_0 head) at every position: that is what every decoded token sees.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import pytest
 import torch
 from conftest import chat, engine_like
 
-from inference.engine.gguf_weights import q4_1_blocks, read_int4_layers, rotary_row_order
+from inference.engine import kernels as kernels_module
+from inference.engine.config import EngineConfig
+from inference.engine.gguf_weights import Q4Weight, Q8Weight, q4_1_split, q8_0_split, rotary_row_order
 from inference.engine.kv_cache import KVPool, Prefill, StepLayout
 from inference.engine.llm_engine import LLMEngine
 
@@ -56,11 +58,11 @@ def test_native_keeps_top1_agreement_and_perplexity_over_2048_tokens(native: LLM
     assert native.runner.pool.k.dtype == torch.bfloat16  # native keeps KV and computes attention in bf16
     exact = teacher_forced(llm, ids, small=False)
     llama = native.runner.llama
-    rows, llama.bf16_head_rows = llama.bf16_head_rows, CHUNK  # the bf16 head at every position too
+    rows, llama.q8_head_rows = llama.q8_head_rows, CHUNK  # the Q8_0 head at every position too
     try:
         quant = teacher_forced(native, ids, small=True)
     finally:
-        llama.bf16_head_rows = rows
+        llama.q8_head_rows = rows
     agreement = float((exact[:-1].argmax(-1) == quant[:-1].argmax(-1)).float().mean())
     ppl_exact, ppl_native = perplexity(exact, ids), perplexity(quant, ids)
     print(f"top-1 agreement {agreement:.4f}; perplexity exact {ppl_exact:.3f}, native {ppl_native:.3f}")
@@ -69,7 +71,8 @@ def test_native_keeps_top1_agreement_and_perplexity_over_2048_tokens(native: LLM
 
 
 def test_native_weights_are_the_gguf_tensors_exactly(llm: LLMEngine):
-    """Unpacked Q4_1 blocks, rows put back in the Hugging Face order, equal the dequantized model."""
+    """Q4_1 and Q8_0 blocks as split from the file, rows put back in the Hugging Face order, equal
+    the dequantized model bit for bit."""
     import gguf
 
     assert llm.source is not None
@@ -80,23 +83,49 @@ def test_native_weights_are_the_gguf_tensors_exactly(llm: LLMEngine):
     for name, weight, heads in (("attn_q", layer.self_attn.q_proj.weight, cfg.num_attention_heads),
                                 ("attn_k", layer.self_attn.k_proj.weight, cfg.num_key_value_heads),
                                 ("ffn_down", layer.mlp.down_proj.weight, None)):
-        q, d, m = q4_1_blocks(np.asarray(tensors[f"blk.3.{name}.weight"].data))
-        w = (q.reshape(q.shape[0], -1, 32) * d[..., None] + m[..., None]).reshape(q.shape)
+        qs, d, m = (torch.from_numpy(a) for a in q4_1_split(np.asarray(tensors[f"blk.3.{name}.weight"].data)))
+        w = Q4Weight(qs, d, m).dequantize()
         if heads:
             w = w[rotary_row_order(w.shape[0], heads)]
-        assert np.array_equal(w, weight.detach().numpy()), name
+        assert torch.equal(w, weight.detach()), name
+    hq, hd = q8_0_split(np.asarray(tensors["token_embd.weight"].data))
+    assert torch.equal(Q8Weight(torch.from_numpy(hq), torch.from_numpy(hd)).dequantize(), llm.model.lm_head.weight.detach())
 
 
-def test_packed_int4_kernel_computes_the_dequantized_weights(llm: LLMEngine):
-    assert llm.source is not None
-    cfg = llm.model.config
-    packed = read_int4_layers(llm.source.path, 1, cfg.num_attention_heads, cfg.num_key_value_heads)[0]["gate_up"]
-    x = torch.randn(3, cfg.hidden_size)
-    mlp = llm.model.model.layers[0].mlp
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
+def test_block_kernels_compute_the_dense_products(native: LLMEngine, rows: int):
+    """Every tile shape (1 to 4 rows, and several tiles) of the Q4_1 and Q8_0 kernels against
+    ``F.linear`` on the dense weights, which are the same weights dequantized."""
+    llama = native.runner.llama
+    assert llama.kernels is not None and llama.head_q8 is not None
+    proj = llama.layers[0].gate_up
+    x = torch.randn(rows, llama.shape.hidden)
     with torch.inference_mode():
-        want = torch.cat([x @ mlp.gate_proj.weight.T, x @ mlp.up_proj.weight.T], dim=-1)
-        got = torch.ops.aten._weight_int4pack_mm_for_cpu(x.bfloat16(), packed.packed, 32, packed.scales_zeros).float()
-    assert torch.allclose(got, want, atol=0.05 * float(want.abs().max()))
+        for got, want in ((proj(x, True), proj.dense(x, False)),
+                          (llama.kernels.q8_0(x, llama.head_q8), torch.nn.functional.linear(x, llama.lm_head))):
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_q4_kernel_takes_an_odd_number_of_output_features(native: LLMEngine):
+    llama = native.runner.llama
+    assert llama.kernels is not None
+    g = torch.Generator().manual_seed(0)
+    w = Q4Weight(torch.randint(0, 256, (5, 64 * 16), dtype=torch.uint8, generator=g),
+                 torch.rand(5, 64, generator=g) / 100, -torch.rand(5, 64, generator=g) / 50)
+    x = torch.randn(6, 64 * 32, generator=g)
+    torch.testing.assert_close(llama.kernels.q4_1(x, w), x @ w.dequantize().T, rtol=1e-4, atol=1e-4)
+
+
+def test_native_falls_back_to_exact_where_the_kernels_cannot_be_built(llm: LLMEngine, monkeypatch):
+    from inference.engine.model_runner import build_llama
+
+    def unavailable(cache_dir):
+        raise kernels_module.KernelsUnavailable("this CPU lacks avx2")
+
+    monkeypatch.setattr(kernels_module, "load", unavailable)
+    llama, plan = build_llama(llm.model, EngineConfig(weights="native"), llm.source)
+    assert (plan.mode, plan.reason, llama.native) == ("exact", "this CPU lacks avx2", False)
 
 
 def test_native_answers_the_capital_question(native: LLMEngine):
@@ -123,9 +152,42 @@ def run_together(engine: LLMEngine, requests) -> list[str]:
 
 
 def test_native_greedy_answer_alone_equals_its_answer_in_a_batch_of_8(native: LLMEngine):
-    """Each step of a batch of 8 decodes runs the same int4 kernel as a step of one (8 is within
-    the calibrated int4 range, forced here), and rows are computed independently."""
+    """Each step of a batch of 8 decodes runs the same 4-bit kernel as a step of one (8 is within
+    the calibrated range, forced here), and rows are computed independently."""
     engine = engine_like(native, int4_max_rows=8, kv_cache_tokens=4096)
     requests = [chat(p, max_new_tokens=24) for p in PROMPTS]
     alone = [run_alone(engine, r) for r in requests]
     assert run_together(engine, requests) == alone
+
+
+def test_c_decode_attention_equals_torch_over_the_paged_pool(native: LLMEngine):
+    """Sequences of different lengths (within one block, across several, partial last block)
+    with scattered block tables: the C kernel against ``paged_attention``'s torch path, on the
+    same bf16 pool."""
+    from inference.engine.kv_cache import Decodes, paged_attention
+
+    kernels = native.runner.llama.kernels
+    assert kernels is not None
+    g = torch.Generator().manual_seed(1)
+    heads, kv_heads, dim, size = 9, 3, 64, 16
+    pool = KVPool(1, 40, size, kv_heads, dim, torch.bfloat16, torch.device("cpu"))
+    pool.k.copy_(torch.randn(pool.k.shape, generator=g))
+    pool.v.copy_(torch.randn(pool.v.shape, generator=g))
+    lengths = torch.tensor([1, 16, 17, 70, 33])
+    blocks = torch.randperm(40, generator=g)
+    width = 5  # blocks per table, padded with block 0 as the runner does
+    tables = torch.zeros(len(lengths), width, dtype=torch.long)
+    used = 0
+    for b, n in enumerate(lengths.tolist()):
+        need = -(-n // size)
+        tables[b, :need] = blocks[used:used + need]
+        used += need
+    index = torch.tensor([4, 0, 2, 1, 3])  # rows of the packed step, in any order
+    mask = (torch.arange(width * size)[None, :] < lengths[:, None])[:, None, None, :]
+    layout = StepLayout(torch.zeros(0, dtype=torch.long), Decodes(index, tables, lengths, mask), [])
+    q = torch.randn(len(lengths), heads, dim, generator=g)
+    want = paged_attention(pool, 0, layout, q, dim ** -0.5)
+    got = torch.empty_like(want)
+    kernels.decode_attention(q.view(len(lengths), -1), index, tables, lengths, size, pool.k[0], pool.v[0], heads, dim,
+                             dim ** -0.5, got)
+    torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)  # torch rounds to bf16 inside; C stays fp32

@@ -10,7 +10,8 @@ A block nobody references keeps its KV and its key ("cached") until the pool nee
 blocks are reused least recently freed first, and blocks without a key go before cached ones.
 
 Invariants: a block is in ``_free`` exactly when its ``ref_count`` is 0; ``_by_hash`` maps only
-to blocks whose KV is complete for that key.
+to blocks whose KV is complete for that key; ``_cached_free`` counts the free blocks with a key
+(kept as they move, so ``stats``, read every step, costs nothing).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class BlockManager:
         self.prefix_caching = prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self._cached_free = 0
         self._by_hash: dict[int, int] = {}
         self._hashed: dict[int, int] = {}  # seq_id -> how many of its leading blocks carry keys
         self._seq_keys: dict[int, list[tuple[int, tuple[int, ...]]]] = {}  # seq_id -> its full blocks' keys
@@ -56,8 +58,7 @@ class BlockManager:
         return len(self._free)
 
     def stats(self) -> BlockStats:
-        cached = sum(1 for i in self._free if self.blocks[i].key is not None)
-        return BlockStats(len(self.blocks), len(self.blocks) - len(self._free), cached, self.block_size)
+        return BlockStats(len(self.blocks), len(self.blocks) - len(self._free), self._cached_free, self.block_size)
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
@@ -98,6 +99,7 @@ class BlockManager:
             block = self.blocks[block_id]
             if block.ref_count == 0:
                 del self._free[block_id]
+                self._cached_free -= 1
             block.ref_count += 1
         seq.block_table = list(hits)
         self._hashed[seq.seq_id] = len(hits)
@@ -114,6 +116,7 @@ class BlockManager:
             block_id, _ = self._free.popitem(last=False)
             block = self.blocks[block_id]
             if block.key is not None:  # evict the prefix it was keeping
+                self._cached_free -= 1
                 if self._by_hash.get(block.key) == block_id:
                     del self._by_hash[block.key]
                 block.key, block.tokens = None, ()
@@ -148,6 +151,8 @@ class BlockManager:
                 self._free[block_id] = None
                 if block.key is None:
                     self._free.move_to_end(block_id, last=False)
+                else:
+                    self._cached_free += 1
         seq.block_table = []
         self._hashed.pop(seq.seq_id, None)
 

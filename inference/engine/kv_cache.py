@@ -58,6 +58,7 @@ class Decodes:
 
     index: torch.Tensor  # [B] packed index of each decoding token
     tables: torch.Tensor  # [B, blocks]
+    lengths: torch.Tensor  # [B] keys each sees: its sequence's length, this token included
     mask: torch.Tensor  # [B, 1, 1, blocks * size]: key positions below the sequence's length
 
 
@@ -85,11 +86,19 @@ def paged_attention(pool: KVPool, layer: int, step: StepLayout, q: torch.Tensor,
         qd = q[d.index].view(-1, kv_heads, heads // kv_heads, dim)
         o = F.scaled_dot_product_attention(qd, k, v, attn_mask=d.mask, scale=scale)
         out[d.index] = o.reshape(-1, heads, dim).to(out.dtype)
-    for p in step.prefills:
+    prefill_attention(pool, layer, step.prefills, q, scale, out)
+    return out.view(n, heads * dim)
+
+
+def prefill_attention(pool: KVPool, layer: int, prefills: list[Prefill], q: torch.Tensor, scale: float,
+                      out: torch.Tensor) -> None:
+    """Each prompt chunk's queries (rows of ``q [N, heads, dim]``) over its sequence's KV so far,
+    causal within the chunk; results into the same rows of ``out``."""
+    q = q.to(pool.k.dtype)
+    for p in prefills:
         length = p.pos0 + p.end - p.start
         k, v = pool.gather(layer, p.table)
         o = F.scaled_dot_product_attention(
             q[p.start:p.end].transpose(0, 1)[None], k[:, :, :length], v[:, :, :length],
             attn_mask=p.mask, is_causal=p.mask is None, scale=scale, enable_gqa=True)
         out[p.start:p.end] = o[0].transpose(0, 1).to(out.dtype)
-    return out.view(n, heads * dim)

@@ -6,15 +6,16 @@ for a packed row of tokens from many sequences, with the paged KV pool, and with
 may run on the GGUF's 4-bit weights:
 
 - ``exact``: every projection is a dense fp32 ``F.linear``; greedy answers equal ``model.generate``.
-- ``native``: each projection holds the GGUF's Q4_1 weights packed for torch's int4 kernel (bf16
-  activations, fp32 accumulation) and the dense weights beside them. A step of at most
-  ``int4_max_rows`` tokens (decoding: memory-bound, where 4-bit weights are read 7x faster than
-  fp32) runs the int4 kernel; a larger one (prefill, big batches: compute-bound) the dense one.
-  Every row of a kernel is computed independently, so a sequence's answer does not depend on
-  what shares its step, only on which kernel the step's size picks.
+- ``native``: each projection holds the GGUF's Q4_1 blocks as stored, and the dense weights beside
+  them. A step of at most ``int4_max_rows`` tokens (decoding: memory-bound, where 4.5-bit weights
+  are read 7x faster than fp32) runs the block kernel; a larger one (prefill, big batches:
+  compute-bound) the dense one. The head runs on the GGUF's Q8_0 blocks for up to ``q8_head_rows``
+  sampled rows. The kernels dequantize each weight exactly as the dense model holds it and compute
+  in fp32, so the two modes differ only in the order of the sums (and native's bf16 KV cache).
+  Every row of a kernel is computed independently, so a sequence's answer does not depend on what
+  shares its step, only on which kernel the step's size picks.
 
-Norms, rotary embedding, attention, the residual stream and the (tied, Q8_0-exact) lm_head stay
-fp32 in both modes.
+Norms, rotary embedding, the residual stream and every accumulation stay fp32 in both modes.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from .gguf_weights import GROUP_SIZE, Int4Weight
-from .kv_cache import KVPool, StepLayout, paged_attention
-
-RESCORED_LOGITS = 16  # per row, recomputed in fp32 after the bf16 head
+from .gguf_weights import NativeWeights, Q4Weight
+from .kernels import Kernels
+from .kv_cache import KVPool, StepLayout, paged_attention, prefill_attention
 
 
 class Projection(Protocol):
@@ -47,19 +47,23 @@ class Dense:
         return torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
 
 
-class Int4:
-    """The GGUF's 4-bit weights for small steps, ``dense`` for the others."""
+class Quantized:
+    """The GGUF's Q4_1 blocks for small steps, ``dense`` for the others."""
 
-    def __init__(self, weight: Int4Weight, dense: Dense) -> None:
+    def __init__(self, weight: Q4Weight, dense: Dense, kernels: Kernels) -> None:
         self.weight = weight
         self.dense = dense
+        self.kernels = kernels
 
     def __call__(self, x: torch.Tensor, small: bool) -> torch.Tensor:
-        if not small:
-            return self.dense(x, small)
-        w = self.weight
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.to(torch.bfloat16), w.packed, GROUP_SIZE, w.scales_zeros).float()
+        return self.kernels.q4_1(x, self.weight) if small else self.dense(x, small)
+
+    def add_into(self, x: torch.Tensor, out: torch.Tensor, small: bool) -> None:
+        """``out += x @ W.T`` (the residual stream, in place)."""
+        if small:
+            self.kernels.q4_1(x, self.weight, out=out)
+        else:
+            out.add_(self.dense(x, small))
 
 
 @dataclass
@@ -91,22 +95,22 @@ class Shape:
 
 
 class Llama:
-    def __init__(self, model: Any, int4_layers: list[dict[str, Int4Weight]] | None = None,
+    def __init__(self, model: Any, native: NativeWeights | None = None, kernels: Kernels | None = None,
                  int4_max_rows: int = 0) -> None:
-        """Wrap a transformers ``LlamaForCausalLM`` (its tensors, shared); with ``int4_layers``
-        (from ``gguf_weights``) the projections of steps up to ``int4_max_rows`` tokens run in 4 bits."""
+        """Wrap a transformers ``LlamaForCausalLM`` (its tensors, shared); with ``native`` weights
+        (from ``gguf_weights``) and ``kernels``, the projections of steps up to ``int4_max_rows``
+        tokens run on the GGUF's 4-bit blocks."""
         self.shape = shape = Shape.of(model.config)
         inner = model.model
         self.embed: torch.Tensor = inner.embed_tokens.weight
         self.lm_head: torch.Tensor = model.lm_head.weight
         self.norm: torch.Tensor = inner.norm.weight
-        self.int4_max_rows = int4_max_rows if int4_layers else 0
-        # Small steps read the tied head in bf16 (half the bytes); each row's likeliest logits are
-        # then recomputed in fp32, so greedy picks and the top of the distribution stay fp32.
-        # bf16 GEMMs are slow past a row or two on CPUs without AVX-512 BF16: ``bf16_head_rows``
-        # (measured) says up to how many rows the bf16 head is the faster one.
-        self.lm_head_bf16 = self.lm_head.to(torch.bfloat16) if int4_layers else None
-        self.bf16_head_rows = 1 if int4_layers else 0
+        self.kernels = kernels if native else None
+        self.int4_max_rows = int4_max_rows if self.kernels else 0
+        # The head's Q8_0 blocks are the dense head exactly, at 8.5 bits a weight instead of 32:
+        # ``q8_head_rows`` (measured) says up to how many sampled rows their kernel is the faster one.
+        self.head_q8 = native.head if native and self.kernels else None
+        self.q8_head_rows = 0
         self.layers: list[Layer] = []
         for i, block in enumerate(inner.layers):
             attn, mlp = block.self_attn, block.mlp
@@ -115,8 +119,8 @@ class Llama:
                      "gate_up": Dense(mlp.gate_proj.weight, mlp.up_proj.weight),
                      "down": Dense(mlp.down_proj.weight)}
             proj: dict[str, Projection] = dict(dense)
-            if int4_layers:
-                proj = {name: Int4(int4_layers[i][name], d) for name, d in dense.items()}
+            if native and kernels:
+                proj = {name: Quantized(native.layers[i][name], d, kernels) for name, d in dense.items()}
             self.layers.append(Layer(block.input_layernorm.weight, block.post_attention_layernorm.weight,
                                      proj["qkv"], proj["o"], proj["gate_up"], proj["down"]))
         inv_freq = inner.rotary_emb.inv_freq.float()
@@ -136,9 +140,21 @@ class Llama:
                 logits_index: torch.Tensor, small: bool | None = None) -> torch.Tensor:
         """Logits ``[len(logits_index), vocab]`` for packed tokens ``ids`` at ``positions``;
         their keys and values go into ``pool`` as ``layout`` says. ``small`` forces the kernel choice."""
-        s = self.shape
         if small is None:
             small = ids.shape[0] <= self.int4_max_rows
+        if self.kernels is not None and pool.k.dtype == torch.bfloat16:
+            x = self._native_layers(ids, positions, layout, pool, small, self.kernels)
+        else:
+            x = self._layers(ids, positions, layout, pool, small)
+        x = F.rms_norm(x[logits_index], (self.shape.hidden,), self.norm, self.shape.eps)
+        if self.kernels is not None and self.head_q8 is not None and x.shape[0] <= self.q8_head_rows:
+            return self.kernels.q8_0(x, self.head_q8)
+        return F.linear(x, self.lm_head)
+
+    def _layers(self, ids: torch.Tensor, positions: torch.Tensor, layout: StepLayout, pool: KVPool,
+                small: bool) -> torch.Tensor:
+        """The decoder layers in torch ops: the residual stream after the last one."""
+        s = self.shape
         n = ids.shape[0]
         x = F.embedding(ids, self.embed)
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
@@ -154,13 +170,33 @@ class Llama:
             h = F.rms_norm(x, (s.hidden,), layer.mlp_norm, s.eps)
             gate, up = layer.gate_up(h, small).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up, small)
-        x = F.rms_norm(x[logits_index], (s.hidden,), self.norm, s.eps)
-        if not small or self.lm_head_bf16 is None or x.shape[0] > self.bf16_head_rows:
-            return F.linear(x, self.lm_head)
-        logits = F.linear(x.to(torch.bfloat16), self.lm_head_bf16).float()
-        top = logits.topk(RESCORED_LOGITS, dim=-1).indices
-        exact = torch.einsum("rd,rkd->rk", x, self.lm_head[top])
-        return logits.scatter_(1, top, exact)
+        return x
+
+    def _native_layers(self, ids: torch.Tensor, positions: torch.Tensor, layout: StepLayout, pool: KVPool,
+                       small: bool, k: Kernels) -> torch.Tensor:
+        """The same layers with the C kernels for everything but dense projections and prompt
+        attention: a handful of calls per layer instead of some thirty torch ops, which is most
+        of a one-token step's time otherwise. Needs the bf16 pool (native's ``auto`` KV dtype)."""
+        s = self.shape
+        n = ids.shape[0]
+        q_dim, kv_dim = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        x = F.embedding(ids, self.embed)  # owned and contiguous: the projections add into it
+        d = layout.decodes
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer.o, Quantized) and isinstance(layer.down, Quantized)
+            qkv = layer.qkv(k.rms_norm(x, layer.attn_norm, s.eps), small)
+            k.rope(qkv, s.heads + s.kv_heads, s.head_dim, positions, self.cos, self.sin)
+            k.kv_write(qkv, q_dim, q_dim + kv_dim, kv_dim, layout.slots, pool.k[i], pool.v[i])
+            attn = x.new_empty(n, q_dim)
+            if d is not None:
+                k.decode_attention(qkv, d.index, d.tables, d.lengths, pool.block_size, pool.k[i], pool.v[i],
+                                   s.heads, s.head_dim, self.scale, attn)
+            if layout.prefills:
+                prefill_attention(pool, i, layout.prefills, qkv[:, :q_dim].view(n, s.heads, s.head_dim), self.scale,
+                                  attn.view(n, s.heads, s.head_dim))
+            layer.o.add_into(attn, x, small)
+            layer.down.add_into(k.silu_mul(layer.gate_up(k.rms_norm(x, layer.mlp_norm, s.eps), small)), x, small)
+        return x
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..boundary import SamplingParams
 from .config import EngineConfig
 from .kv_cache import Decodes, KVPool, Prefill, StepLayout
-from .llama import Int4, Llama
+from .llama import Llama, Quantized
 from .model_loader import ModelSource, file_digest
 from .scheduler import Scheduled
 from .sequence import Sequence
@@ -29,7 +29,8 @@ from .structured import FormatMasks  # structured output (issue 15)
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_ROWS = (1, 2, 4, 6, 8, 12, 16, 24, 32)
+INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+HEAD_CALIBRATION_ROWS = (1, 4, 16, 64, 128, 256)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def weights_plan(config: EngineConfig, source: ModelSource | None, device: torch
         return WeightsPlan("exact", "WEIGHTS=exact")
     if device.type != "cpu":
         if config.weights == "native":
-            log.warning("WEIGHTS=native runs the CPU int4 kernel; on %s the exact weights are used", device)
+            log.warning("WEIGHTS=native runs CPU block kernels; on %s the exact weights are used", device)
         return WeightsPlan("exact", f"{device.type}: its own dense kernels")
     if source is None or source.kind != "gguf":
         return WeightsPlan("exact", "not a GGUF file: no quantized weights to use")
@@ -59,26 +60,30 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
     plan = weights_plan(config, source, device)
     if plan.mode == "exact" or source is None:
         return Llama(model), plan
-    from .gguf_weights import UnsupportedQuantization, load_int4_layers
+    from .gguf_weights import UnsupportedQuantization, load_native_weights
+    from .kernels import KernelsUnavailable, load
 
     shape = model.config
     try:
-        int4 = load_int4_layers(source.path, file_digest(source.path), config.model_cache_dir,
-                                shape.num_hidden_layers, shape.num_attention_heads, shape.num_key_value_heads)
-    except UnsupportedQuantization as exc:
+        kernels = load(config.model_cache_dir)
+        native = load_native_weights(source.path, file_digest(source.path), config.model_cache_dir,
+                                     shape.num_hidden_layers, shape.num_attention_heads, shape.num_key_value_heads)
+    except (UnsupportedQuantization, KernelsUnavailable) as exc:
         log.warning("native weights unavailable (%s); using exact weights", exc)
         return Llama(model), WeightsPlan("exact", str(exc))
-    llama = Llama(model, int4, int4_max_rows=1)
+    llama = Llama(model, native, kernels, int4_max_rows=1)
     int4_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration.json")
     llama.int4_max_rows = config.int4_max_rows or int4_rows
-    llama.bf16_head_rows = head_rows
+    llama.q8_head_rows = head_rows
     return llama, plan
 
 
 def machine_key() -> str:
-    """What the kernel crossovers depend on: the CPU, torch's threads, torch's version."""
+    """What the kernel crossovers depend on: the CPU, torch's threads and version, our kernels' build."""
+    from .kernels import digest
+
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
-    return f"{cpu or platform.machine()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    return f"{cpu or platform.machine()}|threads={torch.get_num_threads()}|torch={torch.__version__}|kernels={digest()}"
 
 
 def _cpuinfo() -> list[str]:
@@ -89,20 +94,20 @@ def _cpuinfo() -> list[str]:
 
 
 def calibration(llama: Llama, path: Path) -> tuple[int, int]:
-    """``(int4_max_rows, bf16_head_rows)``, measured on this machine once (about 2 s, at ``warm``
+    """``(int4_max_rows, q8_head_rows)``, measured on this machine once (about 2 s, at ``warm``
     or the first start) and kept in ``path`` for this CPU, thread count and torch version."""
     key = machine_key()
     try:
         saved = json.loads(path.read_text())
         if saved.get("machine") == key:
-            return int(saved["int4_max_rows"]), int(saved["bf16_head_rows"])
+            return int(saved["int4_max_rows"]), int(saved["q8_head_rows"])
     except (OSError, ValueError, KeyError):
         pass
-    rows = calibrate_int4_rows(llama), calibrate_bf16_head_rows(llama)
+    rows = calibrate_int4_rows(llama), calibrate_q8_head_rows(llama)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machine": key, "int4_max_rows": rows[0], "bf16_head_rows": rows[1]}))
+        tmp.write_text(json.dumps({"machine": key, "int4_max_rows": rows[0], "q8_head_rows": rows[1]}))
         tmp.replace(path)
     except OSError as exc:
         log.warning("could not keep the kernel calibration in %s: %s", path, exc)
@@ -110,25 +115,25 @@ def calibration(llama: Llama, path: Path) -> tuple[int, int]:
 
 
 def calibrate_int4_rows(llama: Llama) -> int:
-    """The largest step (tokens) for which the int4 kernel beats the dense one, timed here on the
-    largest projection: weight-only 4-bit wins while a step is memory-bound, dense fp32 once it
+    """The largest step (tokens) for which the 4-bit kernel beats the dense one, timed here on the
+    largest projection: 4-bit weights win while a step is memory-bound, dense fp32 (MKL) once it
     is compute-bound. The crossover depends on the CPU, so it is measured, not assumed."""
     proj = llama.layers[0].gate_up
-    assert isinstance(proj, Int4)
-    best = crossover(CALIBRATION_ROWS, llama.shape.hidden, lambda x: proj(x, True), lambda x: proj.dense(x, False),
+    assert isinstance(proj, Quantized)
+    best = crossover(INT4_CALIBRATION_ROWS, llama.shape.hidden, lambda x: proj(x, True), lambda x: proj.dense(x, False),
                      repeats=5, reps=6)
-    log.info("int4 kernel for steps of up to %d tokens, dense above", best)
+    log.info("4-bit kernel for steps of up to %d tokens, dense above", best)
     return max(best, 1)
 
 
-def calibrate_bf16_head_rows(llama: Llama) -> int:
-    """Up to how many rows the bf16 head (half the bytes of fp32) beats the fp32 one (bf16 GEMMs
-    lose fast past a few rows on CPUs without AVX-512 BF16)."""
-    head, head_bf16 = llama.lm_head, llama.lm_head_bf16
-    assert head_bf16 is not None
-    best = crossover((1, 2, 4, 8), llama.shape.hidden, lambda x: F.linear(x.to(torch.bfloat16), head_bf16),
+def calibrate_q8_head_rows(llama: Llama) -> int:
+    """Up to how many sampled rows the Q8_0 head (a quarter of fp32's bytes) beats the fp32 one."""
+    kernels, head_q8, head = llama.kernels, llama.head_q8, llama.lm_head
+    if kernels is None or head_q8 is None:
+        return 0
+    best = crossover(HEAD_CALIBRATION_ROWS, llama.shape.hidden, lambda x: kernels.q8_0(x, head_q8),
                      lambda x: F.linear(x, head), repeats=3, reps=2)
-    log.info("bf16 head for steps sampling up to %d rows, fp32 above", best)
+    log.info("Q8_0 head for steps sampling up to %d rows, fp32 above", best)
     return best
 
 
@@ -218,7 +223,7 @@ class ModelRunner:
         longest = int(lengths.max())
         tables = self._tables([d[1] for d in decodes], longest)
         mask = torch.arange(tables.shape[1] * self.block_size)[None, :] < lengths[:, None]
-        return Decodes(self._long([d[0] for d in decodes]), tables,
+        return Decodes(self._long([d[0] for d in decodes]), tables, lengths.to(self.device),
                        mask[:, None, None, :].to(self.device))
 
     def _prefix_mask(self, pos0: int, n: int) -> torch.Tensor | None:

@@ -1,0 +1,240 @@
+/* y[M,N] = x[M,K] . W[N,K]^T with W as a GGUF stores it (Q4_1 or Q8_0, blocks of 32 along K): fp32
+ * activations, fp32 accumulation, each weight dequantized in registers exactly as the dequantized
+ * model holds it (d * q + m, rounded twice: no FMA contraction). AVX2 + FMA, OpenMP over output
+ * features (torch's own OpenMP runtime once torch is loaded).
+ *
+ * A tile is 2 output features x MT rows of x: its 4 dequantized vectors serve every row of the tile,
+ * so a step of a few rows reads and unpacks the 4-bit weights once per MT rows. Built and loaded by
+ * kernels.py. */
+#include <immintrin.h>
+#include <stdint.h>
+
+#define QK 32
+#define MT 4 /* rows of x per tile */
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Two output features n, n+1 (w1 may equal w0 for an odd tail) over rows r0..r0+mt-1; each step of
+ * the inner loop covers weights h*8..h*8+7 (a) and 16+h*8..16+h*8+7 (b) of block g. */
+#define TILE_BODY(DEQ)                                                                   \
+    __m256 acc0[MT], acc1[MT];                                                           \
+    for (int r = 0; r < MT; r++) { acc0[r] = _mm256_setzero_ps(); acc1[r] = _mm256_setzero_ps(); } \
+    for (int g = 0; g < G; g++) {                                                        \
+        for (int h = 0; h < 2; h++) {                                                    \
+            __m256 w0a, w0b, w1a, w1b;                                                   \
+            DEQ                                                                          \
+            for (int r = 0; r < MT; r++) {                                               \
+                if (r < mt) {                                                            \
+                    const float *xr = x + (int64_t)(r0 + r) * K + g * QK + h * 8;        \
+                    __m256 xa = _mm256_loadu_ps(xr), xb = _mm256_loadu_ps(xr + 16);      \
+                    acc0[r] = _mm256_fmadd_ps(w0a, xa, acc0[r]);                         \
+                    acc1[r] = _mm256_fmadd_ps(w1a, xa, acc1[r]);                         \
+                    acc0[r] = _mm256_fmadd_ps(w0b, xb, acc0[r]);                         \
+                    acc1[r] = _mm256_fmadd_ps(w1b, xb, acc1[r]);                         \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    for (int r = 0; r < mt; r++) {                                                       \
+        float *yr = y + (int64_t)(r0 + r) * N + n;                                       \
+        yr[0] = (add ? yr[0] : 0.0f) + hsum(acc0[r]);                                    \
+        if (two) yr[1] = (add ? yr[1] : 0.0f) + hsum(acc1[r]);                           \
+    }
+
+/* Q4_1: byte j of a block holds weight j (low nibble) and weight j + 16 (high nibble). */
+#define Q4_PAIR(WA, WB, Q, D, M)                                                         \
+    {                                                                                    \
+        __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * 16 + h * 8))); \
+        __m256 dv = _mm256_set1_ps((D)[g]), mv = _mm256_set1_ps((M)[g]);                  \
+        WA = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15))), dv), mv); \
+        WB = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), dv), mv); \
+    }
+#define Q8_PAIR(WA, WB, Q, D)                                                            \
+    {                                                                                    \
+        __m256 dv = _mm256_set1_ps((D)[g]);                                              \
+        WA = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * QK + h * 8)))), dv); \
+        WB = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * QK + 16 + h * 8)))), dv); \
+    }
+
+static inline __attribute__((always_inline)) void q4_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
+        const uint8_t *qs, const float *d, const float *m, int64_t n, int two, int add, float *y) {
+    const int G = (int)(K / QK);
+    const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
+    const float *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
+    TILE_BODY(Q4_PAIR(w0a, w0b, q0, d0, m0) Q4_PAIR(w1a, w1b, q1, d1, m1))
+}
+
+static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
+        const int8_t *qs, const float *d, int64_t n, int two, int add, float *y) {
+    const int G = (int)(K / QK);
+    const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
+    const float *d0 = d + n * G, *d1 = two ? d0 + G : d0;
+    TILE_BODY(Q8_PAIR(w0a, w0b, q0, d0) Q8_PAIR(w1a, w1b, q1, d1))
+}
+
+/* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T. */
+void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const float *d, const float *m,
+                 int64_t N, float *y, int add) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        int two = n + 1 < N;
+        for (int r0 = 0; r0 < M; r0 += MT) {
+            int mt = M - r0 < MT ? (int)(M - r0) : MT;
+            switch (mt) {
+                case 1: q4_tile(x, K, N, r0, 1, qs, d, m, n, two, add, y); break;
+                case 2: q4_tile(x, K, N, r0, 2, qs, d, m, n, two, add, y); break;
+                case 3: q4_tile(x, K, N, r0, 3, qs, d, m, n, two, add, y); break;
+                default: q4_tile(x, K, N, r0, MT, qs, d, m, n, two, add, y); break;
+            }
+        }
+    }
+}
+
+/* qs [N, K] int8, d [N, K/32]. */
+void q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y, int add) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        int two = n + 1 < N;
+        for (int r0 = 0; r0 < M; r0 += MT) {
+            int mt = M - r0 < MT ? (int)(M - r0) : MT;
+            switch (mt) {
+                case 1: q8_tile(x, K, N, r0, 1, qs, d, n, two, add, y); break;
+                case 2: q8_tile(x, K, N, r0, 2, qs, d, n, two, add, y); break;
+                case 3: q8_tile(x, K, N, r0, 3, qs, d, n, two, add, y); break;
+                default: q8_tile(x, K, N, r0, MT, qs, d, n, two, add, y); break;
+            }
+        }
+    }
+}
+
+/* ---- the rest of a layer, for native steps: fp32 activations, bf16 KV pool ---- */
+
+static inline uint16_t to_bf16(float f) { /* round to nearest even, as torch's .to(torch.bfloat16) */
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline __m256 bf16x8(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w, per row of K (K % 8 == 0). */
+void rms_norm(const float *x, int64_t M, int64_t K, const float *w, float eps, float *y) {
+    #pragma omp parallel for schedule(static) if (M > 8)
+    for (int64_t r = 0; r < M; r++) {
+        const float *xr = x + r * K;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k += 8) {
+            __m256 v = _mm256_loadu_ps(xr + k);
+            acc = _mm256_fmadd_ps(v, v, acc);
+        }
+        __m256 s = _mm256_set1_ps(1.0f / __builtin_sqrtf(hsum(acc) / (float)K + eps));
+        for (int64_t k = 0; k < K; k += 8)
+            _mm256_storeu_ps(y + r * K + k, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k), s), _mm256_loadu_ps(w + k)));
+    }
+}
+
+/* In place on the first `heads` heads of each row (row stride `stride`): x * cos + rotate_half(x) * sin,
+ * with cos and sin rows [max_pos, dim] taken at each row's position. */
+void rope(float *x, int64_t M, int64_t stride, int64_t heads, int64_t dim, const int64_t *pos,
+          const float *cos, const float *sin) {
+    const int64_t half = dim / 2;
+    #pragma omp parallel for schedule(static) if (M > 8)
+    for (int64_t r = 0; r < M; r++) {
+        const float *c = cos + pos[r] * dim, *s = sin + pos[r] * dim;
+        for (int64_t h = 0; h < heads; h++) {
+            float *v = x + r * stride + h * dim;
+            for (int64_t i = 0; i < half; i += 8) {
+                __m256 a = _mm256_loadu_ps(v + i), b = _mm256_loadu_ps(v + half + i);
+                __m256 ra = _mm256_sub_ps(_mm256_mul_ps(a, _mm256_loadu_ps(c + i)), _mm256_mul_ps(b, _mm256_loadu_ps(s + i)));
+                __m256 rb = _mm256_add_ps(_mm256_mul_ps(b, _mm256_loadu_ps(c + half + i)), _mm256_mul_ps(a, _mm256_loadu_ps(s + half + i)));
+                _mm256_storeu_ps(v + i, ra);
+                _mm256_storeu_ps(v + half + i, rb);
+            }
+        }
+    }
+}
+
+/* Row r's `width` floats at x + r * stride + k_off (keys) and + v_off (values) go, as bf16, to pool
+ * rows slots[r] (each `width` wide). */
+void kv_write(const float *x, int64_t M, int64_t stride, int64_t k_off, int64_t v_off, int64_t width,
+              const int64_t *slots, uint16_t *kpool, uint16_t *vpool) {
+    for (int64_t r = 0; r < M; r++) {
+        const float *k = x + r * stride + k_off, *v = x + r * stride + v_off;
+        uint16_t *kd = kpool + slots[r] * width, *vd = vpool + slots[r] * width;
+        for (int64_t j = 0; j < width; j++) {
+            kd[j] = to_bf16(k[j]);
+            vd[j] = to_bf16(v[j]);
+        }
+    }
+}
+
+/* y[r, :I] = silu(x[r, :I]) * x[r, I:2I]. */
+void silu_mul(const float *x, int64_t M, int64_t I, float *y) {
+    #pragma omp parallel for schedule(static) if (M > 8)
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t i = 0; i < I; i++) {
+            float g = x[r * 2 * I + i];
+            y[r * I + i] = g / (1.0f + __builtin_expf(-g)) * x[r * 2 * I + I + i];
+        }
+}
+
+/* Decode attention over the paged bf16 pool: sequence b's one query (row index[b] of q, row stride
+ * q_stride, `heads` heads of `dim`) attends to its first lengths[b] keys, found through its block
+ * table tables[b] (row stride t_stride); grouped query heads share a KV head. out rows as q rows,
+ * heads * dim wide. Scores, softmax and sums in fp32. */
+void decode_attention(const float *q, int64_t q_stride, const int64_t *index, int64_t B,
+                      const int64_t *tables, int64_t t_stride, const int64_t *lengths, int64_t block_size,
+                      const uint16_t *kpool, const uint16_t *vpool, int64_t heads, int64_t kv_heads, int64_t dim,
+                      float scale, float *out) {
+    const int64_t group = heads / kv_heads;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (B * kv_heads > 2)
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t kh = 0; kh < kv_heads; kh++) {
+            const int64_t L = lengths[b];
+            const int64_t *table = tables + b * t_stride;
+            float *scores = (float *)__builtin_alloca(sizeof(float) * (size_t)(L * group));
+            float acc[group * dim];
+            for (int64_t h = 0; h < group; h++) {
+                const float *qh = q + index[b] * q_stride + (kh * group + h) * dim;
+                float mx = -__builtin_inff();
+                for (int64_t t = 0; t < L; t++) {
+                    const uint16_t *k = kpool + ((table[t / block_size] * block_size + t % block_size) * kv_heads + kh) * dim;
+                    __m256 a = _mm256_setzero_ps();
+                    for (int64_t i = 0; i < dim; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), bf16x8(k + i), a);
+                    float sc = hsum(a) * scale;
+                    scores[h * L + t] = sc;
+                    if (sc > mx) mx = sc;
+                }
+                float sum = 0.0f;
+                for (int64_t t = 0; t < L; t++) {
+                    float e = __builtin_expf(scores[h * L + t] - mx);
+                    scores[h * L + t] = e;
+                    sum += e;
+                }
+                for (int64_t t = 0; t < L; t++) scores[h * L + t] /= sum;
+                for (int64_t i = 0; i < dim; i++) acc[h * dim + i] = 0.0f;
+            }
+            for (int64_t t = 0; t < L; t++) {
+                const uint16_t *v = vpool + ((table[t / block_size] * block_size + t % block_size) * kv_heads + kh) * dim;
+                for (int64_t i = 0; i < dim; i += 8) {
+                    __m256 vv = bf16x8(v + i);
+                    for (int64_t h = 0; h < group; h++) {
+                        __m256 p = _mm256_set1_ps(scores[h * L + t]);
+                        _mm256_storeu_ps(acc + h * dim + i, _mm256_fmadd_ps(p, vv, _mm256_loadu_ps(acc + h * dim + i)));
+                    }
+                }
+            }
+            for (int64_t h = 0; h < group; h++)
+                for (int64_t i = 0; i < dim; i++)
+                    out[index[b] * heads * dim + (kh * group + h) * dim + i] = acc[h * dim + i];
+        }
+    }
+}
