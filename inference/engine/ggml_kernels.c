@@ -176,20 +176,44 @@ void kv_write(const float *x, int64_t M, int64_t stride, int64_t k_off, int64_t 
     }
 }
 
-/* y[r, :I] = silu(x[r, :I]) * x[r, I:2I]. */
+/* e^x for 8 floats (Cephes' polynomial, as in avx_mathfun): relative error about 2e-7; inputs
+ * below -87 give 0 (softmax and silu feed it only x <= 0 or clamp it). */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    x = _mm256_add_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(2.12194440e-4f)));
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(y, x), x), x), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* y[r, :I] = silu(x[r, :I]) * x[r, I:2I] (I % 8 == 0). */
 void silu_mul(const float *x, int64_t M, int64_t I, float *y) {
-    #pragma omp parallel for schedule(static) if (M > 8)
+    #pragma omp parallel for schedule(static) if (M > 4)
     for (int64_t r = 0; r < M; r++)
-        for (int64_t i = 0; i < I; i++) {
-            float g = x[r * 2 * I + i];
-            y[r * I + i] = g / (1.0f + __builtin_expf(-g)) * x[r * 2 * I + I + i];
+        for (int64_t i = 0; i < I; i += 8) {
+            __m256 g = _mm256_loadu_ps(x + r * 2 * I + i), u = _mm256_loadu_ps(x + r * 2 * I + I + i);
+            __m256 sig = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f),
+                                                                            exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+            _mm256_storeu_ps(y + r * I + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), u));
         }
 }
 
+#define MAX_GROUP 8
+
 /* Decode attention over the paged bf16 pool: sequence b's one query (row index[b] of q, row stride
  * q_stride, `heads` heads of `dim`) attends to its first lengths[b] keys, found through its block
- * table tables[b] (row stride t_stride); grouped query heads share a KV head. out rows as q rows,
- * heads * dim wide. Scores, softmax and sums in fp32. */
+ * table tables[b] (row stride t_stride); the heads sharing a KV head (at most MAX_GROUP) read each
+ * key and value once. out rows as q rows, heads * dim wide. Scores, softmax and sums in fp32;
+ * dim % 8 == 0. */
 void decode_attention(const float *q, int64_t q_stride, const int64_t *index, int64_t B,
                       const int64_t *tables, int64_t t_stride, const int64_t *lengths, int64_t block_size,
                       const uint16_t *kpool, const uint16_t *vpool, int64_t heads, int64_t kv_heads, int64_t dim,
@@ -198,43 +222,58 @@ void decode_attention(const float *q, int64_t q_stride, const int64_t *index, in
     #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (B * kv_heads > 2)
     for (int64_t b = 0; b < B; b++) {
         for (int64_t kh = 0; kh < kv_heads; kh++) {
-            const int64_t L = lengths[b];
+            const int64_t L = lengths[b], Lp = (L + 7) & ~(int64_t)7;
             const int64_t *table = tables + b * t_stride;
-            float *scores = (float *)__builtin_alloca(sizeof(float) * (size_t)(L * group));
-            float acc[group * dim];
+            const float *qb = q + index[b] * q_stride + kh * group * dim;
+            float *scores = (float *)__builtin_alloca(sizeof(float) * (size_t)(Lp * group));
+            float acc[MAX_GROUP * dim];
+            for (int64_t t = 0, blk = 0; t < L; blk++) {
+                const int64_t base = table[blk] * block_size;
+                for (int64_t j = 0; j < block_size && t < L; j++, t++) {
+                    const uint16_t *k = kpool + ((base + j) * kv_heads + kh) * dim;
+                    __m256 a[MAX_GROUP];
+                    for (int64_t h = 0; h < group; h++) a[h] = _mm256_setzero_ps();
+                    for (int64_t i = 0; i < dim; i += 8) {
+                        __m256 kv = bf16x8(k + i);
+                        for (int64_t h = 0; h < group; h++) a[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qb + h * dim + i), kv, a[h]);
+                    }
+                    for (int64_t h = 0; h < group; h++) scores[h * Lp + t] = hsum(a[h]) * scale;
+                }
+            }
+            float inv[MAX_GROUP];
             for (int64_t h = 0; h < group; h++) {
-                const float *qh = q + index[b] * q_stride + (kh * group + h) * dim;
-                float mx = -__builtin_inff();
-                for (int64_t t = 0; t < L; t++) {
-                    const uint16_t *k = kpool + ((table[t / block_size] * block_size + t % block_size) * kv_heads + kh) * dim;
-                    __m256 a = _mm256_setzero_ps();
-                    for (int64_t i = 0; i < dim; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), bf16x8(k + i), a);
-                    float sc = hsum(a) * scale;
-                    scores[h * L + t] = sc;
-                    if (sc > mx) mx = sc;
+                float *sh = scores + h * Lp;
+                for (int64_t t = L; t < Lp; t++) sh[t] = -__builtin_inff();
+                __m256 mv = _mm256_set1_ps(-__builtin_inff());
+                for (int64_t t = 0; t < Lp; t += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sh + t));
+                __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+                m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+                m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+                __m256 mx = _mm256_set1_ps(_mm_cvtss_f32(m4)), sum = _mm256_setzero_ps();
+                for (int64_t t = 0; t < Lp; t += 8) {
+                    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sh + t), mx));
+                    _mm256_storeu_ps(sh + t, e);
+                    sum = _mm256_add_ps(sum, e);
                 }
-                float sum = 0.0f;
-                for (int64_t t = 0; t < L; t++) {
-                    float e = __builtin_expf(scores[h * L + t] - mx);
-                    scores[h * L + t] = e;
-                    sum += e;
-                }
-                for (int64_t t = 0; t < L; t++) scores[h * L + t] /= sum;
+                inv[h] = 1.0f / hsum(sum);
                 for (int64_t i = 0; i < dim; i++) acc[h * dim + i] = 0.0f;
             }
-            for (int64_t t = 0; t < L; t++) {
-                const uint16_t *v = vpool + ((table[t / block_size] * block_size + t % block_size) * kv_heads + kh) * dim;
-                for (int64_t i = 0; i < dim; i += 8) {
-                    __m256 vv = bf16x8(v + i);
-                    for (int64_t h = 0; h < group; h++) {
-                        __m256 p = _mm256_set1_ps(scores[h * L + t]);
-                        _mm256_storeu_ps(acc + h * dim + i, _mm256_fmadd_ps(p, vv, _mm256_loadu_ps(acc + h * dim + i)));
+            for (int64_t t = 0, blk = 0; t < L; blk++) {
+                const int64_t base = table[blk] * block_size;
+                for (int64_t j = 0; j < block_size && t < L; j++, t++) {
+                    const uint16_t *v = vpool + ((base + j) * kv_heads + kh) * dim;
+                    for (int64_t i = 0; i < dim; i += 8) {
+                        __m256 vv = bf16x8(v + i);
+                        for (int64_t h = 0; h < group; h++) {
+                            float *ah = acc + h * dim + i;
+                            _mm256_storeu_ps(ah, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * Lp + t]), vv, _mm256_loadu_ps(ah)));
+                        }
                     }
                 }
             }
+            float *ob = out + index[b] * heads * dim + kh * group * dim;
             for (int64_t h = 0; h < group; h++)
-                for (int64_t i = 0; i < dim; i++)
-                    out[index[b] * heads * dim + (kh * group + h) * dim + i] = acc[h * dim + i];
+                for (int64_t i = 0; i < dim; i++) ob[h * dim + i] = acc[h * dim + i] * inv[h];
         }
     }
 }

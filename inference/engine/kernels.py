@@ -29,6 +29,7 @@ from .gguf_weights import Q4Weight, Q8Weight
 SOURCE = Path(__file__).with_name("ggml_kernels.c")
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-lm")
 CPU_FLAGS = ("avx2", "fma")
+MAX_GROUP = 8  # query heads per KV head the C attention takes (ggml_kernels.c)
 
 
 class KernelsUnavailable(RuntimeError):
@@ -111,6 +112,15 @@ class Kernels:
         self._decode_attention(_ptr(q), q.stride(0), _ptr(index), index.shape[0], _ptr(tables), tables.stride(0),
                                _ptr(lengths), block_size, _ptr(k_pool), _ptr(v_pool), heads, k_pool.shape[-2], dim,
                                scale, _ptr(out))
+
+
+def unfit(hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int) -> str | None:
+    """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
+    if hidden % 32 or intermediate % 32:
+        return f"hidden ({hidden}) and intermediate ({intermediate}) sizes must be multiples of 32"
+    if head_dim % 8 or heads % kv_heads or heads // kv_heads > MAX_GROUP:
+        return f"{heads} heads over {kv_heads} KV heads of {head_dim} do not fit the C attention"
+    return None
 
 
 def _fn(f: Any, *argtypes: Any) -> Any:

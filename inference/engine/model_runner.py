@@ -61,10 +61,15 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
     if plan.mode == "exact" or source is None:
         return Llama(model), plan
     from .gguf_weights import UnsupportedQuantization, load_native_weights
-    from .kernels import KernelsUnavailable, load
+    from .kernels import KernelsUnavailable, load, unfit
 
     shape = model.config
+    head_dim = getattr(shape, "head_dim", None) or shape.hidden_size // shape.num_attention_heads
     try:
+        why = unfit(shape.hidden_size, shape.intermediate_size, shape.num_attention_heads, shape.num_key_value_heads,
+                    head_dim)
+        if why:
+            raise KernelsUnavailable(why)
         kernels = load(config.model_cache_dir)
         native = load_native_weights(source.path, file_digest(source.path), config.model_cache_dir,
                                      shape.num_hidden_layers, shape.num_attention_heads, shape.num_key_value_heads)
