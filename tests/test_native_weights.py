@@ -92,10 +92,11 @@ def test_native_weights_are_the_gguf_tensors_exactly(llm: LLMEngine):
     assert torch.equal(Q8Weight(torch.from_numpy(hq), torch.from_numpy(hd)).dequantize(), llm.model.lm_head.weight.detach())
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 9, 17, 24, 70])
 def test_block_kernels_compute_the_dense_products(native: LLMEngine, rows: int):
-    """Every tile shape (1 to 4 rows, and several tiles) of the Q4_1 and Q8_0 kernels against
-    ``F.linear`` on the dense weights, which are the same weights dequantized."""
+    """Every path of the Q4_1 and Q8_0 kernels against ``F.linear`` on the dense weights (which
+    are the same weights dequantized): row tiles of 1 to 4 (and several), panels of 16 and 8
+    rows, panels with the last row in a tile (17), and more rows than one pass over the panels takes."""
     llama = native.runner.llama
     assert llama.kernels is not None and llama.head_q8 is not None
     proj = llama.layers[0].gate_up
@@ -107,13 +108,15 @@ def test_block_kernels_compute_the_dense_products(native: LLMEngine, rows: int):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
-def test_q4_kernel_takes_an_odd_number_of_output_features(native: LLMEngine):
+@pytest.mark.parametrize("rows", [6, 20])
+def test_q4_kernel_takes_output_features_that_fill_no_tile(native: LLMEngine, rows: int):
+    """11 output features: an odd one for the row tiles, a panel of 5 after one of 6 for panels."""
     llama = native.runner.llama
     assert llama.kernels is not None
     g = torch.Generator().manual_seed(0)
-    w = Q4Weight(torch.randint(0, 256, (5, 64 * 16), dtype=torch.uint8, generator=g),
-                 torch.rand(5, 64, generator=g) / 100, -torch.rand(5, 64, generator=g) / 50)
-    x = torch.randn(6, 64 * 32, generator=g)
+    w = Q4Weight(torch.randint(0, 256, (11, 64 * 16), dtype=torch.uint8, generator=g),
+                 torch.rand(11, 64, generator=g) / 100, -torch.rand(11, 64, generator=g) / 50)
+    x = torch.randn(rows, 64 * 32, generator=g)
     torch.testing.assert_close(llama.kernels.q4_1(x, w), x @ w.dequantize().T, rtol=1e-4, atol=1e-4)
 
 

@@ -77,9 +77,183 @@ static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_
     TILE_BODY(Q8_PAIR(w0a, w0b, q0, d0) Q8_PAIR(w1a, w1b, q1, d1))
 }
 
+/* ---- steps of many rows: panels ----
+ * Past PANEL_ROWS rows, NR output features at a time are dequantized whole into an fp32 buffer
+ * (once for all rows), and a 16-row x NR micro-kernel runs over x transposed (rows along the
+ * vector lanes): per k, 2 loads of x, NR broadcasts of weights, 2*NR FMAs, all in registers. */
+#define NR 6
+#define PANEL_ROWS 8
+#define PANEL_CHUNK 64 /* rows of x per pass over the panels */
+
+static void dequant_q4_rows(const uint8_t *qs, const float *d, const float *m, int64_t K, int64_t n0, int nr,
+                            float *buf) {
+    const int64_t G = K / QK;
+    for (int j = 0; j < nr; j++) {
+        const uint8_t *q = qs + (n0 + j) * (K / 2);
+        const float *dr = d + (n0 + j) * G, *mr = m + (n0 + j) * G;
+        for (int64_t g = 0; g < G; g++)
+            for (int h = 0; h < 2; h++) {
+                __m256 wa, wb;
+                Q4_PAIR(wa, wb, q, dr, mr)
+                _mm256_storeu_ps(buf + j * K + g * QK + h * 8, wa);
+                _mm256_storeu_ps(buf + j * K + g * QK + 16 + h * 8, wb);
+            }
+    }
+}
+
+static void dequant_q8_rows(const int8_t *qs, const float *d, int64_t K, int64_t n0, int nr, float *buf) {
+    const int64_t G = K / QK;
+    for (int j = 0; j < nr; j++) {
+        const int8_t *q = qs + (n0 + j) * K;
+        const float *dr = d + (n0 + j) * G;
+        for (int64_t g = 0; g < G; g++)
+            for (int h = 0; h < 2; h++) {
+                __m256 wa, wb;
+                Q8_PAIR(wa, wb, q, dr)
+                _mm256_storeu_ps(buf + j * K + g * QK + h * 8, wa);
+                _mm256_storeu_ps(buf + j * K + g * QK + 16 + h * 8, wb);
+            }
+    }
+}
+
+/* y[m0 .. m0+16 (or 8), n0 .. n0+nr] (+)= xT-rows . buf-rows; rows at or past M are padding. */
+static inline __attribute__((always_inline)) void micro(const float *xT, int64_t Mp, int64_t K, const float *buf,
+        const int nr, const int two, int64_t m0, int64_t M, float *y, int64_t N, int64_t n0, int add) {
+    __m256 acc[NR][2];
+    for (int j = 0; j < NR; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m256 a0 = _mm256_loadu_ps(xT + k * Mp + m0);
+        __m256 a1 = two ? _mm256_loadu_ps(xT + k * Mp + m0 + 8) : a0;
+        for (int j = 0; j < NR; j++) {
+            if (j < nr) {
+                __m256 w = _mm256_broadcast_ss(buf + j * K + k);
+                acc[j][0] = _mm256_fmadd_ps(w, a0, acc[j][0]);
+                if (two) acc[j][1] = _mm256_fmadd_ps(w, a1, acc[j][1]);
+            }
+        }
+    }
+    for (int j = 0; j < nr; j++) {
+        float out[16];
+        _mm256_storeu_ps(out, acc[j][0]);
+        _mm256_storeu_ps(out + 8, acc[j][1]);
+        for (int r = 0; r < (two ? 16 : 8) && m0 + r < M; r++) {
+            float *yr = y + (m0 + r) * N + n0 + j;
+            *yr = (add ? *yr : 0.0f) + out[r];
+        }
+    }
+}
+
+/* The full 6-feature x 16-row micro-tile, its 12 accumulators named so that they stay in registers. */
+static inline void micro6x16(const float *xT, int64_t Mp, int64_t K, const float *buf, int64_t m0, int64_t M,
+                             float *y, int64_t N, int64_t n0, int add) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const float *b0 = buf, *b1 = buf + K, *b2 = buf + 2 * K, *b3 = buf + 3 * K, *b4 = buf + 4 * K, *b5 = buf + 5 * K;
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 a0 = _mm256_loadu_ps(xT + k * Mp + m0), a1 = _mm256_loadu_ps(xT + k * Mp + m0 + 8);
+        __m256 w = _mm256_broadcast_ss(b0 + k);
+        c00 = _mm256_fmadd_ps(w, a0, c00); c01 = _mm256_fmadd_ps(w, a1, c01);
+        w = _mm256_broadcast_ss(b1 + k);
+        c10 = _mm256_fmadd_ps(w, a0, c10); c11 = _mm256_fmadd_ps(w, a1, c11);
+        w = _mm256_broadcast_ss(b2 + k);
+        c20 = _mm256_fmadd_ps(w, a0, c20); c21 = _mm256_fmadd_ps(w, a1, c21);
+        w = _mm256_broadcast_ss(b3 + k);
+        c30 = _mm256_fmadd_ps(w, a0, c30); c31 = _mm256_fmadd_ps(w, a1, c31);
+        w = _mm256_broadcast_ss(b4 + k);
+        c40 = _mm256_fmadd_ps(w, a0, c40); c41 = _mm256_fmadd_ps(w, a1, c41);
+        w = _mm256_broadcast_ss(b5 + k);
+        c50 = _mm256_fmadd_ps(w, a0, c50); c51 = _mm256_fmadd_ps(w, a1, c51);
+    }
+    float out[NR][16];
+    _mm256_storeu_ps(out[0], c00); _mm256_storeu_ps(out[0] + 8, c01);
+    _mm256_storeu_ps(out[1], c10); _mm256_storeu_ps(out[1] + 8, c11);
+    _mm256_storeu_ps(out[2], c20); _mm256_storeu_ps(out[2] + 8, c21);
+    _mm256_storeu_ps(out[3], c30); _mm256_storeu_ps(out[3] + 8, c31);
+    _mm256_storeu_ps(out[4], c40); _mm256_storeu_ps(out[4] + 8, c41);
+    _mm256_storeu_ps(out[5], c50); _mm256_storeu_ps(out[5] + 8, c51);
+    for (int r = 0; r < 16 && m0 + r < M; r++) {
+        float *yr = y + (m0 + r) * N + n0;
+        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
+    }
+}
+
+static inline void micro6x8(const float *xT, int64_t Mp, int64_t K, const float *buf, int64_t m0, int64_t M,
+                            float *y, int64_t N, int64_t n0, int add) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    const float *b0 = buf, *b1 = buf + K, *b2 = buf + 2 * K, *b3 = buf + 3 * K, *b4 = buf + 4 * K, *b5 = buf + 5 * K;
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 a = _mm256_loadu_ps(xT + k * Mp + m0);
+        c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(b0 + k), a, c0);
+        c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(b1 + k), a, c1);
+        c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(b2 + k), a, c2);
+        c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(b3 + k), a, c3);
+        c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(b4 + k), a, c4);
+        c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(b5 + k), a, c5);
+    }
+    float out[NR][8];
+    _mm256_storeu_ps(out[0], c0); _mm256_storeu_ps(out[1], c1); _mm256_storeu_ps(out[2], c2);
+    _mm256_storeu_ps(out[3], c3); _mm256_storeu_ps(out[4], c4); _mm256_storeu_ps(out[5], c5);
+    for (int r = 0; r < 8 && m0 + r < M; r++) {
+        float *yr = y + (m0 + r) * N + n0;
+        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
+    }
+}
+
+/* Rows m_begin .. m_end (multiples of 8) of output features n0 .. n0+nr. */
+static void panel(const float *xT, int64_t Mp, int64_t M, int64_t K, const float *buf, int nr, float *y, int64_t N,
+                  int64_t n0, int add, int64_t m_begin, int64_t m_end) {
+    for (int64_t m0 = m_begin; m0 < m_end; m0 += 16) {
+        int two = m_end - m0 >= 16;
+        if (nr == NR && two) micro6x16(xT, Mp, K, buf, m0, M, y, N, n0, add);
+        else if (nr == NR) micro6x8(xT, Mp, K, buf, m0, M, y, N, n0, add);
+        else if (two) micro(xT, Mp, K, buf, nr, 1, m0, M, y, N, n0, add);
+        else micro(xT, Mp, K, buf, nr, 0, m0, M, y, N, n0, add);
+    }
+}
+
+/* How many of M rows the panels take: none below PANEL_ROWS; else all, but for a remainder of
+ * fewer than TAIL_TILE_ROWS past a multiple of 8, which row tiles take for less than a padded
+ * 8-row micro-tile costs. */
+#define TAIL_TILE_ROWS 4
+static inline int64_t panel_rows(int64_t M) {
+    if (M < PANEL_ROWS) return 0;
+    return M % 8 < TAIL_TILE_ROWS ? M - M % 8 : M;
+}
+
+/* x [M, K] as xT [K, Mp] (Mp: M rounded up to 8, zero rows after M). */
+static float *transposed(const float *x, int64_t M, int64_t K, int64_t *Mp) {
+    *Mp = (M + 7) & ~(int64_t)7;
+    float *xT = (float *)__builtin_malloc(sizeof(float) * (size_t)(K * *Mp));
+    for (int64_t k = 0; k < K; k++) {
+        for (int64_t r = 0; r < M; r++) xT[k * *Mp + r] = x[r * K + k];
+        for (int64_t r = M; r < *Mp; r++) xT[k * *Mp + r] = 0.0f;
+    }
+    return xT;
+}
+
 /* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T. */
 void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const float *d, const float *m,
                  int64_t N, float *y, int add) {
+    const int64_t P = panel_rows(M);
+    if (P) {
+        int64_t Mp;
+        float *xT = transposed(x, P, K, &Mp);
+        #pragma omp parallel
+        {
+            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * K));
+            for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
+                int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
+                #pragma omp for schedule(static)
+                for (int64_t n0 = 0; n0 < N; n0 += NR) {
+                    int nr = N - n0 < NR ? (int)(N - n0) : NR;
+                    dequant_q4_rows(qs, d, m, K, n0, nr, buf);
+                    panel(xT, Mp, P, K, buf, nr, y, N, n0, add, mc, m_end);
+                }
+            }
+        }
+        __builtin_free(xT);
+    }
+    x += P * K, y += P * N, M -= P; /* the rows left, if any: row tiles */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n += 2) {
         int two = n + 1 < N;
@@ -97,6 +271,26 @@ void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const 
 
 /* qs [N, K] int8, d [N, K/32]. */
 void q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y, int add) {
+    const int64_t P = panel_rows(M);
+    if (P) {
+        int64_t Mp;
+        float *xT = transposed(x, P, K, &Mp);
+        #pragma omp parallel
+        {
+            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * K));
+            for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
+                int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
+                #pragma omp for schedule(static)
+                for (int64_t n0 = 0; n0 < N; n0 += NR) {
+                    int nr = N - n0 < NR ? (int)(N - n0) : NR;
+                    dequant_q8_rows(qs, d, K, n0, nr, buf);
+                    panel(xT, Mp, P, K, buf, nr, y, N, n0, add, mc, m_end);
+                }
+            }
+        }
+        __builtin_free(xT);
+    }
+    x += P * K, y += P * N, M -= P; /* the rows left, if any: row tiles */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n += 2) {
         int two = n + 1 < N;

@@ -29,7 +29,7 @@ from .structured import FormatMasks  # structured output (issue 15)
 
 log = logging.getLogger(__name__)
 
-INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 HEAD_CALIBRATION_ROWS = (1, 4, 16, 64, 128, 256)
 
 
