@@ -112,3 +112,63 @@ def test_the_cached_count_follows_blocks_through_sharing_eviction_and_frees():
         recount = sum(1 for b in bm.blocks if b.ref_count == 0 and b.key is not None)
         assert bm.stats().cached == recount
     assert bm.stats().cached > 0
+
+
+class Copies:
+    """Stands in for the KV pool: records ``copy_kv(src, dst, n)`` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def __call__(self, src: int, dst: int, n: int) -> None:
+        self.calls.append((src, dst, n))
+
+
+def test_a_prompt_sent_again_takes_all_but_its_last_token_by_copying_into_its_own_block():
+    copies = Copies()
+    bm = BlockManager(8, SIZE, copy_kv=copies)
+    a = seq(0, list(range(8)))
+    bm.allocate(a)
+    computed(bm, a)
+    first, second = a.block_table
+    bm.free(a)
+    again = seq(1, list(range(8)))
+    assert bm.allocate(again) == 7  # block 0 shared, 3 tokens of block 1 copied, the last computed
+    assert again.block_table[0] == first
+    [(src, dst, n)] = copies.calls
+    assert (src, n) == (second, 3) and dst == again.block_table[1] != src
+    assert bm.blocks[src].ref_count == 0 and bm.blocks[src].key is not None  # still cached, not taken
+
+
+def test_a_prompt_that_leaves_a_cached_block_midway_copies_the_tokens_before():
+    copies = Copies()
+    bm = BlockManager(8, SIZE, copy_kv=copies)
+    a = seq(0, [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    bm.allocate(a)
+    computed(bm, a)
+    b = seq(1, [1, 2, 3, 4, 5, 6, 0, 0, 0, 0])  # shares block 0 and two tokens of block 1
+    assert bm.allocate(b) == 6
+    assert copies.calls == [(a.block_table[1], b.block_table[1], 2)]
+    c = seq(2, [1, 2, 3, 4, 9, 9, 9])  # block 1 starts differently: nothing to copy
+    assert bm.allocate(c) == 4 and len(copies.calls) == 1
+
+
+def test_the_block_copied_from_is_not_taken_for_the_copy_and_without_room_nothing_is_copied():
+    copies = Copies()
+    bm = BlockManager(3, SIZE, copy_kv=copies)
+    a = seq(0, list(range(8)))
+    bm.allocate(a)
+    computed(bm, a)
+    second = a.block_table[1]
+    bm.free(a)  # both blocks cached and free, the third free and unkeyed
+    again = seq(1, list(range(8)))
+    assert bm.allocate(again) == 7
+    assert copies.calls == [(second, again.block_table[1], 3)] and again.block_table[1] != second
+    bm.free(again)
+    # 11 tokens leaving block 1 after 3: block 0 shared and two new blocks, but with block 1 held
+    # as the source only one other is free: the copy is skipped, block 1 reused (its prefix evicted).
+    longer = seq(2, [0, 1, 2, 3, 4, 5, 6, 99, 50, 51, 52])
+    assert bm.can_allocate(longer)
+    assert bm.allocate(longer) == 4
+    assert len(copies.calls) == 1 and second in longer.block_table and bm.blocks[second].key is None
+    assert bm.stats().cached == sum(1 for b in bm.blocks if b.ref_count == 0 and b.key is not None)

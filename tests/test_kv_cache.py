@@ -83,6 +83,27 @@ def test_the_second_turn_of_a_conversation_prefills_only_its_new_tokens(llm: LLM
     assert reused >= len(prompt1) - engine.config.kv_block_size
 
 
+def test_a_prompt_sent_again_computes_one_token_and_one_leaving_a_block_midway_only_its_rest(llm: LLMEngine):
+    """Token-level reuse: the KV of a cached block's first tokens is copied into the new prompt's
+    own block. The answers stay ``model.generate``'s."""
+    engine = engine_like(llm)
+    first = chat("Name three colours of the rainbow.", max_new_tokens=16)
+    other = chat("Name three colours of a zebra.", max_new_tokens=16)
+    size = engine.config.kv_block_size
+    for request, expected_computed in ((first, None), (first, 1), (other, None)):
+        ids = engine.prepare(request).prompt_ids
+        shared = common_prefix(engine.prepare(first).prompt_ids, ids)
+        before = engine.stats.prompt_tokens
+        [text], _ = run(engine, [request])
+        computed = engine.stats.prompt_tokens - before
+        if expected_computed is not None:
+            assert computed == expected_computed
+        elif request is other:
+            assert shared % size, "the prompts should part within a block for this test"
+            assert computed == len(ids) - shared, (computed, len(ids), shared)
+        assert text == reference_text(engine, request, 16)
+
+
 async def test_resident_memory_stays_within_pool_weights_and_margin_and_blocks_come_back():
     """A real service process with default settings: 64 concurrent chats, then long prompts."""
     port = free_port()

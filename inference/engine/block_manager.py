@@ -9,6 +9,12 @@ with the same full blocks takes them by reference (``ref_count``) instead of com
 A block nobody references keeps its KV and its key ("cached") until the pool needs it: free
 blocks are reused least recently freed first, and blocks without a key go before cached ones.
 
+A prompt that goes on past its last shared full block may still share part of the next one: a
+cached block under the same prefix whose first tokens equal the prompt's (the same prompt sent
+again, a system prompt that ends mid-block) has those tokens' KV copied into the sequence's own
+block (``copy_kv``, given by the engine), as SGLang's radix cache and llama.cpp's slots reuse a
+prompt to the token. So a prompt sent again computes only its last token.
+
 Invariants: a block is in ``_free`` exactly when its ``ref_count`` is 0; ``_by_hash`` maps only
 to blocks whose KV is complete for that key; ``_cached_free`` counts the free blocks with a key
 (kept as they move, so ``stats``, read every step, costs nothing).
@@ -17,6 +23,7 @@ to blocks whose KV is complete for that key; ``_cached_free`` counts the free bl
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .sequence import Sequence
@@ -28,6 +35,7 @@ class Block:
     ref_count: int = 0
     key: int | None = None  # the prefix hash, once the block is full and computed
     tokens: tuple[int, ...] = field(default=())
+    parent: int | None = None  # the key of the block before it (None: the first block), with ``key``
 
 
 @dataclass(frozen=True)
@@ -43,9 +51,15 @@ def prefix_key(parent: int | None, tokens: tuple[int, ...]) -> int:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool = True) -> None:
+    def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool = True,
+                 copy_kv: Callable[[int, int, int], None] | None = None) -> None:
+        """``copy_kv(src, dst, n)`` copies the KV of block ``src``'s first ``n`` tokens into block
+        ``dst`` (every layer); without it, only whole blocks are shared."""
         self.block_size = block_size
         self.prefix_caching = prefix_caching
+        self.copy_kv = copy_kv
+        # (parent key, first token) -> keyed blocks under that parent starting with that token
+        self._children: dict[tuple[int | None, int], set[int]] = {}
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self._cached_free = 0
@@ -85,6 +99,28 @@ class BlockManager:
             hits.append(block_id)
         return hits
 
+    def _partial(self, seq: Sequence, hits: list[int]) -> tuple[int, int] | None:
+        """``(block, n)``: a cached block under ``seq``'s last shared one whose first ``n`` tokens
+        (at least one, leaving one to compute) are ``seq``'s next ones; the longest such."""
+        if self.copy_kv is None or not self.prefix_caching:
+            return None
+        start = len(hits) * self.block_size
+        limit = min(self.block_size, seq.num_tokens - 1 - start)
+        if limit <= 0:
+            return None
+        parent = self._keys(seq, len(hits))[-1][0] if hits else None
+        want = seq.tokens(start, start + limit)
+        best: tuple[int, int] | None = None
+        for block_id in self._children.get((parent, want[0]), ()):
+            n = 0
+            for a, b in zip(self.blocks[block_id].tokens, want, strict=False):
+                if a != b:
+                    break
+                n += 1
+            if n and (best is None or n > best[1]):
+                best = (block_id, n)
+        return best
+
     def can_allocate(self, seq: Sequence) -> bool:
         hits = self._cached_prefix(seq)
         reclaimed = sum(1 for b in hits if self.blocks[b].ref_count == 0)  # cached now, in use once taken
@@ -103,9 +139,33 @@ class BlockManager:
             block.ref_count += 1
         seq.block_table = list(hits)
         self._hashed[seq.seq_id] = len(hits)
+        partial = self._partial(seq, hits)
+        if partial is not None and self._copy_into_new_block(seq, *partial):
+            return len(hits) * self.block_size + partial[1]
         grown = self.grow(seq, seq.num_tokens)
         assert grown, "allocate() without can_allocate()"
         return len(hits) * self.block_size
+
+    def _copy_into_new_block(self, seq: Sequence, src: int, n: int) -> bool:
+        """Grow ``seq`` and copy ``src``'s first ``n`` tokens of KV into its first new block;
+        ``src`` is held meanwhile, so growing cannot take it. False (nothing done) if the pool
+        cannot spare the blocks while holding it."""
+        assert self.copy_kv is not None
+        block = self.blocks[src]
+        held = block.ref_count == 0
+        if held:
+            del self._free[src]
+            self._cached_free -= 1
+        block.ref_count += 1
+        first_new = len(seq.block_table)
+        grown = self.grow(seq, seq.num_tokens)
+        if grown:
+            self.copy_kv(src, seq.block_table[first_new], n)
+        block.ref_count -= 1
+        if held:
+            self._free[src] = None  # back as the most recently used
+            self._cached_free += 1
+        return grown
 
     def grow(self, seq: Sequence, num_tokens: int) -> bool:
         """Make ``seq``'s table cover ``num_tokens`` tokens; False (nothing taken) if the pool is dry."""
@@ -119,7 +179,8 @@ class BlockManager:
                 self._cached_free -= 1
                 if self._by_hash.get(block.key) == block_id:
                     del self._by_hash[block.key]
-                block.key, block.tokens = None, ()
+                self._children[(block.parent, block.tokens[0])].discard(block_id)
+                block.key, block.tokens, block.parent = None, (), None
             block.ref_count = 1
             seq.block_table.append(block_id)
         return True
@@ -132,10 +193,14 @@ class BlockManager:
         start = self._hashed.get(seq.seq_id, 0)
         if done <= start:
             return
-        for b, (key, tokens) in enumerate(self._keys(seq, done)[start:], start):
+        keys = self._keys(seq, done)
+        for b in range(start, done):
+            key, tokens = keys[b]
             block = self.blocks[seq.block_table[b]]
             if block.key is None:
                 block.key, block.tokens = key, tokens
+                block.parent = keys[b - 1][0] if b else None
+                self._children.setdefault((block.parent, tokens[0]), set()).add(block.block_id)
                 self._by_hash.setdefault(key, block.block_id)
             if block.key != key:  # a shared block: its key is this prefix's by construction
                 break

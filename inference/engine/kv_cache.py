@@ -27,6 +27,12 @@ class KVPool:
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        """Block ``dst``'s first ``n`` tokens take block ``src``'s keys and values, in every layer."""
+        s, d = src * self.block_size, dst * self.block_size
+        self.k[:, d:d + n] = self.k[:, s:s + n]
+        self.v[:, d:d + n] = self.v[:, s:s + n]
+
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store the step's keys and values ``[N, kv_heads, dim]`` at flat token indices ``slots``."""
         self.k[layer].index_copy_(0, slots, k.to(self.k.dtype))

@@ -95,7 +95,7 @@ class LLMEngine:
         pool = KVPool(shape.layers, num_blocks, config.kv_block_size, shape.kv_heads, shape.head_dim,
                       kv_dtype, llama.embed.device)
         self.runner: ModelRunner = ModelRunner(llama, pool)
-        blocks = BlockManager(num_blocks, config.kv_block_size, config.prefix_caching)
+        blocks = BlockManager(num_blocks, config.kv_block_size, config.prefix_caching, copy_kv=pool.copy_prefix)
         self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, blocks, on_admit=self._count_cached)
         self.eos_ids = frozenset(self._eos_ids())
         self.prompts = PromptEncoder(tokenizer, parse_special=config.parse_special_tokens)
