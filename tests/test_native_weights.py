@@ -163,16 +163,17 @@ def test_native_greedy_answer_alone_equals_its_answer_in_a_batch_of_8(native: LL
     assert run_together(engine, requests) == alone
 
 
-def test_c_decode_attention_equals_torch_over_the_paged_pool(native: LLMEngine):
+@pytest.mark.parametrize(("heads", "kv_heads"), [(9, 3), (4, 2)])
+def test_c_decode_attention_equals_torch_over_the_paged_pool(native: LLMEngine, heads: int, kv_heads: int):
     """Sequences of different lengths (within one block, across several, partial last block)
     with scattered block tables: the C kernel against ``paged_attention``'s torch path, on the
-    same bf16 pool."""
+    same bf16 pool; SmolLM2's 3 query heads per KV head (sums in registers) and another group."""
     from inference.engine.kv_cache import Decodes, paged_attention
 
     kernels = native.runner.llama.kernels
     assert kernels is not None
     g = torch.Generator().manual_seed(1)
-    heads, kv_heads, dim, size = 9, 3, 64, 16
+    dim, size = 64, 16
     pool = KVPool(1, 40, size, kv_heads, dim, torch.bfloat16, torch.device("cpu"))
     pool.k.copy_(torch.randn(pool.k.shape, generator=g))
     pool.v.copy_(torch.randn(pool.v.shape, generator=g))

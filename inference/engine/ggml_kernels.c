@@ -85,35 +85,45 @@ static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_
 #define PANEL_ROWS 8
 #define PANEL_CHUNK 64 /* rows of x per pass over the panels */
 
+/* Columns k0 .. k0+kc of output features n0 .. n0+nr, dequantized into buf [nr, kc]. */
 static void dequant_q4_rows(const uint8_t *qs, const float *d, const float *m, int64_t K, int64_t n0, int nr,
-                            float *buf) {
+                            int64_t k0, int64_t kc, float *buf) {
     const int64_t G = K / QK;
     for (int j = 0; j < nr; j++) {
         const uint8_t *q = qs + (n0 + j) * (K / 2);
         const float *dr = d + (n0 + j) * G, *mr = m + (n0 + j) * G;
-        for (int64_t g = 0; g < G; g++)
+        for (int64_t g = k0 / QK; g < (k0 + kc) / QK; g++)
             for (int h = 0; h < 2; h++) {
                 __m256 wa, wb;
                 Q4_PAIR(wa, wb, q, dr, mr)
-                _mm256_storeu_ps(buf + j * K + g * QK + h * 8, wa);
-                _mm256_storeu_ps(buf + j * K + g * QK + 16 + h * 8, wb);
+                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + h * 8, wa);
+                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + 16 + h * 8, wb);
             }
     }
 }
 
-static void dequant_q8_rows(const int8_t *qs, const float *d, int64_t K, int64_t n0, int nr, float *buf) {
+static void dequant_q8_rows(const int8_t *qs, const float *d, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
+                            float *buf) {
     const int64_t G = K / QK;
     for (int j = 0; j < nr; j++) {
         const int8_t *q = qs + (n0 + j) * K;
         const float *dr = d + (n0 + j) * G;
-        for (int64_t g = 0; g < G; g++)
+        for (int64_t g = k0 / QK; g < (k0 + kc) / QK; g++)
             for (int h = 0; h < 2; h++) {
                 __m256 wa, wb;
                 Q8_PAIR(wa, wb, q, dr)
-                _mm256_storeu_ps(buf + j * K + g * QK + h * 8, wa);
-                _mm256_storeu_ps(buf + j * K + g * QK + 16 + h * 8, wb);
+                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + h * 8, wa);
+                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + 16 + h * 8, wb);
             }
     }
+}
+
+/* K is taken in chunks of at most KC_MAX (whole blocks, near-equal): a chunk's dequantized panel
+ * (NR x kc floats) and x's rows for one micro-tile (kc x 16) stay in L1 across the tile. */
+#define KC_MAX 576
+static inline int64_t k_chunk(int64_t K) {
+    const int64_t chunks = (K + KC_MAX - 1) / KC_MAX;
+    return ((K / QK + chunks - 1) / chunks) * QK;
 }
 
 /* y[m0 .. m0+16 (or 8), n0 .. n0+nr] (+)= xT-rows . buf-rows; rows at or past M are padding. */
@@ -222,11 +232,17 @@ static inline int64_t panel_rows(int64_t M) {
 
 /* x [M, K] as xT [K, Mp] (Mp: M rounded up to 8, zero rows after M). */
 static float *transposed(const float *x, int64_t M, int64_t K, int64_t *Mp) {
-    *Mp = (M + 7) & ~(int64_t)7;
-    float *xT = (float *)__builtin_malloc(sizeof(float) * (size_t)(K * *Mp));
-    for (int64_t k = 0; k < K; k++) {
-        for (int64_t r = 0; r < M; r++) xT[k * *Mp + r] = x[r * K + k];
-        for (int64_t r = M; r < *Mp; r++) xT[k * *Mp + r] = 0.0f;
+    const int64_t mp = *Mp = (M + 7) & ~(int64_t)7;
+    float *xT = (float *)__builtin_malloc(sizeof(float) * (size_t)(K * mp));
+    #pragma omp parallel for schedule(static) if (M * K > 16384)
+    for (int64_t k0 = 0; k0 < K; k0 += 8) { /* K % 32 == 0: 8 columns of x, read a row at a time */
+        for (int64_t r = 0; r < M; r++) {
+            float v[8];
+            _mm256_storeu_ps(v, _mm256_loadu_ps(x + r * K + k0));
+            for (int i = 0; i < 8; i++) xT[(k0 + i) * mp + r] = v[i];
+        }
+        for (int i = 0; i < 8; i++)
+            for (int64_t r = M; r < mp; r++) xT[(k0 + i) * mp + r] = 0.0f;
     }
     return xT;
 }
@@ -240,14 +256,18 @@ void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const 
         float *xT = transposed(x, P, K, &Mp);
         #pragma omp parallel
         {
-            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * K));
+            const int64_t kc_max = k_chunk(K);
+            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * kc_max));
             for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
                 int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
                 #pragma omp for schedule(static)
                 for (int64_t n0 = 0; n0 < N; n0 += NR) {
                     int nr = N - n0 < NR ? (int)(N - n0) : NR;
-                    dequant_q4_rows(qs, d, m, K, n0, nr, buf);
-                    panel(xT, Mp, P, K, buf, nr, y, N, n0, add, mc, m_end);
+                    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+                        const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
+                        dequant_q4_rows(qs, d, m, K, n0, nr, k0, kc, buf);
+                        panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
+                    }
                 }
             }
         }
@@ -277,14 +297,18 @@ void q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const f
         float *xT = transposed(x, P, K, &Mp);
         #pragma omp parallel
         {
-            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * K));
+            const int64_t kc_max = k_chunk(K);
+            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * kc_max));
             for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
                 int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
                 #pragma omp for schedule(static)
                 for (int64_t n0 = 0; n0 < N; n0 += NR) {
                     int nr = N - n0 < NR ? (int)(N - n0) : NR;
-                    dequant_q8_rows(qs, d, K, n0, nr, buf);
-                    panel(xT, Mp, P, K, buf, nr, y, N, n0, add, mc, m_end);
+                    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+                        const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
+                        dequant_q8_rows(qs, d, K, n0, nr, k0, kc, buf);
+                        panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
+                    }
                 }
             }
         }
@@ -452,15 +476,44 @@ void decode_attention(const float *q, int64_t q_stride, const int64_t *index, in
                 inv[h] = 1.0f / hsum(sum);
                 for (int64_t i = 0; i < dim; i++) acc[h * dim + i] = 0.0f;
             }
-            for (int64_t t = 0, blk = 0; t < L; blk++) {
-                const int64_t base = table[blk] * block_size;
-                for (int64_t j = 0; j < block_size && t < L; j++, t++) {
-                    const uint16_t *v = vpool + ((base + j) * kv_heads + kh) * dim;
-                    for (int64_t i = 0; i < dim; i += 8) {
-                        __m256 vv = bf16x8(v + i);
-                        for (int64_t h = 0; h < group; h++) {
-                            float *ah = acc + h * dim + i;
-                            _mm256_storeu_ps(ah, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * Lp + t]), vv, _mm256_loadu_ps(ah)));
+            if (group == 3 && dim % 32 == 0) { /* SmolLM2's shape: the sums stay in 12 registers */
+                for (int64_t i0 = 0; i0 < dim; i0 += 32) {
+                    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                    __m256 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+                    for (int64_t t = 0, blk = 0; t < L; blk++) {
+                        const int64_t base = table[blk] * block_size;
+                        for (int64_t j = 0; j < block_size && t < L; j++, t++) {
+                            const uint16_t *v = vpool + ((base + j) * kv_heads + kh) * dim + i0;
+                            const __m256 v0 = bf16x8(v), v1 = bf16x8(v + 8), v2 = bf16x8(v + 16), v3 = bf16x8(v + 24);
+                            __m256 p = _mm256_set1_ps(scores[t]);
+                            a0 = _mm256_fmadd_ps(p, v0, a0); a1 = _mm256_fmadd_ps(p, v1, a1);
+                            a2 = _mm256_fmadd_ps(p, v2, a2); a3 = _mm256_fmadd_ps(p, v3, a3);
+                            p = _mm256_set1_ps(scores[Lp + t]);
+                            b0 = _mm256_fmadd_ps(p, v0, b0); b1 = _mm256_fmadd_ps(p, v1, b1);
+                            b2 = _mm256_fmadd_ps(p, v2, b2); b3 = _mm256_fmadd_ps(p, v3, b3);
+                            p = _mm256_set1_ps(scores[2 * Lp + t]);
+                            c0 = _mm256_fmadd_ps(p, v0, c0); c1 = _mm256_fmadd_ps(p, v1, c1);
+                            c2 = _mm256_fmadd_ps(p, v2, c2); c3 = _mm256_fmadd_ps(p, v3, c3);
+                        }
+                    }
+                    _mm256_storeu_ps(acc + i0, a0); _mm256_storeu_ps(acc + i0 + 8, a1);
+                    _mm256_storeu_ps(acc + i0 + 16, a2); _mm256_storeu_ps(acc + i0 + 24, a3);
+                    _mm256_storeu_ps(acc + dim + i0, b0); _mm256_storeu_ps(acc + dim + i0 + 8, b1);
+                    _mm256_storeu_ps(acc + dim + i0 + 16, b2); _mm256_storeu_ps(acc + dim + i0 + 24, b3);
+                    _mm256_storeu_ps(acc + 2 * dim + i0, c0); _mm256_storeu_ps(acc + 2 * dim + i0 + 8, c1);
+                    _mm256_storeu_ps(acc + 2 * dim + i0 + 16, c2); _mm256_storeu_ps(acc + 2 * dim + i0 + 24, c3);
+                }
+            } else {
+                for (int64_t t = 0, blk = 0; t < L; blk++) {
+                    const int64_t base = table[blk] * block_size;
+                    for (int64_t j = 0; j < block_size && t < L; j++, t++) {
+                        const uint16_t *v = vpool + ((base + j) * kv_heads + kh) * dim;
+                        for (int64_t i = 0; i < dim; i += 8) {
+                            __m256 vv = bf16x8(v + i);
+                            for (int64_t h = 0; h < group; h++) {
+                                float *ah = acc + h * dim + i;
+                                _mm256_storeu_ps(ah, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * Lp + t]), vv, _mm256_loadu_ps(ah)));
+                            }
                         }
                     }
                 }
