@@ -247,9 +247,58 @@ static float *transposed(const float *x, int64_t M, int64_t K, int64_t *Mp) {
     return xT;
 }
 
+/* One row (a decode step of one sequence): y[n] = sum_g d[n,g] * (q[n,g] . x[g]) + m[n,g] * sum(x[g]),
+ * so a block costs its unpacking, 4 FMAs and one scaling, two output features at a time. */
+static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float *d, const float *m, int64_t N,
+                      float *y, int add) {
+    const int64_t G = K / QK;
+    float xs[G];
+    for (int64_t g = 0; g < G; g++) {
+        __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x + g * QK), _mm256_loadu_ps(x + g * QK + 8)),
+                                 _mm256_add_ps(_mm256_loadu_ps(x + g * QK + 16), _mm256_loadu_ps(x + g * QK + 24)));
+        xs[g] = hsum(a);
+    }
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        const int two = n + 1 < N;
+        const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
+        const float *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        float s0 = 0.0f, s1 = 0.0f;
+        for (int64_t g = 0; g < G; g++) {
+            const float *xg = x + g * QK;
+            const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
+            const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
+            const __m256i f = _mm256_set1_epi32(15);
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + g * 16)));
+            __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + g * 16 + 8)));
+            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, f)), x0);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(u, f)), x1, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), x2, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4)), x3, t);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), t, acc0);
+            s0 += m0[g] * xs[g];
+            v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q1 + g * 16)));
+            u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q1 + g * 16 + 8)));
+            t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, f)), x0);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(u, f)), x1, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), x2, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4)), x3, t);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), t, acc1);
+            s1 += m1[g] * xs[g];
+        }
+        y[n] = (add ? y[n] : 0.0f) + hsum(acc0) + s0;
+        if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1) + s1;
+    }
+}
+
 /* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T. */
 void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const float *d, const float *m,
                  int64_t N, float *y, int add) {
+    if (M == 1) {
+        q4_1_gemv(x, K, qs, d, m, N, y, add);
+        return;
+    }
     const int64_t P = panel_rows(M);
     if (P) {
         int64_t Mp;
