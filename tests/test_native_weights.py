@@ -195,3 +195,29 @@ def test_c_decode_attention_equals_torch_over_the_paged_pool(native: LLMEngine, 
     kernels.decode_attention(q.view(len(lengths), -1), index, tables, lengths, size, pool.k[0], pool.v[0], heads, dim,
                              dim ** -0.5, got)
     torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)  # torch rounds to bf16 inside; C stays fp32
+
+
+def test_prompt_tokens_attending_row_by_row_in_c_match_torch_prompt_attention(native: LLMEngine):
+    """Short prompt chunks go through the C attention one row each (its causal length): over 192
+    tokens in chunks of 32, the logits match those of whole-chunk torch attention."""
+    from inference.engine.kv_cache import Decodes
+
+    ids = native.tokenizer(TEXT.read_text()).input_ids[:192]
+    want = teacher_forced(native, ids, small=True)
+    llama, size, chunk = native.runner.llama, 16, 32
+    s = llama.shape
+    pool = KVPool(s.layers, len(ids) // size, size, s.kv_heads, s.head_dim, torch.bfloat16, torch.device("cpu"))
+    table = torch.arange(pool.num_blocks)[None]
+    got = []
+    with torch.inference_mode():
+        for start in range(0, len(ids), chunk):
+            n = chunk
+            lengths = torch.arange(start + 1, start + n + 1)
+            mask = (torch.arange(pool.num_blocks * size)[None, :] < lengths[:, None])[:, None, None, :]
+            rows = Decodes(torch.arange(n), table.expand(n, -1).contiguous(), lengths, mask)
+            layout = StepLayout(torch.arange(start, start + n), rows, [])
+            got.append(llama.forward(torch.tensor(ids[start:start + n]), torch.arange(start, start + n), layout, pool,
+                                     torch.arange(n), small=True))
+    logits = torch.cat(got)
+    assert float((logits.argmax(-1) == want.argmax(-1)).float().mean()) >= 0.99
+    torch.testing.assert_close(logits, want, rtol=0, atol=0.05 * float(want.abs().max()))

@@ -46,11 +46,12 @@ class EngineConfig(BaseSettings):
     )
     kv_dtype: str = Field("auto", description="auto (the compute dtype), float32, bfloat16 or float16: how keys and values are stored.")
     weights: str = Field(
-        "auto", description="exact (dense weights, greedy answers equal model.generate), native (the GGUF's own 4-bit "
-                            "weights for small steps), auto (native for a GGUF on CPU, else exact)."
+        "auto", description="exact (dense weights, greedy answers equal model.generate), native (the GGUF's own "
+                            "quantized blocks, through C kernels), auto (native for a GGUF on CPU, else exact)."
     )
     int4_max_rows: int = Field(
-        0, ge=0, le=4096, description="native: the largest step (tokens) run on 4-bit weights; 0 measures it at start-up."
+        0, ge=0, le=4096, description="native: the largest step (tokens) run on the GGUF's blocks, dense fp32 above; "
+                                      "0 measures it once per machine."
     )
     parse_special_tokens: bool = Field(
         False, description="true: special-token strings in message content become control tokens (the peers' "

@@ -60,11 +60,12 @@ class Prefill:
 
 @dataclass
 class Decodes:
-    """Sequences that compute one token each: packed indices, block tables and what each may see."""
+    """Tokens that attend one by one: each decoding token (and, with the C attention, each token of
+    a short prompt chunk): packed indices, their sequences' block tables, what each may see."""
 
-    index: torch.Tensor  # [B] packed index of each decoding token
+    index: torch.Tensor  # [B] packed index of each such token
     tables: torch.Tensor  # [B, blocks]
-    lengths: torch.Tensor  # [B] keys each sees: its sequence's length, this token included
+    lengths: torch.Tensor  # [B] keys each sees: its position + 1 (causal)
     mask: torch.Tensor  # [B, 1, 1, blocks * size]: key positions below the sequence's length
 
 

@@ -136,13 +136,18 @@ class Llama:
     def native(self) -> bool:
         return self.int4_max_rows > 0
 
+    def uses_kernels(self, pool: KVPool) -> bool:
+        """Whether steps over ``pool`` run the C layers (native weights, bf16 KV)."""
+        return self.kernels is not None and pool.k.dtype == torch.bfloat16
+
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, layout: StepLayout, pool: KVPool,
                 logits_index: torch.Tensor, small: bool | None = None) -> torch.Tensor:
         """Logits ``[len(logits_index), vocab]`` for packed tokens ``ids`` at ``positions``;
         their keys and values go into ``pool`` as ``layout`` says. ``small`` forces the kernel choice."""
         if small is None:
             small = ids.shape[0] <= self.int4_max_rows
-        if self.kernels is not None and pool.k.dtype == torch.bfloat16:
+        if self.uses_kernels(pool):
+            assert self.kernels is not None
             x = self._native_layers(ids, positions, layout, pool, small, self.kernels)
         else:
             x = self._layers(ids, positions, layout, pool, small)

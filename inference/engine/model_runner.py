@@ -29,6 +29,7 @@ from .structured import FormatMasks  # structured output (issue 15)
 
 log = logging.getLogger(__name__)
 
+ROW_ATTENTION_CHUNK = 32  # native: prompt chunks up to this many tokens attend row by row, in C
 INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 HEAD_CALIBRATION_ROWS = (1, 4, 16, 64, 128, 256)
 
@@ -178,6 +179,9 @@ class ModelRunner:
         self.block_size = pool.block_size
         self.last_forward_seconds = 0.0
         self.masks = FormatMasks()  # structured output (issue 15)
+        # The C attention takes each query row with its own length, so a short prompt chunk's
+        # tokens attend like decoding ones (no gather, no torch attention call per layer).
+        self.rows_attend_alone = llama.uses_kernels(pool)
 
     @torch.inference_mode()
     def step(self, plan: list[Scheduled]) -> list[int | Exception]:
@@ -203,8 +207,8 @@ class ModelRunner:
             ids += seq.tokens(p0, p0 + s.num_new)
             pos += range(p0, p0 + s.num_new)
             slots += [table[p // size] * size + p % size for p in range(p0, p0 + s.num_new)]
-            if s.num_new == 1:
-                decodes.append((start, seq, p0 + 1))
+            if s.num_new == 1 or (self.rows_attend_alone and s.num_new <= ROW_ATTENTION_CHUNK):
+                decodes += [(start + i, seq, p0 + i + 1) for i in range(s.num_new)]  # each its causal length
             else:
                 chunks.append((start, len(ids), seq, p0))
             if s.samples:
