@@ -67,10 +67,13 @@ async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
     try:
         async with httpx.AsyncClient(timeout=120) as client:
             await wait_ready(client, url)
-            body = {"query": CHAT, "variables": {"input": {"chatId": "inflight", "userPrompt": "Write a poem about rain.",
-                                                           "options": {"maxTokens": 60}}}}
+            # Long enough to be still running when the signal and the checks after it land (native
+            # weights decode 60 tokens in under a second here).
+            body = {"query": CHAT, "variables": {"input": {"chatId": "inflight",
+                                                           "userPrompt": "Write a long story about a dragon and a knight.",
+                                                           "options": {"maxTokens": 400}}}}
             in_flight = asyncio.ensure_future(client.post(f"{url}/graphql", json=body))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
             ready = await client.get(f"{url}/readyz")
