@@ -99,6 +99,22 @@ async def test_stream_deltas_join_to_the_final_text_with_no_broken_characters(en
     assert any(ord(ch) > 127 for ch in final.text), "the prompt should produce non-ASCII text"
 
 
+async def test_a_stream_read_late_gets_the_text_that_waited_in_fewer_deltas(engine: AsyncEngine):
+    """A consumer that falls behind the steps is not sent one event per token: what waited goes
+    out as one delta, and the deltas still join to the final text."""
+    request = chat("Write a haiku about the sea.", max_new_tokens=24)
+    events = engine.stream(request)
+    first = await anext(events)
+    assert isinstance(first, TokenDelta)
+    while engine.stats().running:  # let the whole answer be computed while nobody reads
+        await asyncio.sleep(0.05)
+    rest = [event async for event in events]
+    final = rest.pop()
+    assert isinstance(final, Completion) and final.usage.completion_tokens > 3  # several tokens waited
+    assert len(rest) == 1 and isinstance(rest[0], TokenDelta) and rest[0].index == 1
+    assert first.text + rest[0].text == final.text
+
+
 async def test_stop_string_ends_the_text_and_is_cut_from_it(engine: AsyncEngine):
     full = await engine.generate(chat("What is the capital of France?", max_new_tokens=32))
     assert "Paris" in full.text

@@ -234,6 +234,12 @@ class AsyncEngine:
         index = 0
         while True:
             out = await q.get()
+            # A consumer slower than the steps (many streams on a busy server) finds several
+            # outputs waiting: their text goes out as one delta, so it catches up instead of
+            # paying per token for serializing and sending.
+            while out.error is None and out.completion is None and not q.empty():
+                later = q.get_nowait()
+                out = StepOutput(seq_id, out.delta + later.delta, later.completion, later.error)
             if out.error is not None or out.completion is not None:
                 self._queues.pop(seq_id, None)  # finished: nothing to abort, and capacity is free now
             if out.delta:
