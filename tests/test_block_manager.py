@@ -124,14 +124,20 @@ class Copies:
         self.calls.append((src, dst, n))
 
 
+def computed_then_freed(bm: BlockManager, tokens: list[int]) -> list[int]:
+    """A sequence of ``tokens`` computed and ended: its blocks stay cached. Returns its table."""
+    s = seq(0, tokens)
+    bm.allocate(s)
+    computed(bm, s)
+    table = list(s.block_table)
+    bm.free(s)
+    return table
+
+
 def test_a_prompt_sent_again_takes_all_but_its_last_token_by_copying_into_its_own_block():
     copies = Copies()
     bm = BlockManager(8, SIZE, copy_kv=copies)
-    a = seq(0, list(range(8)))
-    bm.allocate(a)
-    computed(bm, a)
-    first, second = a.block_table
-    bm.free(a)
+    first, second = computed_then_freed(bm, list(range(8)))
     again = seq(1, list(range(8)))
     assert bm.allocate(again) == 7  # block 0 shared, 3 tokens of block 1 copied, the last computed
     assert again.block_table[0] == first
@@ -156,11 +162,7 @@ def test_a_prompt_that_leaves_a_cached_block_midway_copies_the_tokens_before():
 def test_the_block_copied_from_is_not_taken_for_the_copy_and_without_room_nothing_is_copied():
     copies = Copies()
     bm = BlockManager(3, SIZE, copy_kv=copies)
-    a = seq(0, list(range(8)))
-    bm.allocate(a)
-    computed(bm, a)
-    second = a.block_table[1]
-    bm.free(a)  # both blocks cached and free, the third free and unkeyed
+    second = computed_then_freed(bm, list(range(8)))[1]  # both blocks cached and free, the third unkeyed
     again = seq(1, list(range(8)))
     assert bm.allocate(again) == 7
     assert copies.calls == [(second, again.block_table[1], 3)] and again.block_table[1] != second

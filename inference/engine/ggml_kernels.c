@@ -292,6 +292,70 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float 
     }
 }
 
+/* One matrix as stored: Q4_1 (q4, d, m) or Q8_0 (q8, d). */
+typedef struct {
+    const uint8_t *q4;
+    const int8_t *q8;
+    const float *d, *m;
+} Blocks;
+
+/* Rows 0 .. P of y (P >= PANEL_ROWS) by panels. */
+static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add) {
+    int64_t Mp;
+    float *xT = transposed(x, P, K, &Mp);
+    #pragma omp parallel
+    {
+        const int64_t kc_max = k_chunk(K);
+        float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * kc_max));
+        for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
+            int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
+            #pragma omp for schedule(static)
+            for (int64_t n0 = 0; n0 < N; n0 += NR) {
+                int nr = N - n0 < NR ? (int)(N - n0) : NR;
+                for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+                    const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
+                    if (w->q4) dequant_q4_rows(w->q4, w->d, w->m, K, n0, nr, k0, kc, buf);
+                    else dequant_q8_rows(w->q8, w->d, K, n0, nr, k0, kc, buf);
+                    panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
+                }
+            }
+        }
+    }
+    __builtin_free(xT);
+}
+
+/* Rows 0 .. M of y (M small) by row tiles: two output features at a time, MT rows a tile. */
+static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        int two = n + 1 < N;
+        for (int r0 = 0; r0 < M; r0 += MT) {
+            int mt = M - r0 < MT ? (int)(M - r0) : MT;
+            if (w->q4) {
+                switch (mt) {
+                    case 1: q4_tile(x, K, N, r0, 1, w->q4, w->d, w->m, n, two, add, y); break;
+                    case 2: q4_tile(x, K, N, r0, 2, w->q4, w->d, w->m, n, two, add, y); break;
+                    case 3: q4_tile(x, K, N, r0, 3, w->q4, w->d, w->m, n, two, add, y); break;
+                    default: q4_tile(x, K, N, r0, MT, w->q4, w->d, w->m, n, two, add, y); break;
+                }
+            } else {
+                switch (mt) {
+                    case 1: q8_tile(x, K, N, r0, 1, w->q8, w->d, n, two, add, y); break;
+                    case 2: q8_tile(x, K, N, r0, 2, w->q8, w->d, n, two, add, y); break;
+                    case 3: q8_tile(x, K, N, r0, 3, w->q8, w->d, n, two, add, y); break;
+                    default: q8_tile(x, K, N, r0, MT, w->q8, w->d, n, two, add, y); break;
+                }
+            }
+        }
+    }
+}
+
+static void matmul(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add) {
+    const int64_t P = panel_rows(M);
+    if (P) panels(x, P, K, w, N, y, add);
+    if (P < M) tiles(x + P * K, M - P, K, w, N, y + P * N, add); /* the rows left: row tiles */
+}
+
 /* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T. */
 void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const float *d, const float *m,
                  int64_t N, float *y, int add) {
@@ -299,84 +363,14 @@ void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const 
         q4_1_gemv(x, K, qs, d, m, N, y, add);
         return;
     }
-    const int64_t P = panel_rows(M);
-    if (P) {
-        int64_t Mp;
-        float *xT = transposed(x, P, K, &Mp);
-        #pragma omp parallel
-        {
-            const int64_t kc_max = k_chunk(K);
-            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * kc_max));
-            for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
-                int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
-                #pragma omp for schedule(static)
-                for (int64_t n0 = 0; n0 < N; n0 += NR) {
-                    int nr = N - n0 < NR ? (int)(N - n0) : NR;
-                    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-                        const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
-                        dequant_q4_rows(qs, d, m, K, n0, nr, k0, kc, buf);
-                        panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
-                    }
-                }
-            }
-        }
-        __builtin_free(xT);
-    }
-    x += P * K, y += P * N, M -= P; /* the rows left, if any: row tiles */
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n += 2) {
-        int two = n + 1 < N;
-        for (int r0 = 0; r0 < M; r0 += MT) {
-            int mt = M - r0 < MT ? (int)(M - r0) : MT;
-            switch (mt) {
-                case 1: q4_tile(x, K, N, r0, 1, qs, d, m, n, two, add, y); break;
-                case 2: q4_tile(x, K, N, r0, 2, qs, d, m, n, two, add, y); break;
-                case 3: q4_tile(x, K, N, r0, 3, qs, d, m, n, two, add, y); break;
-                default: q4_tile(x, K, N, r0, MT, qs, d, m, n, two, add, y); break;
-            }
-        }
-    }
+    const Blocks w = {qs, 0, d, m};
+    matmul(x, M, K, &w, N, y, add);
 }
 
 /* qs [N, K] int8, d [N, K/32]. */
 void q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y, int add) {
-    const int64_t P = panel_rows(M);
-    if (P) {
-        int64_t Mp;
-        float *xT = transposed(x, P, K, &Mp);
-        #pragma omp parallel
-        {
-            const int64_t kc_max = k_chunk(K);
-            float *buf = (float *)__builtin_alloca(sizeof(float) * (size_t)(NR * kc_max));
-            for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
-                int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
-                #pragma omp for schedule(static)
-                for (int64_t n0 = 0; n0 < N; n0 += NR) {
-                    int nr = N - n0 < NR ? (int)(N - n0) : NR;
-                    for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-                        const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
-                        dequant_q8_rows(qs, d, K, n0, nr, k0, kc, buf);
-                        panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
-                    }
-                }
-            }
-        }
-        __builtin_free(xT);
-    }
-    x += P * K, y += P * N, M -= P; /* the rows left, if any: row tiles */
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n += 2) {
-        int two = n + 1 < N;
-        for (int r0 = 0; r0 < M; r0 += MT) {
-            int mt = M - r0 < MT ? (int)(M - r0) : MT;
-            switch (mt) {
-                case 1: q8_tile(x, K, N, r0, 1, qs, d, n, two, add, y); break;
-                case 2: q8_tile(x, K, N, r0, 2, qs, d, n, two, add, y); break;
-                case 3: q8_tile(x, K, N, r0, 3, qs, d, n, two, add, y); break;
-                default: q8_tile(x, K, N, r0, MT, qs, d, n, two, add, y); break;
-            }
-        }
-    }
+    const Blocks w = {0, qs, d, 0};
+    matmul(x, M, K, &w, N, y, add);
 }
 
 /* ---- the rest of a layer, for native steps: fp32 activations, bf16 KV pool ---- */
