@@ -51,7 +51,7 @@ def weights_plan(config: EngineConfig, source: ModelSource | None, device: torch
         return WeightsPlan("exact", f"{device.type}: its own dense kernels")
     if source is None or source.kind != "gguf":
         return WeightsPlan("exact", "not a GGUF file: no quantized weights to use")
-    return WeightsPlan("native", "a GGUF on CPU: its 4-bit weights as stored")
+    return WeightsPlan("native", "a GGUF on CPU: its Q4_1 and Q8_0 blocks as stored")
 
 
 def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tuple[Llama, WeightsPlan]:
