@@ -382,6 +382,12 @@ static inline uint16_t to_bf16(float f) { /* round to nearest even, as torch's .
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* The sums of four vectors' lanes, as one vector of 4. */
+static inline __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
@@ -490,8 +496,45 @@ void decode_attention(const float *q, int64_t q_stride, const int64_t *index, in
             float acc[MAX_GROUP * dim];
             for (int64_t t = 0, blk = 0; t < L; blk++) {
                 const int64_t base = table[blk] * block_size;
-                for (int64_t j = 0; j < block_size && t < L; j++, t++) {
+                int64_t j = 0;
+                if (group == 3) /* SmolLM2's shape: 4 keys x 3 heads of sums in registers, reduced together */
+                    for (; j + 4 <= block_size && t + 4 <= L; j += 4, t += 4) {
+                        const uint16_t *k0 = kpool + ((base + j) * kv_heads + kh) * dim, *k1 = k0 + kv_heads * dim;
+                        const uint16_t *k2 = k1 + kv_heads * dim, *k3 = k2 + kv_heads * dim;
+                        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
+                        __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
+                        for (int64_t i = 0; i < dim; i += 8) {
+                            const __m256 q0 = _mm256_loadu_ps(qb + i), q1 = _mm256_loadu_ps(qb + dim + i);
+                            const __m256 q2 = _mm256_loadu_ps(qb + 2 * dim + i);
+                            __m256 kv = bf16x8(k0 + i);
+                            s00 = _mm256_fmadd_ps(q0, kv, s00); s10 = _mm256_fmadd_ps(q1, kv, s10); s20 = _mm256_fmadd_ps(q2, kv, s20);
+                            kv = bf16x8(k1 + i);
+                            s01 = _mm256_fmadd_ps(q0, kv, s01); s11 = _mm256_fmadd_ps(q1, kv, s11); s21 = _mm256_fmadd_ps(q2, kv, s21);
+                            kv = bf16x8(k2 + i);
+                            s02 = _mm256_fmadd_ps(q0, kv, s02); s12 = _mm256_fmadd_ps(q1, kv, s12); s22 = _mm256_fmadd_ps(q2, kv, s22);
+                            kv = bf16x8(k3 + i);
+                            s03 = _mm256_fmadd_ps(q0, kv, s03); s13 = _mm256_fmadd_ps(q1, kv, s13); s23 = _mm256_fmadd_ps(q2, kv, s23);
+                        }
+                        const __m128 sc = _mm_set1_ps(scale);
+                        _mm_storeu_ps(scores + t, _mm_mul_ps(sum4(s00, s01, s02, s03), sc));
+                        _mm_storeu_ps(scores + Lp + t, _mm_mul_ps(sum4(s10, s11, s12, s13), sc));
+                        _mm_storeu_ps(scores + 2 * Lp + t, _mm_mul_ps(sum4(s20, s21, s22, s23), sc));
+                    }
+                for (; j < block_size && t < L; j++, t++) {
                     const uint16_t *k = kpool + ((base + j) * kv_heads + kh) * dim;
+                    if (group == 3) {
+                        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
+                        for (int64_t i = 0; i < dim; i += 8) {
+                            const __m256 kv = bf16x8(k + i);
+                            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + i), kv, a0);
+                            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + dim + i), kv, a1);
+                            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 2 * dim + i), kv, a2);
+                        }
+                        scores[t] = hsum(a0) * scale;
+                        scores[Lp + t] = hsum(a1) * scale;
+                        scores[2 * Lp + t] = hsum(a2) * scale;
+                        continue;
+                    }
                     __m256 a[MAX_GROUP];
                     for (int64_t h = 0; h < group; h++) a[h] = _mm256_setzero_ps();
                     for (int64_t i = 0; i < dim; i += 8) {
