@@ -2,9 +2,11 @@
 compiler into the model cache and loaded with ctypes.
 
 Why our own: torch's CPU int4 kernel takes bf16 activations only (bf16 GEMMs are slow past a row or
-two on CPUs without AVX-512 BF16) and has no Q8_0 at all. These take fp32 activations, dequantize
-each weight in registers as the dequantized model holds it and reuse it across a tile of rows, so a
-decode step of 1 to ~32 tokens reads 4.5 bits per weight (8.5 for the head) and computes in fp32.
+two on CPUs without AVX-512 BF16) and has no Q8_0 at all. These take fp32 activations and
+dequantize each weight as the dequantized model holds it: a decode step reads 4.5 bits per weight
+(8.5 for the head), and from 8 rows up each weight is dequantized once for all rows (panels), near
+the FMA peak of the cores. Besides the products, the file holds the rest of a native layer (norm,
+rotary, KV write, SiLU, paged attention).
 They need x86-64 with AVX2 and FMA and a C compiler with OpenMP; ``load`` says why not otherwise, and
 the engine then runs ``exact``.
 """
