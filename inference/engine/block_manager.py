@@ -108,7 +108,7 @@ class BlockManager:
         limit = min(self.block_size, seq.num_tokens - 1 - start)
         if limit <= 0:
             return None
-        parent = self._keys(seq, len(hits))[-1][0] if hits else None
+        parent = self._seq_keys[seq.seq_id][len(hits) - 1][0] if hits else None  # kept by _cached_prefix
         want = seq.tokens(start, start + limit)
         best: tuple[int, int] | None = None
         for block_id in self._children.get((parent, want[0]), ()):

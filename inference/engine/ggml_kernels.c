@@ -475,6 +475,7 @@ void silu_mul(const float *x, int64_t M, int64_t I, float *y) {
 }
 
 #define MAX_GROUP 8
+const int64_t max_group = MAX_GROUP; /* read by kernels.py, so the limit is stated once */
 
 /* Decode attention over the paged bf16 pool: sequence b's one query (row index[b] of q, row stride
  * q_stride, `heads` heads of `dim`) attends to its first lengths[b] keys, found through its block

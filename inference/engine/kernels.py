@@ -31,7 +31,6 @@ from .gguf_weights import Q4Weight, Q8Weight
 SOURCE = Path(__file__).with_name("ggml_kernels.c")
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-lm")
 CPU_FLAGS = ("avx2", "fma")
-MAX_GROUP = 8  # query heads per KV head the C attention takes (ggml_kernels.c)
 
 
 class KernelsUnavailable(RuntimeError):
@@ -70,6 +69,15 @@ class Kernels:
         self._kv_write = _fn(lib.kv_write, p, i, i, i, i, i, p, p, p)
         self._silu_mul = _fn(lib.silu_mul, p, i, i, p)
         self._decode_attention = _fn(lib.decode_attention, p, i, p, i, p, i, p, i, p, p, i, i, i, f, p)
+        self.max_group = ctypes.c_int64.in_dll(lib, "max_group").value  # query heads per KV head, at most
+
+    def unfit(self, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int) -> str | None:
+        """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
+        if hidden % 32 or intermediate % 32:
+            return f"hidden ({hidden}) and intermediate ({intermediate}) sizes must be multiples of 32"
+        if head_dim % 8 or heads % kv_heads or heads // kv_heads > self.max_group:
+            return f"{heads} heads over {kv_heads} KV heads of {head_dim} do not fit the C attention"
+        return None
 
     def q4_1(self, x: torch.Tensor, w: Q4Weight, out: torch.Tensor | None = None) -> torch.Tensor:
         """``x [M, K] @ W.T`` for fp32 ``x``; with ``out``, added to it in place."""
@@ -114,15 +122,6 @@ class Kernels:
         self._decode_attention(_ptr(q), q.stride(0), _ptr(index), index.shape[0], _ptr(tables), tables.stride(0),
                                _ptr(lengths), block_size, _ptr(k_pool), _ptr(v_pool), heads, k_pool.shape[-2], dim,
                                scale, _ptr(out))
-
-
-def unfit(hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int) -> str | None:
-    """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
-    if hidden % 32 or intermediate % 32:
-        return f"hidden ({hidden}) and intermediate ({intermediate}) sizes must be multiples of 32"
-    if head_dim % 8 or heads % kv_heads or heads // kv_heads > MAX_GROUP:
-        return f"{heads} heads over {kv_heads} KV heads of {head_dim} do not fit the C attention"
-    return None
 
 
 def _fn(f: Any, *argtypes: Any) -> Any:

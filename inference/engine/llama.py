@@ -34,6 +34,9 @@ from .kv_cache import KVPool, StepLayout, paged_attention, prefill_attention
 class Projection(Protocol):
     def __call__(self, x: torch.Tensor, small: bool) -> torch.Tensor: ...
 
+    def add_into(self, x: torch.Tensor, out: torch.Tensor, small: bool) -> None:
+        """``out += x @ W.T`` (the residual stream, in place)."""
+
 
 class Dense:
     """``F.linear`` over one or more weights (outputs concatenated), the model's own tensors."""
@@ -45,6 +48,9 @@ class Dense:
         if len(self.weights) == 1:
             return F.linear(x, self.weights[0])
         return torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
+
+    def add_into(self, x: torch.Tensor, out: torch.Tensor, small: bool) -> None:
+        out.add_(self(x, small))
 
 
 class Quantized:
@@ -59,11 +65,10 @@ class Quantized:
         return self.kernels.q4_1(x, self.weight) if small else self.dense(x, small)
 
     def add_into(self, x: torch.Tensor, out: torch.Tensor, small: bool) -> None:
-        """``out += x @ W.T`` (the residual stream, in place)."""
         if small:
             self.kernels.q4_1(x, self.weight, out=out)
         else:
-            out.add_(self.dense(x, small))
+            self.dense.add_into(x, out, small)
 
 
 @dataclass
@@ -134,7 +139,7 @@ class Llama:
 
     @property
     def native(self) -> bool:
-        return self.int4_max_rows > 0
+        return self.kernels is not None
 
     def uses_kernels(self, pool: KVPool) -> bool:
         """Whether steps over ``pool`` run the C layers (native weights, bf16 KV)."""
@@ -188,7 +193,6 @@ class Llama:
         x = F.embedding(ids, self.embed)  # owned and contiguous: the projections add into it
         d = layout.decodes
         for i, layer in enumerate(self.layers):
-            assert isinstance(layer.o, Quantized) and isinstance(layer.down, Quantized)
             qkv = layer.qkv(k.rms_norm(x, layer.attn_norm, s.eps), small)
             k.rope(qkv, s.heads + s.kv_heads, s.head_dim, positions, self.cos, self.sin)
             k.kv_write(qkv, q_dim, q_dim + kv_dim, kv_dim, layout.slots, pool.k[i], pool.v[i])

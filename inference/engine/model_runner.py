@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..boundary import SamplingParams
 from .config import EngineConfig
 from .kv_cache import Decodes, KVPool, Prefill, StepLayout
-from .llama import Llama, Quantized
+from .llama import Llama, Quantized, Shape
 from .model_loader import ModelSource, file_digest
 from .scheduler import Scheduled
 from .sequence import Sequence
@@ -62,18 +62,16 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
     if plan.mode == "exact" or source is None:
         return Llama(model), plan
     from .gguf_weights import UnsupportedQuantization, load_native_weights
-    from .kernels import KernelsUnavailable, load, unfit
+    from .kernels import KernelsUnavailable, load
 
-    shape = model.config
-    head_dim = getattr(shape, "head_dim", None) or shape.hidden_size // shape.num_attention_heads
+    shape = Shape.of(model.config)
     try:
-        why = unfit(shape.hidden_size, shape.intermediate_size, shape.num_attention_heads, shape.num_key_value_heads,
-                    head_dim)
+        kernels = load(config.model_cache_dir)
+        why = kernels.unfit(shape.hidden, shape.intermediate, shape.heads, shape.kv_heads, shape.head_dim)
         if why:
             raise KernelsUnavailable(why)
-        kernels = load(config.model_cache_dir)
         native = load_native_weights(source.path, file_digest(source.path), config.model_cache_dir,
-                                     shape.num_hidden_layers, shape.num_attention_heads, shape.num_key_value_heads)
+                                     shape.layers, shape.heads, shape.kv_heads)
     except (UnsupportedQuantization, KernelsUnavailable) as exc:
         log.warning("native weights unavailable (%s); using exact weights", exc)
         return Llama(model), WeightsPlan("exact", str(exc))
