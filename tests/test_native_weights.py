@@ -108,16 +108,19 @@ def test_block_kernels_compute_the_dense_products(native: LLMEngine, rows: int):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
-@pytest.mark.parametrize("rows", [6, 20])
-def test_q4_kernel_takes_output_features_that_fill_no_tile(native: LLMEngine, rows: int):
-    """11 output features: an odd one for the row tiles, a panel of 5 after one of 6 for panels."""
+@pytest.mark.parametrize("rows", [1, 6, 20])
+def test_kernels_take_output_features_that_fill_no_tile(native: LLMEngine, rows: int):
+    """11 output features: an odd one for one-row products and row tiles, a panel of 5 after one of
+    6 for panels."""
     llama = native.runner.llama
     assert llama.kernels is not None
     g = torch.Generator().manual_seed(0)
     w = Q4Weight(torch.randint(0, 256, (11, 64 * 16), dtype=torch.uint8, generator=g),
                  torch.rand(11, 64, generator=g) / 100, -torch.rand(11, 64, generator=g) / 50)
+    w8 = Q8Weight(torch.randint(-127, 128, (11, 64 * 32), dtype=torch.int8, generator=g), torch.rand(11, 64, generator=g) / 100)
     x = torch.randn(rows, 64 * 32, generator=g)
     torch.testing.assert_close(llama.kernels.q4_1(x, w), x @ w.dequantize().T, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(llama.kernels.q8_0(x, w8), x @ w8.dequantize().T, rtol=1e-4, atol=1e-4)
 
 
 def test_native_falls_back_to_exact_where_the_kernels_cannot_be_built(llm: LLMEngine, monkeypatch):

@@ -11,6 +11,11 @@
 
 #define QK 32
 #define MT 4 /* rows of x per tile */
+/* Products of a few rows stream each weight matrix once and are memory-bound; the hardware
+ * prefetcher alone left them at about 10 GB/s of the machine's 21. Prefetching this many bytes
+ * ahead in the quants (a quarter of it in the scales) gave, at 1 row, the Q8_0 head 1.7x and the
+ * Q4_1 layers 1.08x; at 2 rows 1.4x and 1.05x (A/B in one process). */
+#define AHEAD 2048
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -21,10 +26,11 @@ static inline float hsum(__m256 v) {
 
 /* Two output features n, n+1 (w1 may equal w0 for an odd tail) over rows r0..r0+mt-1; each step of
  * the inner loop covers weights h*8..h*8+7 (a) and 16+h*8..16+h*8+7 (b) of block g. */
-#define TILE_BODY(DEQ)                                                                   \
+#define TILE_BODY(DEQ, PF)                                                               \
     __m256 acc0[MT], acc1[MT];                                                           \
     for (int r = 0; r < MT; r++) { acc0[r] = _mm256_setzero_ps(); acc1[r] = _mm256_setzero_ps(); } \
     for (int g = 0; g < G; g++) {                                                        \
+        PF                                                                               \
         for (int h = 0; h < 2; h++) {                                                    \
             __m256 w0a, w0b, w1a, w1b;                                                   \
             DEQ                                                                          \
@@ -66,7 +72,10 @@ static inline __attribute__((always_inline)) void q4_tile(const float *x, int64_
     const int G = (int)(K / QK);
     const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
     const float *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
-    TILE_BODY(Q4_PAIR(w0a, w0b, q0, d0, m0) Q4_PAIR(w1a, w1b, q1, d1, m1))
+    TILE_BODY(Q4_PAIR(w0a, w0b, q0, d0, m0) Q4_PAIR(w1a, w1b, q1, d1, m1),
+              _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
+              _mm_prefetch((const char *)(d0 + g) + AHEAD / 4, _MM_HINT_T0);
+              _mm_prefetch((const char *)(m0 + g) + AHEAD / 4, _MM_HINT_T0);)
 }
 
 static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
@@ -74,7 +83,8 @@ static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_
     const int G = (int)(K / QK);
     const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
     const float *d0 = d + n * G, *d1 = two ? d0 + G : d0;
-    TILE_BODY(Q8_PAIR(w0a, w0b, q0, d0) Q8_PAIR(w1a, w1b, q1, d1))
+    TILE_BODY(Q8_PAIR(w0a, w0b, q0, d0) Q8_PAIR(w1a, w1b, q1, d1),
+              _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);)
 }
 
 /* ---- steps of many rows: panels ----
@@ -269,6 +279,9 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float 
             const float *xg = x + g * QK;
             const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
             const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
+            _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)(d0 + g) + AHEAD / 4, _MM_HINT_T0);
+            _mm_prefetch((const char *)(m0 + g) + AHEAD / 4, _MM_HINT_T0);
             const __m256i f = _mm256_set1_epi32(15);
             __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + g * 16)));
             __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + g * 16 + 8)));
@@ -289,6 +302,40 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float 
         }
         y[n] = (add ? y[n] : 0.0f) + hsum(acc0) + s0;
         if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1) + s1;
+    }
+}
+
+/* One row of Q8_0: y[n] = sum_g d[n,g] * (q[n,g] . x[g]), two output features at a time. */
+static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y, int add) {
+    const int64_t G = K / QK;
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        const int two = n + 1 < N;
+        const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
+        const float *d0 = d + n * G, *d1 = two ? d0 + G : d0;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        for (int64_t g = 0; g < G; g++) {
+            const float *xg = x + g * QK;
+            const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
+            const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
+            _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);
+            __m256i v = _mm256_loadu_si256((const __m256i *)(q0 + g * QK));
+            __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), x0);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), x1, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), x2, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), x3, t);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), t, acc0);
+            v = _mm256_loadu_si256((const __m256i *)(q1 + g * QK));
+            lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+            t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), x0);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), x1, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), x2, t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), x3, t);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), t, acc1);
+        }
+        y[n] = (add ? y[n] : 0.0f) + hsum(acc0);
+        if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1);
     }
 }
 
@@ -369,6 +416,10 @@ void q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const 
 
 /* qs [N, K] int8, d [N, K/32]. */
 void q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y, int add) {
+    if (M == 1) {
+        q8_0_gemv(x, K, qs, d, N, y, add);
+        return;
+    }
     const Blocks w = {0, qs, d, 0};
     matmul(x, M, K, &w, N, y, add);
 }
