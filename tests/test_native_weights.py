@@ -200,27 +200,48 @@ def test_c_decode_attention_equals_torch_over_the_paged_pool(native: LLMEngine, 
     torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)  # torch rounds to bf16 inside; C stays fp32
 
 
-def test_prompt_tokens_attending_row_by_row_in_c_match_torch_prompt_attention(native: LLMEngine):
-    """Short prompt chunks go through the C attention one row each (its causal length): over 192
-    tokens in chunks of 32, the logits match those of whole-chunk torch attention."""
+def row_by_row(engine: LLMEngine, ids: list[int], chunk: int) -> tuple[torch.Tensor, KVPool]:
+    """Logits of ``ids`` (one sequence) fed in chunks whose every row attends alone, and the pool."""
     from inference.engine.kv_cache import Decodes
 
-    ids = native.tokenizer(TEXT.read_text()).input_ids[:192]
-    want = teacher_forced(native, ids, small=True)
-    llama, size, chunk = native.runner.llama, 16, 32
+    llama, size = engine.runner.llama, 16
     s = llama.shape
-    pool = KVPool(s.layers, len(ids) // size, size, s.kv_heads, s.head_dim, torch.bfloat16, torch.device("cpu"))
+    pool = KVPool(s.layers, -(-len(ids) // size), size, s.kv_heads, s.head_dim, torch.bfloat16, torch.device("cpu"))
     table = torch.arange(pool.num_blocks)[None]
     got = []
     with torch.inference_mode():
         for start in range(0, len(ids), chunk):
-            n = chunk
+            n = min(chunk, len(ids) - start)
             lengths = torch.arange(start + 1, start + n + 1)
             mask = (torch.arange(pool.num_blocks * size)[None, :] < lengths[:, None])[:, None, None, :]
             rows = Decodes(torch.arange(n), table.expand(n, -1).contiguous(), lengths, mask)
             layout = StepLayout(torch.arange(start, start + n), rows, [])
             got.append(llama.forward(torch.tensor(ids[start:start + n]), torch.arange(start, start + n), layout, pool,
                                      torch.arange(n), small=True))
-    logits = torch.cat(got)
+    return torch.cat(got), pool
+
+
+def test_prompt_tokens_attending_row_by_row_in_c_match_torch_prompt_attention(native: LLMEngine):
+    """Short prompt chunks go through the C attention one row each (its causal length): over 192
+    tokens in chunks of 32, the logits match those of whole-chunk torch attention."""
+    ids = native.tokenizer(TEXT.read_text()).input_ids[:192]
+    want = teacher_forced(native, ids, small=True)
+    logits, _ = row_by_row(native, ids, 32)
     assert float((logits.argmax(-1) == want.argmax(-1)).float().mean()) >= 0.99
     torch.testing.assert_close(logits, want, rtol=0, atol=0.05 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 32])
+def test_layers_in_one_c_call_equal_the_layer_by_layer_calls_to_the_bit(native: LLMEngine, chunk: int):
+    """``decode_layers`` (every layer in one call) against the same kernels called per layer from
+    Python: the same logits and the same keys and values in the pool, bit for bit."""
+    llama = native.runner.llama
+    ids = native.tokenizer(TEXT.read_text()).input_ids[:70]
+    try:
+        llama.one_call = False
+        want, want_pool = row_by_row(native, ids, chunk)
+    finally:
+        llama.one_call = True
+    got, pool = row_by_row(native, ids, chunk)
+    assert torch.equal(got, want)
+    assert torch.equal(pool.k, want_pool.k) and torch.equal(pool.v, want_pool.v)

@@ -6,7 +6,8 @@ two on CPUs without AVX-512 BF16) and has no Q8_0 at all. These take fp32 activa
 dequantize each weight as the dequantized model holds it: a decode step reads 4.5 bits per weight
 (8.5 for the head), and from 8 rows up each weight is dequantized once for all rows (panels), near
 the FMA peak of the cores. Besides the products, the file holds the rest of a native layer (norm,
-rotary, KV write, SiLU, paged attention).
+rotary, KV write, SiLU, paged attention), and a step's layers in one call where every row attends
+alone.
 They need x86-64 with AVX2 and FMA and a C compiler with OpenMP; ``load`` says why not otherwise, and
 the engine then runs ``exact``.
 """
@@ -22,11 +23,15 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch  # first: the kernels' OpenMP runtime resolves to the one torch already loaded
 
 from .gguf_weights import Q4Weight, Q8Weight
+from .kv_cache import Decodes
+
+if TYPE_CHECKING:
+    from .llama import Shape
 
 SOURCE = Path(__file__).with_name("ggml_kernels.c")
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-lm")
@@ -69,7 +74,10 @@ class Kernels:
         self._kv_write = _fn(lib.kv_write, p, i, i, i, i, i, p, p, p)
         self._silu_mul = _fn(lib.silu_mul, p, i, i, p)
         self._decode_attention = _fn(lib.decode_attention, p, i, p, i, p, i, p, i, p, p, i, i, i, f, p)
+        self._decode_layers = _fn(lib.decode_layers, p, i, p, i, i, i, i, i, i, f, f, p, p, p, p, p, p, i, p, i,
+                                  p, p, p, p, p)
         self.max_group = ctypes.c_int64.in_dll(lib, "max_group").value  # query heads per KV head, at most
+        self.layer_fields = ctypes.c_int64.in_dll(lib, "layer_fields").value  # addresses per layer, in order
 
     def unfit(self, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int) -> str | None:
         """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
@@ -122,6 +130,21 @@ class Kernels:
         self._decode_attention(_ptr(q), q.stride(0), _ptr(index), index.shape[0], _ptr(tables), tables.stride(0),
                                _ptr(lengths), block_size, _ptr(k_pool), _ptr(v_pool), heads, k_pool.shape[-2], dim,
                                scale, _ptr(out))
+
+    def decode_layers(self, x: torch.Tensor, layers: torch.Tensor, shape: Shape, positions: torch.Tensor,
+                      cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor, decodes: Decodes, block_size: int,
+                      scale: float) -> None:
+        """``x [M, hidden]`` through every layer in place, for a step whose rows all attend alone
+        (``decodes.index`` is every row, in order). ``layers [L, layer_fields]``: each layer's
+        addresses, as ``LayerBlocks`` in the C source orders them."""
+        n = x.shape[0]
+        q_dim, kv_dim = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+        h, attn = torch.empty_like(x), x.new_empty(n, q_dim)
+        qkv, gu, act = x.new_empty(n, q_dim + 2 * kv_dim), x.new_empty(n, 2 * shape.intermediate), x.new_empty(n, shape.intermediate)
+        self._decode_layers(_ptr(x), n, _ptr(layers), layers.shape[0], shape.hidden, shape.heads, shape.kv_heads,
+                            shape.head_dim, shape.intermediate, shape.eps, scale, _ptr(positions), _ptr(cos), _ptr(sin),
+                            _ptr(slots), _ptr(decodes.index), _ptr(decodes.tables), decodes.tables.stride(0),
+                            _ptr(decodes.lengths), block_size, _ptr(h), _ptr(qkv), _ptr(attn), _ptr(gu), _ptr(act))
 
 
 def _fn(f: Any, *argtypes: Any) -> Any:

@@ -136,6 +136,8 @@ class Llama:
         self.cos = (emb.cos() * scaling).to(self.embed.dtype)
         self.sin = (emb.sin() * scaling).to(self.embed.dtype)
         self.scale = shape.head_dim ** -0.5
+        self.one_call = True  # native steps whose rows all attend alone run every layer in one C call
+        self._blocks, self._blocks_for = torch.empty(0, dtype=torch.int64), (0, 0)
 
     @property
     def native(self) -> bool:
@@ -186,12 +188,18 @@ class Llama:
                        small: bool, k: Kernels) -> torch.Tensor:
         """The same layers with the C kernels for everything but dense projections and prompt
         attention: a handful of calls per layer instead of some thirty torch ops, which is most
-        of a one-token step's time otherwise. Needs the bf16 pool (native's ``auto`` KV dtype)."""
+        of a one-token step's time otherwise. Needs the bf16 pool (native's ``auto`` KV dtype).
+        When every row attends alone (decoding, short prompt chunks) the same calls run from C in
+        one ``decode_layers`` call: 20% off a one-token step, the same result to the bit."""
         s = self.shape
         n = ids.shape[0]
         q_dim, kv_dim = s.heads * s.head_dim, s.kv_heads * s.head_dim
         x = F.embedding(ids, self.embed)  # owned and contiguous: the projections add into it
         d = layout.decodes
+        if self.one_call and small and d is not None and not layout.prefills:  # every row attends alone
+            k.decode_layers(x, self._layer_blocks(pool, k), s, positions, self.cos, self.sin, layout.slots, d,
+                            pool.block_size, self.scale)
+            return x
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(k.rms_norm(x, layer.attn_norm, s.eps), small)
             k.rope(qkv, s.heads + s.kv_heads, s.head_dim, positions, self.cos, self.sin)
@@ -206,6 +214,22 @@ class Llama:
             layer.o.add_into(attn, x, small)
             layer.down.add_into(k.silu_mul(layer.gate_up(k.rms_norm(x, layer.mlp_norm, s.eps), small)), x, small)
         return x
+
+    def _layer_blocks(self, pool: KVPool, k: Kernels) -> torch.Tensor:
+        """Each layer's addresses for ``decode_layers`` (``LayerBlocks`` in the C source), made
+        once per pool: weights and pool stay where they are for the model's life."""
+        key = (pool.k.data_ptr(), pool.v.data_ptr())
+        if self._blocks_for != key:
+            rows = []
+            for i, layer in enumerate(self.layers):
+                row = [layer.attn_norm, layer.mlp_norm]
+                for proj in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                    assert isinstance(proj, Quantized)  # native: every projection has its blocks
+                    row += [proj.weight.qs, proj.weight.d, proj.weight.m]
+                rows.append([t.data_ptr() for t in (*row, pool.k[i], pool.v[i])])
+            assert all(len(r) == k.layer_fields for r in rows)
+            self._blocks, self._blocks_for = torch.tensor(rows, dtype=torch.int64), key
+        return self._blocks
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
