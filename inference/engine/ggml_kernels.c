@@ -528,6 +528,17 @@ void silu_mul(const float *x, int64_t M, int64_t I, float *y) {
 #define MAX_GROUP 8
 const int64_t max_group = MAX_GROUP; /* read by kernels.py, so the limit is stated once */
 
+/* Rows base .. base+n of one KV head in the pool (dim bf16 each, 2 cache lines for dim 64). Decode
+ * attention is latency-bound (each sequence's keys are a fresh read from memory): prefetching the
+ * next block's keys and this block's values made it 1.2x faster at 40-70 keys and 1.33x at 300
+ * (A/B in one process, 64 sequences, 30 layers); two blocks ahead gave nothing more. */
+static inline void prefetch_rows(const uint16_t *pool, int64_t base, int64_t n, int64_t kv_heads, int64_t kh, int64_t dim) {
+    for (int64_t j = 0; j < n; j++) {
+        const char *p = (const char *)(pool + ((base + j) * kv_heads + kh) * dim);
+        for (int64_t o = 0; o < dim * 2; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+    }
+}
+
 /* Decode attention over the paged bf16 pool: sequence b's one query (row index[b] of q, row stride
  * q_stride, `heads` heads of `dim`) attends to its first lengths[b] keys, found through its block
  * table tables[b] (row stride t_stride); the heads sharing a KV head (at most MAX_GROUP) read each
@@ -548,6 +559,9 @@ void decode_attention(const float *q, int64_t q_stride, const int64_t *index, in
             float acc[MAX_GROUP * dim];
             for (int64_t t = 0, blk = 0; t < L; blk++) {
                 const int64_t base = table[blk] * block_size;
+                if (t + block_size < L) /* the next block's keys, while this one's are summed */
+                    prefetch_rows(kpool, table[blk + 1] * block_size, block_size, kv_heads, kh, dim);
+                prefetch_rows(vpool, base, block_size, kv_heads, kh, dim); /* values, for after the softmax */
                 int64_t j = 0;
                 if (group == 3) /* SmolLM2's shape: 4 keys x 3 heads of sums in registers, reduced together */
                     for (; j + 4 <= block_size && t + 4 <= L; j += 4, t += 4) {
