@@ -7,6 +7,8 @@ kernels (Q4_1 projections, Q8_0 head) at every position: that is what every deco
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +200,32 @@ def test_c_decode_attention_equals_torch_over_the_paged_pool(native: LLMEngine, 
     kernels.decode_attention(q.view(len(lengths), -1), index, tables, lengths, size, pool.k[0], pool.v[0], heads, dim,
                              dim ** -0.5, got)
     torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)  # torch rounds to bf16 inside; C stays fp32
+
+
+LONG_SHARED_ATTENTION = """
+import sys, torch
+from pathlib import Path
+from inference.engine import kernels
+k = kernels.load(Path(sys.argv[1]))
+size, kv_heads, dim, heads, length, rows = 16, 3, 64, 9, 8192, 128
+blocks = length // size
+pool = [torch.randn(blocks * size, kv_heads, dim).bfloat16() for _ in range(2)]
+tables = torch.arange(blocks)[None].expand(rows, -1).contiguous()  # every row shares the same blocks
+out = torch.empty(rows, heads * dim)
+k.decode_attention(torch.randn(rows, heads * dim), torch.arange(rows), tables, torch.full((rows,), length), size,
+                   pool[0], pool[1], heads, dim, dim ** -0.5, out)
+assert bool(out.isfinite().all())
+"""
+
+
+def test_c_attention_over_many_long_sequences_sharing_blocks_keeps_its_stack(native: LLMEngine):
+    """128 sequences of 8,192 keys, all on the same shared blocks (one long prompt sent many times):
+    each (sequence, KV head) takes its scores from a block-scoped array, freed at the end of the
+    iteration. With an alloca there, a thread's stack grew by 96 KB per iteration and the process
+    died of a segmentation fault; here in a child process, so a regression fails this test only."""
+    done = subprocess.run([sys.executable, "-c", LONG_SHARED_ATTENTION, str(native.config.model_cache_dir)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def row_by_row(engine: LLMEngine, ids: list[int], chunk: int) -> tuple[torch.Tensor, KVPool]:

@@ -555,7 +555,7 @@ void decode_attention(const float *q, int64_t q_stride, const int64_t *index, in
             const int64_t L = lengths[b], Lp = (L + 7) & ~(int64_t)7;
             const int64_t *table = tables + b * t_stride;
             const float *qb = q + index[b] * q_stride + kh * group * dim;
-            float *scores = (float *)__builtin_alloca(sizeof(float) * (size_t)(Lp * group));
+            float scores[Lp * group]; /* block scope: freed each iteration (an alloca here was not) */
             float acc[MAX_GROUP * dim];
             for (int64_t t = 0, blk = 0; t < L; blk++) {
                 const int64_t base = table[blk] * block_size;
@@ -691,7 +691,7 @@ typedef struct {
 const int64_t layer_fields = sizeof(LayerBlocks) / sizeof(void *);
 
 /* The residual stream x [M, hidden] through L layers, for a step whose every row attends alone
- * (rows index[b] == b): the calls llama.py's _native_layers makes, in its order, on the same
+ * (index holds each row once): the calls llama.py's _native_layers makes, in its order, on the same
  * buffers, so the result is the same to the bit; one call instead of some 300 from Python.
  * Scratch: h [M, hidden], qkv [M, (heads + 2 kv_heads) dim], attn [M, heads dim], gu [M, 2 inter],
  * act [M, inter]. */

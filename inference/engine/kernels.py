@@ -3,11 +3,11 @@ compiler into the model cache and loaded with ctypes.
 
 Why our own: torch's CPU int4 kernel takes bf16 activations only (bf16 GEMMs are slow past a row or
 two on CPUs without AVX-512 BF16) and has no Q8_0 at all. These take fp32 activations and
-dequantize each weight as the dequantized model holds it: a decode step reads 4.5 bits per weight
-(8.5 for the head), and from 8 rows up each weight is dequantized once for all rows (panels), near
-the FMA peak of the cores. Besides the products, the file holds the rest of a native layer (norm,
-rotary, KV write, SiLU, paged attention), and a step's layers in one call where every row attends
-alone.
+dequantize each weight as the dequantized model holds it: a decode step reads 6 bits per weight
+(the block's 4-bit quants and its two scales, held as fp32; 9 bits for the head), and from 8 rows
+up each weight is dequantized once for all rows (panels), near the FMA peak of the cores. Besides
+the products, the file holds the rest of a native layer (norm, rotary, KV write, SiLU, paged
+attention), and a step's layers in one call where every row attends alone.
 They need x86-64 with AVX2 and FMA and a C compiler with OpenMP; ``load`` says why not otherwise, and
 the engine then runs ``exact``.
 """
@@ -135,9 +135,10 @@ class Kernels:
                       cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor, decodes: Decodes, block_size: int,
                       scale: float) -> None:
         """``x [M, hidden]`` through every layer in place, for a step whose rows all attend alone
-        (``decodes.index`` is every row, in order). ``layers [L, layer_fields]``: each layer's
+        (``decodes.index`` holds every row once). ``layers [L, layer_fields]``: each layer's
         addresses, as ``LayerBlocks`` in the C source orders them."""
         n = x.shape[0]
+        assert decodes.index.shape[0] == n, "every row must attend alone"
         q_dim, kv_dim = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
         h, attn = torch.empty_like(x), x.new_empty(n, q_dim)
         qkv, gu, act = x.new_empty(n, q_dim + 2 * kv_dim), x.new_empty(n, 2 * shape.intermediate), x.new_empty(n, shape.intermediate)

@@ -7,8 +7,8 @@ may run on the GGUF's 4-bit weights:
 
 - ``exact``: every projection is a dense fp32 ``F.linear``; greedy answers equal ``model.generate``.
 - ``native``: each projection holds the GGUF's Q4_1 blocks as stored, and the dense weights beside
-  them. A step of at most ``int4_max_rows`` tokens (decoding: memory-bound, where 4.5-bit weights
-  are read 7x faster than fp32) runs the block kernel; a larger one (prefill, big batches:
+  them. A step of at most ``int4_max_rows`` tokens (decoding: memory-bound, where 6-bit weights
+  are read 5x faster than fp32) runs the block kernel; a larger one (prefill, big batches:
   compute-bound) the dense one. The head runs on the GGUF's Q8_0 blocks for up to ``q8_head_rows``
   sampled rows. The kernels dequantize each weight exactly as the dense model holds it and compute
   in fp32, so the two modes differ only in the order of the sums (and native's bf16 KV cache).
@@ -112,7 +112,7 @@ class Llama:
         self.norm: torch.Tensor = inner.norm.weight
         self.kernels = kernels if native else None
         self.int4_max_rows = int4_max_rows if self.kernels else 0
-        # The head's Q8_0 blocks are the dense head exactly, at 8.5 bits a weight instead of 32:
+        # The head's Q8_0 blocks are the dense head exactly, at 9 bits a weight instead of 32:
         # ``q8_head_rows`` (measured) says up to how many sampled rows their kernel is the faster one.
         self.head_q8 = native.head if native and self.kernels else None
         self.q8_head_rows = 0
@@ -137,7 +137,8 @@ class Llama:
         self.sin = (emb.sin() * scaling).to(self.embed.dtype)
         self.scale = shape.head_dim ** -0.5
         self.one_call = True  # native steps whose rows all attend alone run every layer in one C call
-        self._blocks, self._blocks_for = torch.empty(0, dtype=torch.int64), (0, 0)
+        self._blocks = torch.empty(0, dtype=torch.int64)
+        self._blocks_for: KVPool | None = None
 
     @property
     def native(self) -> bool:
@@ -189,8 +190,9 @@ class Llama:
         """The same layers with the C kernels for everything but dense projections and prompt
         attention: a handful of calls per layer instead of some thirty torch ops, which is most
         of a one-token step's time otherwise. Needs the bf16 pool (native's ``auto`` KV dtype).
-        When every row attends alone (decoding, short prompt chunks) the same calls run from C in
-        one ``decode_layers`` call: 20% off a one-token step, the same result to the bit."""
+        When a step on the blocks (``small``) has no prompt chunk attending in torch, so that every
+        row attends alone (decoding, short prompt chunks), the same calls run from C in one
+        ``decode_layers`` call: 20% off a one-token step, the same result to the bit."""
         s = self.shape
         n = ids.shape[0]
         q_dim, kv_dim = s.heads * s.head_dim, s.kv_heads * s.head_dim
@@ -217,9 +219,9 @@ class Llama:
 
     def _layer_blocks(self, pool: KVPool, k: Kernels) -> torch.Tensor:
         """Each layer's addresses for ``decode_layers`` (``LayerBlocks`` in the C source), made
-        once per pool: weights and pool stay where they are for the model's life."""
-        key = (pool.k.data_ptr(), pool.v.data_ptr())
-        if self._blocks_for != key:
+        once per pool. The pool is kept referenced with them, so its memory cannot go to another
+        pool while they point into it; the weights live as long as the model."""
+        if self._blocks_for is not pool:
             rows = []
             for i, layer in enumerate(self.layers):
                 row = [layer.attn_norm, layer.mlp_norm]
@@ -228,7 +230,7 @@ class Llama:
                     row += [proj.weight.qs, proj.weight.d, proj.weight.m]
                 rows.append([t.data_ptr() for t in (*row, pool.k[i], pool.v[i])])
             assert all(len(r) == k.layer_fields for r in rows)
-            self._blocks, self._blocks_for = torch.tensor(rows, dtype=torch.int64), key
+            self._blocks, self._blocks_for = torch.tensor(rows, dtype=torch.int64), pool
         return self._blocks
 
 
