@@ -132,11 +132,7 @@ class BlockManager:
         assert not seq.block_table
         hits = self._cached_prefix(seq)
         for block_id in hits:
-            block = self.blocks[block_id]
-            if block.ref_count == 0:
-                del self._free[block_id]
-                self._cached_free -= 1
-            block.ref_count += 1
+            self._hold(block_id)
         seq.block_table = list(hits)
         self._hashed[seq.seq_id] = len(hits)
         partial = self._partial(seq, hits)
@@ -151,21 +147,34 @@ class BlockManager:
         ``src`` is held meanwhile, so growing cannot take it. False (nothing done) if the pool
         cannot spare the blocks while holding it."""
         assert self.copy_kv is not None
-        block = self.blocks[src]
-        held = block.ref_count == 0
-        if held:
-            del self._free[src]
-            self._cached_free -= 1
-        block.ref_count += 1
+        self._hold(src)
         first_new = len(seq.block_table)
         grown = self.grow(seq, seq.num_tokens)
         if grown:
             self.copy_kv(src, seq.block_table[first_new], n)
-        block.ref_count -= 1
-        if held:
-            self._free[src] = None  # back as the most recently used
-            self._cached_free += 1
+        self._release(src)  # back, if nobody else holds it, as the most recently used cached block
         return grown
+
+    def _hold(self, block_id: int) -> None:
+        """One more reference; a block nobody held leaves the free list (it keeps its key)."""
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self._free[block_id]
+            if block.key is not None:
+                self._cached_free -= 1
+        block.ref_count += 1
+
+    def _release(self, block_id: int) -> None:
+        """One reference fewer; at none the block is free again: a keyless one first in line for
+        reuse, a cached one last (least recently freed goes first)."""
+        block = self.blocks[block_id]
+        block.ref_count -= 1
+        if block.ref_count == 0:
+            self._free[block_id] = None
+            if block.key is None:
+                self._free.move_to_end(block_id, last=False)
+            else:
+                self._cached_free += 1
 
     def grow(self, seq: Sequence, num_tokens: int) -> bool:
         """Make ``seq``'s table cover ``num_tokens`` tokens; False (nothing taken) if the pool is dry."""
@@ -210,14 +219,7 @@ class BlockManager:
         """Return ``seq``'s blocks. The last ones go back first, so a prefix outlives its tail;
         blocks without a key are reused before any cached one."""
         for block_id in reversed(seq.block_table):
-            block = self.blocks[block_id]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                self._free[block_id] = None
-                if block.key is None:
-                    self._free.move_to_end(block_id, last=False)
-                else:
-                    self._cached_free += 1
+            self._release(block_id)
         seq.block_table = []
         self._hashed.pop(seq.seq_id, None)
 

@@ -87,6 +87,13 @@ static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_
               _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);)
 }
 
+/* One matrix as stored: Q4_1 (q4, d, m) or Q8_0 (q8, d). */
+typedef struct {
+    const uint8_t *q4;
+    const int8_t *q8;
+    const float *d, *m;
+} Blocks;
+
 /* ---- steps of many rows: panels ----
  * Past PANEL_ROWS rows, NR output features at a time are dequantized whole into an fp32 buffer
  * (once for all rows), and a 16-row x NR micro-kernel runs over x transposed (rows along the
@@ -95,33 +102,18 @@ static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_
 #define PANEL_ROWS 8
 #define PANEL_CHUNK 64 /* rows of x per pass over the panels */
 
-/* Columns k0 .. k0+kc of output features n0 .. n0+nr, dequantized into buf [nr, kc]. */
-static void dequant_q4_rows(const uint8_t *qs, const float *d, const float *m, int64_t K, int64_t n0, int nr,
-                            int64_t k0, int64_t kc, float *buf) {
+/* Columns k0 .. k0+kc of output features n0 .. n0+nr of w (Q4_1 or Q8_0), dequantized into buf [nr, kc]. */
+static void dequant_rows(const Blocks *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, float *buf) {
     const int64_t G = K / QK;
     for (int j = 0; j < nr; j++) {
-        const uint8_t *q = qs + (n0 + j) * (K / 2);
-        const float *dr = d + (n0 + j) * G, *mr = m + (n0 + j) * G;
+        const uint8_t *q4 = w->q4 ? w->q4 + (n0 + j) * (K / 2) : 0;
+        const int8_t *q8 = w->q8 ? w->q8 + (n0 + j) * K : 0;
+        const float *dr = w->d + (n0 + j) * G, *mr = w->m ? w->m + (n0 + j) * G : 0;
         for (int64_t g = k0 / QK; g < (k0 + kc) / QK; g++)
             for (int h = 0; h < 2; h++) {
                 __m256 wa, wb;
-                Q4_PAIR(wa, wb, q, dr, mr)
-                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + h * 8, wa);
-                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + 16 + h * 8, wb);
-            }
-    }
-}
-
-static void dequant_q8_rows(const int8_t *qs, const float *d, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
-                            float *buf) {
-    const int64_t G = K / QK;
-    for (int j = 0; j < nr; j++) {
-        const int8_t *q = qs + (n0 + j) * K;
-        const float *dr = d + (n0 + j) * G;
-        for (int64_t g = k0 / QK; g < (k0 + kc) / QK; g++)
-            for (int h = 0; h < 2; h++) {
-                __m256 wa, wb;
-                Q8_PAIR(wa, wb, q, dr)
+                if (q4) Q4_PAIR(wa, wb, q4, dr, mr)
+                else Q8_PAIR(wa, wb, q8, dr)
                 _mm256_storeu_ps(buf + j * kc + g * QK - k0 + h * 8, wa);
                 _mm256_storeu_ps(buf + j * kc + g * QK - k0 + 16 + h * 8, wb);
             }
@@ -257,6 +249,27 @@ static float *transposed(const float *x, int64_t M, int64_t K, int64_t *Mp) {
     return xT;
 }
 
+/* One Q4_1 block's quants . x (x0..x3: the block's 32 activations), unscaled. */
+static inline __m256 q4_block_dot(const uint8_t *q, __m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+    const __m256i f = _mm256_set1_epi32(15);
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q));
+    const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8)));
+    __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, f)), x0);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(u, f)), x1, t);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), x2, t);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4)), x3, t);
+}
+
+/* One Q8_0 block's quants . x, unscaled. */
+static inline __m256 q8_block_dot(const int8_t *q, __m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+    const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+    __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), x0);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), x1, t);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), x2, t);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), x3, t);
+}
+
 /* One row (a decode step of one sequence): y[n] = sum_g d[n,g] * (q[n,g] . x[g]) + m[n,g] * sum(x[g]),
  * so a block costs its unpacking, 4 FMAs and one scaling, two output features at a time. */
 static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float *d, const float *m, int64_t N,
@@ -282,22 +295,9 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float 
             _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
             _mm_prefetch((const char *)(d0 + g) + AHEAD / 4, _MM_HINT_T0);
             _mm_prefetch((const char *)(m0 + g) + AHEAD / 4, _MM_HINT_T0);
-            const __m256i f = _mm256_set1_epi32(15);
-            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + g * 16)));
-            __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + g * 16 + 8)));
-            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, f)), x0);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(u, f)), x1, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), x2, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4)), x3, t);
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), t, acc0);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), q4_block_dot(q0 + g * 16, x0, x1, x2, x3), acc0);
             s0 += m0[g] * xs[g];
-            v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q1 + g * 16)));
-            u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q1 + g * 16 + 8)));
-            t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, f)), x0);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(u, f)), x1, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), x2, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4)), x3, t);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), t, acc1);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), q4_block_dot(q1 + g * 16, x0, x1, x2, x3), acc1);
             s1 += m1[g] * xs[g];
         }
         y[n] = (add ? y[n] : 0.0f) + hsum(acc0) + s0;
@@ -319,32 +319,13 @@ static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const float *
             const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
             const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
             _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);
-            __m256i v = _mm256_loadu_si256((const __m256i *)(q0 + g * QK));
-            __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
-            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), x0);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), x1, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), x2, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), x3, t);
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), t, acc0);
-            v = _mm256_loadu_si256((const __m256i *)(q1 + g * QK));
-            lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
-            t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), x0);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), x1, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), x2, t);
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), x3, t);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), t, acc1);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), q8_block_dot(q0 + g * QK, x0, x1, x2, x3), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), q8_block_dot(q1 + g * QK, x0, x1, x2, x3), acc1);
         }
         y[n] = (add ? y[n] : 0.0f) + hsum(acc0);
         if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1);
     }
 }
-
-/* One matrix as stored: Q4_1 (q4, d, m) or Q8_0 (q8, d). */
-typedef struct {
-    const uint8_t *q4;
-    const int8_t *q8;
-    const float *d, *m;
-} Blocks;
 
 /* Rows 0 .. P of y (P >= PANEL_ROWS) by panels. */
 static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add) {
@@ -361,8 +342,7 @@ static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_
                 int nr = N - n0 < NR ? (int)(N - n0) : NR;
                 for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
                     const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
-                    if (w->q4) dequant_q4_rows(w->q4, w->d, w->m, K, n0, nr, k0, kc, buf);
-                    else dequant_q8_rows(w->q8, w->d, K, n0, nr, k0, kc, buf);
+                    dequant_rows(w, K, n0, nr, k0, kc, buf);
                     panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
                 }
             }

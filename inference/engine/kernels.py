@@ -79,12 +79,13 @@ class Kernels:
         self.max_group = ctypes.c_int64.in_dll(lib, "max_group").value  # query heads per KV head, at most
         self.layer_fields = ctypes.c_int64.in_dll(lib, "layer_fields").value  # addresses per layer, in order
 
-    def unfit(self, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int) -> str | None:
+    def unfit(self, shape: Shape) -> str | None:
         """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
-        if hidden % 32 or intermediate % 32:
-            return f"hidden ({hidden}) and intermediate ({intermediate}) sizes must be multiples of 32"
-        if head_dim % 8 or heads % kv_heads or heads // kv_heads > self.max_group:
-            return f"{heads} heads over {kv_heads} KV heads of {head_dim} do not fit the C attention"
+        s = shape
+        if s.hidden % 32 or s.intermediate % 32:
+            return f"hidden ({s.hidden}) and intermediate ({s.intermediate}) sizes must be multiples of 32"
+        if s.head_dim % 8 or s.heads % s.kv_heads or s.heads // s.kv_heads > self.max_group:
+            return f"{s.heads} heads over {s.kv_heads} KV heads of {s.head_dim} do not fit the C attention"
         return None
 
     def q4_1(self, x: torch.Tensor, w: Q4Weight, out: torch.Tensor | None = None) -> torch.Tensor:

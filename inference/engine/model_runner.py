@@ -67,7 +67,7 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
     shape = Shape.of(model.config)
     try:
         kernels = load(config.model_cache_dir)
-        why = kernels.unfit(shape.hidden, shape.intermediate, shape.heads, shape.kv_heads, shape.head_dim)
+        why = kernels.unfit(shape)
         if why:
             raise KernelsUnavailable(why)
         native = load_native_weights(source.path, file_digest(source.path), config.model_cache_dir,
