@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -20,24 +20,30 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.file_uploads.utils import replace_placeholders_with_files
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from inference.asgi import CancelOnDisconnectMiddleware, HeadAsGet, RequestBodyMiddleware
 from inference.boundary import EngineClient
 from inference.engine.config import EngineConfig
-from inference.keys import ANONYMOUS, KeyRing, presented_key
+from inference.keys import ANONYMOUS, KeyRing, presented_key, reload_on_hangup
 
 from .engine_handle import EngineHandle
 from .http import graphiql
-from .http.middleware import ApiKeyMiddleware, OriginPolicyMiddleware, RequestIdMiddleware
+from .http.middleware import ApiKeyMiddleware, OriginPolicyMiddleware, RequestIdMiddleware, is_ide_page
+from .http.protocol import GRAPHQL_RESPONSE_JSON, RequestError, document_error, error_body, multipart_map_error, response_media_type
+from .http.protocol import JSON as JSON_MEDIA_TYPE
 from .jobs.output import output_lines
 from .jobs.service import Jobs
 from .observability import ApiMetrics
@@ -102,6 +108,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 extensions={"code": "TOO_MANY_SUBSCRIPTIONS", "limit": limit})
             await self.send_message({"id": message["id"], "type": "error", "payload": [error.formatted]})
             return
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            payload = message["payload"]
+            settings = self.view.state.settings  # type: ignore[attr-defined]
+            problem = document_error(payload.get("query"), payload.get("operationName"), settings.max_query_tokens)
+            if problem is not None:
+                await self.send_message({"id": message["id"], "type": "error", "payload": [problem.formatted]})
+                return
         await super().handle_subscribe(message)
 
 
@@ -154,10 +167,34 @@ class GraphQLApp(GraphQL[Context, None]):
                                      f"got {type(value).__name__ if value is not None else 'null'}")
         return value
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Strawberry's, except that a refused HTTP request is answered GraphQL JSON (``protocol``)."""
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            media_type = response_media_type(request.headers.get("accept", ""))
+            response = JSONResponse(error_body(exc), status_code=exc.status_code, media_type=media_type)
+        await response(scope, receive, send)
+
+    async def execute_operation(self, request: Request, request_adapter, request_data, context, root_value,
+                                sub_response):
+        """Strawberry's, except that a stream's document is checked before the stream starts: a
+        document that does not parse, or lacks the operation named, is a 400, not a 200 whose
+        stream breaks off or carries an INTERNAL error."""
+        if not isinstance(request_data, list) and self._get_stream_transport(request_data.protocol) is not None:
+            error = document_error(request_data.query, request_data.operation_name, self.state.settings.max_query_tokens)
+            if error is not None:
+                raise RequestError(400, error.message, (error.extensions or {}).get("code"))
+        return await super().execute_operation(request, request_adapter, request_data, context, root_value, sub_response)
+
     async def execute_single(self, request: Request, request_adapter, sub_response, context, root_value,
                              request_data) -> ExecutionResult:
         """Strawberry's, except that a subscription without a streaming transport is a 400 that
-        names the transports (it used to run as a query and fail as a masked INTERNAL)."""
+        names the transports (it used to run as a query and fail as a masked INTERNAL), and each
+        refusal carries its code."""
         allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
         try:
             return await self.schema.execute(
@@ -166,12 +203,49 @@ class GraphQLApp(GraphQL[Context, None]):
                 allowed_operation_types=allowed, operation_extensions=request_data.extensions)
         except InvalidOperationTypeError as exc:
             if exc.operation_type is OperationType.SUBSCRIPTION:
-                raise HTTPException(400, SUBSCRIPTION_TRANSPORTS) from exc
-            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+                raise RequestError(400, SUBSCRIPTION_TRANSPORTS, "OPERATION_NOT_ALLOWED") from exc
+            raise RequestError(400, exc.as_http_error_reason(request_adapter.method), "OPERATION_NOT_ALLOWED") from exc
         except CannotGetOperationTypeError as exc:
-            raise HTTPException(400, exc.as_http_error_reason()) from exc
+            error = document_error(request_data.query, request_data.operation_name, self.state.settings.max_query_tokens)
+            raise RequestError(400, error.message if error else exc.as_http_error_reason(), "OPERATION_NOT_FOUND") from exc
         except MissingQueryError as exc:
-            raise HTTPException(400, "No GraphQL query found in the request") from exc
+            raise RequestError(400, "No GraphQL query found in the request") from exc
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
+        """Strawberry's, except that a ``map`` that does not fit the operation is a 400 naming the
+        path (it used to fail inside Strawberry as a plain-text 500)."""
+        try:
+            form_data = await request.get_form_data()
+        except ValueError as exc:
+            raise RequestError(400, "Unable to parse the multipart body") from exc
+        operations, files_map = form_data.form.get("operations", "{}"), form_data.form.get("map", "{}")
+        operations = self.parse_json(operations) if isinstance(operations, str | bytes) else operations
+        files_map = self.parse_json(files_map) if isinstance(files_map, str | bytes) else files_map
+        problem = multipart_map_error(operations, files_map, form_data.files)
+        if problem is not None or not isinstance(operations, dict) or not isinstance(files_map, dict):
+            raise RequestError(400, problem or "malformed multipart request")
+        return replace_placeholders_with_files(operations, files_map, form_data.files)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_media_type(request.headers.get("accept", ""))
+        return sub_response
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        """A request error (the document did not validate) has no ``data`` entry, as the spec says."""
+        processed = await super().process_result(request, result)
+        if isinstance(result, PreExecutionError):
+            processed.pop("data", None)
+        return processed
+
+    def create_response(self, response_data, sub_response: Response) -> Response:
+        """In the media type asked for; under ``application/graphql-response+json`` a request error is a 400."""
+        response = super().create_response(response_data, sub_response)
+        media_type = sub_response.media_type or JSON_MEDIA_TYPE
+        response.headers["content-type"] = media_type
+        if media_type == GRAPHQL_RESPONSE_JSON and isinstance(response_data, dict) and "data" not in response_data:
+            response.status_code = 400
+        return response
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
@@ -180,9 +254,14 @@ class GraphQLApp(GraphQL[Context, None]):
         state = self.state
         request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
         principal = request.scope.get("state", {}).get("api_key") if state.keyring is not None else ANONYMOUS
+        if principal is None and isinstance(request, Request) and not is_ide_page(
+                request.method, request.headers.get("accept", ""), request.scope.get("query_string", b"")):
+            # ApiKeyMiddleware refuses these first; a request that got past it runs as nobody, never as anonymous.
+            raise HTTPException(401, "this request has no API key: send 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'")
         return Context(engine=state.engine, loader=state.loader, settings=state.settings,
                        request_id=request_id, started_at=state.started_at, metrics=state.metrics,
-                       draining=lambda: state.draining, principal=principal, quotas=state.quotas, jobs=state.jobs)
+                       draining=lambda: state.draining, principal=principal, quotas=state.quotas, jobs=state.jobs,
+                       keyring=state.keyring)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """With keys on, a WebSocket whose handshake carried no right key must send one in
@@ -248,6 +327,8 @@ def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loading = asyncio.ensure_future(load())
+        if state.keyring is not None:
+            reload_on_hangup(state.keyring)
         try:
             await state.jobs.start()  # migrates the jobs database; failing, the server does not start
             yield

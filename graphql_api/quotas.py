@@ -3,7 +3,9 @@
 
 - requests per minute: one per chat (aliases and batch items all count);
 - tokens per minute: prompt plus ``maxTokens`` reserved when a chat is admitted (the prompt
-  estimated from its characters, 4 per token), then settled to what the chat really used;
+  estimated from its characters, 4 per token), then settled to what the chat really used: a
+  stream that ends early (cancelled, dropped, failed) is charged its prompt and every token it
+  streamed, a chat whose client went away before its answer keeps its whole reservation;
 - concurrent streams: a counter in the same store, taken when a ``chatStream`` opens and given
   back when it ends.
 Windows are fixed minutes (``limits``' fixed-window strategy); a refusal says when the window
@@ -34,11 +36,14 @@ class Usage:
     open_streams: int
 
 
+def estimate_prompt_tokens(request: ChatRequest) -> int:
+    """A chat's prompt before it is tokenized: characters / 4, plus the template's few tokens per message."""
+    return sum(len(m.content) // 4 + 4 for m in request.messages)
+
+
 def estimate_tokens(request: ChatRequest, default_max_new_tokens: int) -> int:
-    """What a chat may use at most, before it is tokenized: characters / 4, plus the template's
-    few tokens per message, plus the new tokens it may ask for."""
-    prompt = sum(len(m.content) // 4 + 4 for m in request.messages)
-    return prompt + (request.params.max_new_tokens or default_max_new_tokens)
+    """What a chat may use at most, before it is tokenized: its prompt plus the new tokens it may ask for."""
+    return estimate_prompt_tokens(request) + (request.params.max_new_tokens or default_max_new_tokens)
 
 
 class Quotas:

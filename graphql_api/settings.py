@@ -50,6 +50,8 @@ class ApiSettings(BaseSettings):
     max_aliases: int = Field(20, ge=1, description="Most aliases in one operation.")
     max_query_tokens: int = Field(2000, ge=1, description="Most tokens in one GraphQL document.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest HTTP request body or WebSocket message.")
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="Longest request head (request line and headers); longer gets 431 and the connection closed.")
     http_read_timeout_s: float = Field(
         10.0, gt=0, description="Time a client has to send a request's headers, and then its body; past it the "
                                 "connection is closed (408 once the headers are in).")

@@ -6,6 +6,7 @@ import json
 import re
 import uuid
 
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.http.websocket_origin import is_same_origin, normalize_origin
 
@@ -103,6 +104,12 @@ class ApiKeyMiddleware:
         path = scope["path"]
         if path.startswith(self.OPEN) or (path == "/metrics" and self.metrics_public):
             return True
-        ide_page = (scope["method"] in ("GET", "HEAD") and "text/html" in headers.get("accept", "")
-                    and b"query=" not in scope.get("query_string", b""))
-        return path == "/graphql" and ide_page
+        return path == "/graphql" and is_ide_page(scope["method"], headers.get("accept", ""), scope.get("query_string", b""))
+
+
+def is_ide_page(method: str, accept: str, query_string: bytes) -> bool:
+    """Whether a request to /graphql gets GraphiQL's page (and nothing runs): Strawberry's own
+    test (``should_render_graphql_ide``) on the query string as Starlette decodes it, so that
+    ``%71uery=`` is a query here too. The only request to /graphql that needs no key."""
+    wants_html = any(kind in accept for kind in ("text/html", "*/*"))
+    return method in ("GET", "HEAD") and wants_html and QueryParams(query_string).get("query") is None

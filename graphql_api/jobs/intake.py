@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from inference.boundary import ChatRequest, EngineError, ErrorCode, InvalidRequest, UpstreamError
+from inference.boundary.formats import nesting
+from inference.boundary.request import encodable, unencodable_at
 from inference.service.wire import ChatCompletionRequest, ErrorBody, parse_request
 
 from .store import NewItem, refused
@@ -44,6 +46,7 @@ class Checker:
     def request(self, custom_id: str, request: ChatRequest, id_field: str = "custom_id") -> NewItem:
         """An item that runs ``request``, or the failed item saying why it cannot (``id_field``:
         what the input calls the id, ``custom_id`` in a file, ``chatId`` inline)."""
+        custom_id = encodable(custom_id)
         if custom_id in self.seen:
             return self.refuse(custom_id, UpstreamError(ErrorCode.DUPLICATE_CHAT_ID,
                                f"{id_field} {custom_id!r} appears more than once in this job; only its first item runs",
@@ -52,8 +55,10 @@ class Checker:
         return NewItem(custom_id, ChatCompletionRequest.of(request).model_dump_json(exclude_none=True))
 
     def refuse(self, custom_id: str, error: EngineError) -> NewItem:
+        """A failed item; an id or message echoing a lone surrogate is stored escaped."""
         self.failed += 1
-        return NewItem(custom_id, None, refused(error))
+        error = UpstreamError(error.code, encodable(error.message), error.field)
+        return NewItem(encodable(custom_id), None, refused(error))
 
     def line(self, number: int, raw: bytes) -> NewItem:
         """One line of an OpenAI batch file (``number`` counts from 1)."""
@@ -62,18 +67,22 @@ class Checker:
             obj = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return self.refuse(fallback, _invalid(number, None, f"not valid JSON ({exc})"))
+        except RecursionError:
+            return self.refuse(fallback, _invalid(number, None, "JSON nested too deeply"))
         if not isinstance(obj, dict):
             return self.refuse(fallback, _invalid(number, None, "must be a JSON object with custom_id and body"))
         custom_id = obj.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id.strip():
             return self.refuse(fallback, _invalid(number, "custom_id", "custom_id must be a non-blank string"))
+        if unencodable_at(custom_id) is not None:
+            return self.refuse(fallback, _invalid(number, "custom_id", "custom_id holds a lone surrogate, which is not valid Unicode text"))
         if len(custom_id) > self.max_id_chars:
             return self.refuse(custom_id[:self.max_id_chars] + "…", _invalid(
                 number, "custom_id", f"custom_id has {len(custom_id)} characters; the limit is {self.max_id_chars}"))
         if obj.get("url", CHAT_COMPLETIONS) != CHAT_COMPLETIONS or obj.get("method", "POST") != "POST":
             return self.refuse(custom_id, _invalid(number, "url", f"only POST {CHAT_COMPLETIONS} is offered"))
         try:
-            request = parse_request(obj.get("body")).to_request()
+            request = parse_request(nested_checked(obj.get("body"))).to_request()
             request.validate(self.max_new_tokens_cap)
             for i, m in enumerate(request.messages):
                 if len(m.content) > self.max_prompt_chars:
@@ -84,6 +93,16 @@ class Checker:
             where = "body" if wire.param in (None, "body") else f"body.{wire.param}"
             return self.refuse(custom_id, _invalid(number, where, wire.message))
         return self.request(custom_id, request)
+
+
+MAX_BODY_DEPTH = 32  # objects and arrays nested in a line's body: a chat request needs a handful
+
+
+def nested_checked(body: object) -> object:
+    """``body``, unless it nests deeper than ``MAX_BODY_DEPTH`` (refused before any validator recurses into it)."""
+    if nesting(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+        raise InvalidRequest(f"body nests objects and arrays more than {MAX_BODY_DEPTH} deep", field="body")
+    return body
 
 
 def _invalid(number: int, field: str | None, message: str) -> InvalidRequest:

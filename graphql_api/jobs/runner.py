@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from inference.boundary import BATCH, Completion, EngineClient, EngineError, ErrorCode, RequestCancelled, Ticket
+from inference.boundary import BATCH, Completion, EngineClient, EngineError, ErrorCode, RequestCancelled, Ticket, Unauthenticated
 from inference.keys import ApiKey, KeyRing
 from inference.service.wire import BatchItem, ChatCompletionRequest
 
@@ -41,6 +41,12 @@ IDLE_POLL_S = 0.5
 GATHER_S = 0.02
 RETRY = (ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE)  # the engine had no room: the item is queued again
 DEFAULT_SLOTS = 64  # when an upstream does not say how many sequences it runs
+
+
+def revoked_result(owner: str) -> str:
+    """The result of an item whose job's key is gone: it does not run."""
+    return BatchItem.of(Unauthenticated(f"the API key {owner!r} that submitted this job was revoked or has expired; "
+                                        "the item did not run")).model_dump_json(exclude_none=True)
 
 
 async def _result(ticket: Ticket) -> Completion | EngineError:
@@ -71,7 +77,7 @@ class JobRunner:
         self.retention_s = retention_s
         self.draining = draining
         self.quotas = quotas
-        self.keys = {k.name: k for k in keyring.keys} if keyring is not None else {}
+        self.keyring = keyring
         self.worker = uuid.uuid4().hex[:16]
         self.in_flight: dict[int, InFlight] = {}
         self.done: list[Finished] = []  # ended, to write
@@ -193,7 +199,12 @@ class JobRunner:
         now = time.monotonic()
         give_back: list[int] = []
         runnable: list[tuple[Claimed, int]] = []
+        revoked: dict[str, str] = {}  # job id -> its owner, whose key is gone
         for c in claimed:
+            if self._revoked(c.owner):
+                revoked[c.job_id] = c.owner
+                self.done.append(Finished(c.item_id, c.job_id, ItemStatus.CANCELLED, revoked_result(c.owner)))
+                continue
             if self._quota_until.get(c.owner, 0.0) > now:
                 give_back.append(c.item_id)
                 continue
@@ -221,6 +232,11 @@ class JobRunner:
             f.task.add_done_callback(functools.partial(self._ended, f))  # runs even if cancelled unstarted
             self.in_flight[c.item_id] = f
         await self.store.release(self.worker, give_back)
+        for job_id, owner in sorted(revoked.items()):
+            log.warning("jobs: job %s is cancelled: its API key %r was revoked or has expired", job_id, owner)
+            await self.store.cancel(job_id, owner, result=revoked_result(owner),
+                                    error=f"cancelled: the API key {owner!r} that submitted it was revoked or has expired")
+            self.abort_job(job_id, revoked_result(owner))
 
     def _ended(self, f: InFlight, task: asyncio.Task[Completion | EngineError]) -> None:
         """An item's task is done: queue its result for writing (or the item for release)."""
@@ -260,4 +276,8 @@ class JobRunner:
                 await self.quotas.settle(key, reserved, result.usage.total_tokens if result else 0)
 
     def _key(self, owner: str) -> ApiKey | None:
-        return self.keys.get(owner)
+        return self.keyring.owner(owner) if self.keyring is not None else None
+
+    def _revoked(self, owner: str) -> bool:
+        """With keys on, the key that submitted a job is gone from the keys file or expired."""
+        return self.keyring is not None and self.keyring.owner(owner) is None

@@ -49,22 +49,25 @@ class Jobs:
         s = self.settings
         return Checker(max_new_tokens_cap, s.max_prompt_chars, s.max_chat_id_chars)
 
-    async def submit(self, owner: str, chunks: AsyncIterator[list[NewItem]], checker: Checker, metadata: Any) -> Job:
+    async def submit(self, owner: str, chunks: AsyncIterator[list[NewItem]], metadata: Any) -> Job:
         """Store the items as they come; the job is QUEUED once all are in, or FAILED (its items
         deleted) past ``MAX_JOB_ITEMS`` or with none."""
         limit = self.settings.max_job_items
         job_id = await self.store.create(owner, metadata, self.settings.job_completion_window)
-        total = 0
+        total = failed = 0  # items stored, and of them refused
         try:
             async for chunk in chunks:
                 if total + len(chunk) > limit:
                     await self.store.refuse(job_id, f"the input has more than {limit} items, the limit (MAX_JOB_ITEMS)")
                     break
-                await self.store.add(job_id, total, chunk)
+                if not await self.store.add(job_id, total, chunk):  # cancelled while its input was read
+                    await self.store.seal(job_id, total, failed)
+                    break
                 total += len(chunk)
+                failed += sum(it.result is not None for it in chunk)
             else:
                 if total:
-                    await self.store.seal(job_id, total, checker.failed)
+                    await self.store.seal(job_id, total, failed)
                 else:
                     await self.store.refuse(job_id, "the input holds no items")
         except BaseException:

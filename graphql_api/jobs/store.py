@@ -18,15 +18,19 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
+import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -47,6 +51,39 @@ INSERT_CHUNK = 1000
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 CANCELLED_RESULT = BatchItem.of(RequestCancelled("the job was cancelled before this item ended")).model_dump_json()
 EXPIRED_RESULT = BatchItem.of(RequestTimeout("the job's completion window ended before this item ran")).model_dump_json()
+
+
+JOB_ID = re.compile(r"batch_[0-9a-f]{32}")
+READ_ONLY = "jobs_read_only"  # execution option of read connections (see _read)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def unbroken(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run a store operation to its end even if its caller is cancelled: a resolver cancelled in
+    the middle of a transaction (a client that went away) would otherwise leave its connection
+    mid-transaction, holding SQLite's write lock for every other key until restart. The caller
+    still sees its CancelledError at once; the operation commits or rolls back on its own, and
+    its connection goes back to the pool clean. ``close`` waits for such operations."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(method(*args, **kwargs))
+        _OPERATIONS.add(task)
+        task.add_done_callback(_finished)
+        return await asyncio.shield(task)
+
+    return run
+
+
+_OPERATIONS: set[asyncio.Future[Any]] = set()
+
+
+def _finished(task: asyncio.Future[Any]) -> None:
+    _OPERATIONS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a job store operation whose caller had gone failed: %r", task.exception())
 
 
 def database_url(url: str, data_dir: Path) -> str:
@@ -166,6 +203,8 @@ class JobStore:
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
+        if _OPERATIONS:  # operations whose callers went away end before their connections are closed
+            await asyncio.gather(*_OPERATIONS, return_exceptions=True)
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
@@ -175,11 +214,20 @@ class JobStore:
             raise RuntimeError("the job store is not started")
         return self.engine
 
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads: on SQLite its transaction is a deferred ``BEGIN`` (a WAL
+        snapshot, which takes no lock and waits for nobody); writes take ``BEGIN IMMEDIATE``."""
+        async with self._db().connect() as conn:
+            await conn.execution_options(**{READ_ONLY: True})
+            yield conn
+
     # --- submitting --------------------------------------------------------------------------
 
+    @unbroken
     async def create(self, owner: str, metadata: Any, window_s: float) -> str:
         """A new job, VALIDATING until ``seal``: no worker claims its items before that."""
-        job_id = "batch_" + uuid.uuid4().hex
+        job_id = f"batch_{uuid.uuid4().hex}"  # JOB_ID
         now = time.time()
         async with self._db().begin() as conn:
             await conn.execute(insert(jobs).values(
@@ -188,44 +236,67 @@ class JobStore:
                 cancelled=0, prompt_tokens=0, completion_tokens=0, created_at=now, expires_at=now + window_s))
         return job_id
 
-    async def add(self, job_id: str, first_idx: int, new: Sequence[NewItem]) -> None:
-        """Store items ``first_idx``.. of a VALIDATING job (refused lines already ended, as failed)."""
+    @unbroken
+    async def add(self, job_id: str, first_idx: int, new: Sequence[NewItem]) -> bool:
+        """Store items ``first_idx``.. of a VALIDATING job (refused lines already ended, as failed);
+        False, storing nothing, once the job is no longer VALIDATING (it was cancelled meanwhile:
+        the rest of its input need not be read)."""
         now = time.time()
         rows = [{"job_id": job_id, "idx": first_idx + i, "custom_id": it.custom_id, "request": it.request,
                  "result": it.result, "attempts": 0,
                  "status": ItemStatus.QUEUED.value if it.result is None else ItemStatus.FAILED.value,
                  "finished_at": None if it.result is None else now} for i, it in enumerate(new)]
         async with self._db().begin() as conn:
+            status = (await conn.execute(select(jobs.c.status).where(jobs.c.id == job_id))).scalar()
+            if status != JobStatus.VALIDATING.value:
+                return False
             for at in range(0, len(rows), INSERT_CHUNK):
                 await conn.execute(insert(items), rows[at:at + INSERT_CHUNK])
+        return True
 
+    @unbroken
     async def seal(self, job_id: str, total: int, failed: int) -> None:
-        """Every item is stored: the job is QUEUED (COMPLETED at once if no item can run)."""
+        """Every item is stored (``total`` of them, ``failed`` refused): the job is QUEUED, or
+        COMPLETED at once if no item can run. A job cancelled while VALIDATING ends CANCELLED here,
+        every item stored and not refused cancelled, so that its counts add up to its total."""
         now = time.time()
         runnable = total - failed
         async with self._db().begin() as conn:
             await conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.VALIDATING.value).values(
                 total=total, failed=failed, status=(JobStatus.QUEUED if runnable else JobStatus.COMPLETED).value,
                 finished_at=None if runnable else now))
+            row = (await conn.execute(select(jobs.c.status).where(jobs.c.id == job_id))).first()
+            if row is not None and row.status == JobStatus.CANCELLING.value:
+                n = (await conn.execute(update(items).where(items.c.job_id == job_id, items.c.status == ItemStatus.QUEUED.value)
+                                        .values(status=ItemStatus.CANCELLED.value, result=CANCELLED_RESULT, finished_at=now))).rowcount
+                await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    total=total, failed=failed, cancelled=jobs.c.cancelled + n))
+                await _settle(conn, [job_id], now)
 
+    @unbroken
     async def refuse(self, job_id: str, message: str) -> None:
         """The input was refused as a whole: the job is FAILED with ``message``, its items deleted."""
         async with self._db().begin() as conn:
             await conn.execute(delete(items).where(items.c.job_id == job_id))
             await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                status=JobStatus.FAILED.value, error=message, total=0, failed=0, finished_at=time.time()))
+                status=JobStatus.FAILED.value, error=message, total=0, failed=0, cancelled=0, finished_at=time.time()))
 
     # --- reading -----------------------------------------------------------------------------
 
+    @unbroken
     async def job(self, job_id: str, owner: str | None = None) -> Job | None:
-        """The job, if it exists and (with ``owner``) belongs to that owner."""
+        """The job, if it exists and (with ``owner``) belongs to that owner (an id not of the form
+        this store makes exists nowhere, and is not looked up)."""
+        if not JOB_ID.fullmatch(job_id):
+            return None
         query = select(jobs).where(jobs.c.id == job_id)
         if owner is not None:
             query = query.where(jobs.c.owner == owner)
-        async with self._db().connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(query)).first()
         return Job.of(row) if row is not None else None
 
+    @unbroken
     async def jobs(self, owner: str, limit: int, after: tuple[float, str] | None) -> list[Job]:
         """The owner's jobs, newest first, after the (created_at, id) cursor."""
         query = select(jobs).where(jobs.c.owner == owner)
@@ -233,15 +304,16 @@ class JobStore:
             created, job_id = after
             query = query.where(or_(jobs.c.created_at < created, and_(jobs.c.created_at == created, jobs.c.id < job_id)))
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
-        async with self._db().connect() as conn:
+        async with self._read() as conn:
             return [Job.of(r) for r in (await conn.execute(query)).all()]
 
+    @unbroken
     async def results(self, job_id: str, limit: int, after_idx: int = -1) -> list[ItemResult]:
         """Ended items in input order, after position ``after_idx``."""
         query = (select(items.c.idx, items.c.custom_id, items.c.status, items.c.result)
                  .where(items.c.job_id == job_id, items.c.idx > after_idx, items.c.result.is_not(None))
                  .order_by(items.c.idx).limit(limit))
-        async with self._db().connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [ItemResult(r.idx, r.custom_id, ItemStatus(r.status), BatchItem.model_validate_json(r.result)) for r in rows]
 
@@ -256,32 +328,40 @@ class JobStore:
                 return
             after = batch[-1].idx
 
+    @unbroken
     async def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if not job_ids:
             return {}
-        async with self._db().connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(list(job_ids))))).all()
         return {r.id: JobStatus(r.status) for r in rows}
 
     # --- cancelling, expiring, forgetting ----------------------------------------------------
 
-    async def cancel(self, job_id: str, owner: str) -> Job | None:
-        """Items not started are cancelled now; running ones are aborted by the workers that hold
-        them (they see CANCELLING); the job is CANCELLED once none runs. Finished items are kept.
-        A final job is left as it is."""
+    @unbroken
+    async def cancel(self, job_id: str, owner: str, result: str = CANCELLED_RESULT, error: str | None = None) -> Job | None:
+        """Items not started are cancelled now (ending with ``result``); running ones are aborted by
+        the workers that hold them (they see CANCELLING); the job is CANCELLED once none runs.
+        Finished items are kept. A final job is left as it is. A job still VALIDATING (its input
+        being stored) is CANCELLING until ``seal``, which cancels whatever was stored."""
+        if not JOB_ID.fullmatch(job_id):
+            return None
         now = time.time()
         async with self._db().begin() as conn:
             row = (await conn.execute(select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.owner == owner))).first()
             if row is None:
                 return None
-            if not JobStatus(row.status).final and row.status != JobStatus.CANCELLING.value:
+            status = JobStatus(row.status)
+            if not status.final and status is not JobStatus.CANCELLING:
                 n = (await conn.execute(update(items).where(items.c.job_id == job_id, items.c.status == ItemStatus.QUEUED.value)
-                                        .values(status=ItemStatus.CANCELLED.value, result=CANCELLED_RESULT, finished_at=now))).rowcount
+                                        .values(status=ItemStatus.CANCELLED.value, result=result, finished_at=now))).rowcount
                 await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                    status=JobStatus.CANCELLING.value, cancelled=jobs.c.cancelled + n, cancelled_at=now))
-                await _settle(conn, [job_id], now)
+                    status=JobStatus.CANCELLING.value, cancelled=jobs.c.cancelled + n, cancelled_at=now, error=error))
+                if status is not JobStatus.VALIDATING:  # its total is not known yet: seal settles it
+                    await _settle(conn, [job_id], now)
         return await self.job(job_id, owner)
 
+    @unbroken
     async def sweep(self, retention_s: float) -> tuple[int, int]:
         """Expire jobs past their completion window (what finished is kept; items not started are
         cancelled), and delete jobs, with their items, that ended more than ``retention_s`` ago.
@@ -306,6 +386,7 @@ class JobStore:
 
     # --- the workers' side -------------------------------------------------------------------
 
+    @unbroken
     async def claim(self, worker: str, n: int, lease_s: float) -> list[Claimed]:
         """Claim up to ``n`` items to run, shared fairly between active jobs: each job gets an equal
         share, what some cannot use goes to the others, and the job served first rotates from one
@@ -344,6 +425,7 @@ class JobStore:
             .returning(items.c.id, items.c.custom_id, items.c.request))).all()
         return [Claimed(r.id, job_id, owner, r.custom_id, r.request) for r in rows]
 
+    @unbroken
     async def extend(self, worker: str, item_ids: Sequence[int], lease_s: float) -> None:
         if item_ids:
             async with self._db().begin() as conn:
@@ -351,6 +433,7 @@ class JobStore:
                                                        items.c.status == ItemStatus.RUNNING.value)
                                    .values(lease_until=time.time() + lease_s))
 
+    @unbroken
     async def release(self, worker: str, item_ids: Sequence[int]) -> None:
         """Give claimed items back unrun (queued again, for any worker)."""
         if item_ids:
@@ -359,6 +442,7 @@ class JobStore:
                                                        items.c.status == ItemStatus.RUNNING.value)
                                    .values(status=ItemStatus.QUEUED.value, claimed_by=None, lease_until=None))
 
+    @unbroken
     async def record(self, worker: str, finished: Sequence[Finished]) -> dict[ItemStatus, int]:
         """Write ended items (one transaction) and their jobs' counters; returns how many were
         written, by status. An item no longer claimed by ``worker`` (its lease expired and another took it, or
@@ -388,6 +472,7 @@ class JobStore:
             await _settle(conn, sorted(counts), now)
         return {s: sum(c[s.value] for c in counts.values()) for s in ItemStatus if any(c[s.value] for c in counts.values())}
 
+    @unbroken
     async def requeue_running(self) -> int:
         """At start-up of a store that belongs to one process (SQLite): items left running by a
         process that died are queued again at once, not after their lease."""
@@ -418,7 +503,9 @@ def _upgrade(connection: Connection) -> None:
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
     """WAL (readers never wait for the writer; a commit is one append), a busy timeout, and
-    ``BEGIN IMMEDIATE`` for every transaction (the driver's own deferred BEGIN is off)."""
+    ``BEGIN IMMEDIATE`` for every writing transaction (the driver's own deferred BEGIN is off), so
+    that a read that turns into a write never fails on a lock; reads (``_read``) begin deferred,
+    so that they take no lock at all."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def connect(dbapi_connection: Any, _record: Any) -> None:
@@ -430,4 +517,4 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -57,6 +57,10 @@ class ApiSchema(strawberry.Schema):
         for error in errors:
             if error.original_error is None or isinstance(error.original_error, GraphQLError):
                 log.info("request_id=%s graphql error: %s", request_id, error.message[:500])
+            if error.original_error is None and not (error.extensions or {}).get("code"):
+                # graphql-core's own syntax and validation errors carry no code; every error here does
+                code = "GRAPHQL_PARSE_FAILED" if isinstance(error, GraphQLSyntaxError) else "GRAPHQL_VALIDATION_FAILED"
+                error.extensions = {**(error.extensions or {}), "code": code}
 
 
 schema = build_schema()

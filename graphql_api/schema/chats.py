@@ -106,10 +106,14 @@ async def admit(ctx: Context, chat_id: str, request: ChatRequest) -> ChatError |
                      message=f"the quota of key {ctx.caller.name!r} is spent for this minute; retry in {retry_ms} ms")
 
 
-async def settle(ctx: Context, reserved: int, result: ChatResult | None) -> None:
-    """Settle a reservation to what the chat used (nothing, if it got no answer)."""
+def used_tokens(result: ChatResult) -> int:
+    """Tokens a chat's answer used, as its result says (an error that ran nothing: 0)."""
+    return result.usage.total_tokens if isinstance(result, ChatSuccess) else result.used_tokens or 0
+
+
+async def settle(ctx: Context, reserved: int, used: int) -> None:
+    """Settle a reservation to the tokens the chat used."""
     if ctx.quotas is not None and reserved:
-        used = result.usage.total_tokens if isinstance(result, ChatSuccess) else result.used_tokens if result else 0
         await ctx.quotas.settle(ctx.caller, reserved, used)
 
 
@@ -176,12 +180,15 @@ async def _answer(ctx: Context, inputs: Sequence[ChatInput]) -> list[ChatResult]
 
 
 async def _charged_load(ctx: Context, chat_id: str, request: ChatRequest, reserved: int) -> ChatResult:
-    result: ChatResult | None = None
+    """A chat whose client went away before its answer keeps its whole reservation: how far it
+    got is not known here, and a refund would make dropping the connection a free way past the quota."""
+    used = reserved
     try:
         result = await _load(ctx, chat_id, request)
+        used = used_tokens(result)
         return result
     finally:
-        await settle(ctx, reserved, result)
+        await settle(ctx, reserved, used)
 
 
 async def _load(ctx: Context, chat_id: str, request: ChatRequest) -> ChatResult:

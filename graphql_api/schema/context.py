@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphql import GraphQLError
+
 from inference.boundary import EngineClient
-from inference.keys import ANONYMOUS, ApiKey
+from inference.keys import ANONYMOUS, ApiKey, KeyRing
 
 from ..jobs.service import Jobs
 from ..observability import ApiMetrics
@@ -30,6 +32,20 @@ class Context:
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init payload
     jobs: Jobs | None = None  # None: no job store (tests of other things)
 
+    keyring: KeyRing | None = None  # None: keys off
+
     @property
     def caller(self) -> ApiKey:
-        return self.principal or ANONYMOUS
+        """Who is calling. With keys on, a context nobody authenticated, or whose key has since been
+        taken out of the keys file or expired, refuses to say, and so to run: a WebSocket's later
+        operations and an open stream's next event end with UNAUTHENTICATED."""
+        if self.principal is None:
+            raise GraphQLError("this operation has no API key", extensions={"code": "UNAUTHENTICATED"})
+        if self.keyring is not None and not self.keyring.current(self.principal):
+            raise GraphQLError(f"the API key {self.principal.name!r} was revoked or has expired",
+                               extensions={"code": "UNAUTHENTICATED"})
+        return self.principal
+
+    def verify_key(self) -> None:
+        """Raise UNAUTHENTICATED unless the caller's key still lets it in (see ``caller``)."""
+        _ = self.caller

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,11 +23,13 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from inference.boundary import EngineError, ErrorCode, UpstreamError
+from inference.boundary.formats import nesting
+from inference.boundary.request import encodable
 from inference.engine.config import EngineConfig
 
 from ..jobs.intake import Checker, file_items
 from ..jobs.service import Jobs
-from ..jobs.store import ItemResult, Job, NewItem
+from ..jobs.store import JOB_ID, ItemResult, Job, NewItem
 from ..jobs.tables import JobStatus
 from .chats import echo_id, success, to_request
 from .context import Context
@@ -36,6 +39,9 @@ from .types import ChatError, ChatInput, ChatResult, Usage
 strawberry.enum(JobStatus, name="BatchJobStatus", description="Where a batch job is in its life.")
 
 MAX_METADATA_BYTES = 16_384
+MAX_METADATA_DEPTH = 32
+MAX_POSITION = 2**31  # an item's position in its job is a 32-bit integer in the database
+MAX_TIME = 1e11  # UNIX seconds (the year 5138): any later is no job's
 MAX_PAGE = {"results": 1000, "batchJobs": 100}
 PROGRESS_POLL_S = 0.5  # batchJobProgress: at most two updates a second
 MAX_NEW_TOKENS_CAP: int = EngineConfig.model_fields["max_new_tokens_cap"].default  # while the engine loads
@@ -49,7 +55,8 @@ class JobRequestError(GraphQLError):
 
 
 def not_found(job_id: str) -> JobRequestError:
-    return JobRequestError("JOB_NOT_FOUND", f"no batch job with id {job_id[:64]!r} (for this API key)", id=job_id[:64])
+    shown = encodable(job_id[:64])
+    return JobRequestError("JOB_NOT_FOUND", f"no batch job with id {shown!r} (for this API key)", id=shown)
 
 
 @strawberry.type(description="How many items a job has, and how many ended how.")
@@ -96,8 +103,8 @@ class BatchJob:
     @strawberry.field(description="Ended items, in input order (at most 1000 per page).")
     async def results(self, info: Info[Context, None], first: int = 100, after: str | None = None) -> ChatResultConnection:
         check_page("results", first)
-        after_idx = decode_cursor(after, "results")[0] if after else -1
-        rows = await jobs_of(info).store.results(str(self.id), first + 1, int(after_idx))
+        after_idx = results_cursor(after) if after else -1
+        rows = await jobs_of(info).store.results(str(self.id), first + 1, after_idx)
         page = rows[:first]
         edges = [ChatResultEdge(cursor=encode_cursor("results", r.idx), node=chat_result(r)) for r in page]
         return ChatResultConnection(edges=edges, page_info=PageInfo(
@@ -149,14 +156,59 @@ def encode_cursor(kind: str, *key: object) -> str:
     return base64.urlsafe_b64encode(json.dumps([kind, *key]).encode()).decode()
 
 
+MAX_CURSOR_CHARS = 512
+
+
 def decode_cursor(cursor: str, kind: str) -> list[Any]:
+    """The key a cursor of ``kind`` holds; anything else (not base64, not JSON, nested too deeply,
+    of another kind) is INVALID_INPUT naming ``after``."""
     try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if isinstance(value, list) and len(value) > 1 and value[0] == kind:
-            return value[1:]
-    except ValueError:
+        if len(cursor) <= MAX_CURSOR_CHARS:
+            value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            if isinstance(value, list) and len(value) > 1 and value[0] == kind:
+                return value[1:]
+    except (ValueError, RecursionError):  # UnicodeError and binascii.Error are ValueErrors
         pass
-    raise JobRequestError("INVALID_INPUT", f"after: {cursor[:64]!r} is not a cursor of {kind}", field="after")
+    raise bad_cursor(cursor, kind)
+
+
+def bad_cursor(cursor: str, kind: str) -> JobRequestError:
+    return JobRequestError("INVALID_INPUT", f"after: {encodable(cursor[:64])!r} is not a cursor of {kind}", field="after")
+
+
+def results_cursor(cursor: str) -> int:
+    """The input position a ``results`` cursor holds: an integer in the range positions take."""
+    key = decode_cursor(cursor, "results")
+    if len(key) == 1 and type(key[0]) is int and 0 <= key[0] < MAX_POSITION:
+        return key[0]
+    raise bad_cursor(cursor, "results")
+
+
+def jobs_cursor(cursor: str) -> tuple[float, str]:
+    """The (created_at, id) a ``batchJobs`` cursor holds: a finite time and a job id as the store makes them."""
+    key = decode_cursor(cursor, "batchJobs")
+    if (len(key) == 2 and type(key[0]) in (int, float) and math.isfinite(key[0]) and 0 <= key[0] < MAX_TIME
+            and isinstance(key[1], str) and JOB_ID.fullmatch(key[1])):
+        return float(key[0]), key[1]
+    raise bad_cursor(cursor, "batchJobs")
+
+
+def check_metadata(metadata: object) -> None:
+    """Metadata is kept as JSON: a JSON value (an upload mapped into it is not), at most
+    ``MAX_METADATA_DEPTH`` deep and ``MAX_METADATA_BYTES`` long."""
+    if metadata is None:
+        return
+    if nesting(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise JobRequestError("INVALID_INPUT", f"metadata nests objects and arrays more than {MAX_METADATA_DEPTH} deep",
+                              field="metadata", limit=MAX_METADATA_DEPTH)
+    try:
+        size = len(json.dumps(metadata, allow_nan=False))
+    except (TypeError, ValueError):
+        raise JobRequestError("INVALID_INPUT", "metadata must be a JSON value (a file cannot be metadata)",
+                              field="metadata") from None
+    if size > MAX_METADATA_BYTES:
+        raise JobRequestError("INVALID_INPUT", f"metadata is over {MAX_METADATA_BYTES} bytes as JSON", field="metadata",
+                              limit=MAX_METADATA_BYTES)
 
 
 def check_page(field: str, first: int) -> None:
@@ -207,10 +259,8 @@ class JobQuery:
     @strawberry.field(description="The caller's batch jobs, newest first (at most 100 per page).")
     async def batch_jobs(self, info: Info[Context, None], first: int = 20, after: str | None = None) -> BatchJobConnection:
         check_page("batchJobs", first)
-        key = decode_cursor(after, "batchJobs") if after else None
-        if key is not None and not (len(key) == 2 and isinstance(key[0], (int, float)) and isinstance(key[1], str)):
-            raise JobRequestError("INVALID_INPUT", "after: not a cursor of batchJobs", field="after")
-        rows = await jobs_of(info).store.jobs(info.context.caller.name, first + 1, (key[0], key[1]) if key else None)
+        key = jobs_cursor(after) if after else None
+        rows = await jobs_of(info).store.jobs(info.context.caller.name, first + 1, key)
         edges = [BatchJobEdge(cursor=encode_cursor("batchJobs", j.created_at, j.id), node=BatchJob.of(j)) for j in rows[:first]]
         return BatchJobConnection(edges=edges, page_info=PageInfo(has_next_page=len(rows) > first,
                                                                   end_cursor=edges[-1].cursor if edges else after))
@@ -225,9 +275,7 @@ class JobMutation:
         jobs = jobs_of(info)
         if (input.items is None) == (input.file is None):
             raise JobRequestError("INVALID_INPUT", "give either items or file, not both and not neither", field="input")
-        if input.metadata is not None and len(json.dumps(input.metadata)) > MAX_METADATA_BYTES:
-            raise JobRequestError("INVALID_INPUT", f"metadata is over {MAX_METADATA_BYTES} bytes as JSON", field="metadata",
-                                  limit=MAX_METADATA_BYTES)
+        check_metadata(input.metadata)
         if ctx.draining():
             raise JobRequestError("UNAVAILABLE", "the server is shutting down; submit to another replica")
         checker = jobs.checker(ctx.engine.info().max_new_tokens_cap or MAX_NEW_TOKENS_CAP)
@@ -239,7 +287,7 @@ class JobMutation:
             chunks = _chunked(inline_items(ctx, input.items, checker))
         else:
             chunks = file_items(input.file, checker, ctx.settings.max_body_bytes)  # type: ignore[arg-type]  # an UploadFile
-        return BatchJob.of(await jobs.submit(ctx.caller.name, chunks, checker, input.metadata))
+        return BatchJob.of(await jobs.submit(ctx.caller.name, chunks, input.metadata))
 
     @strawberry.mutation(description="Cancel a job: items not started are cancelled, running ones aborted, ended ones "
                                      "kept. The job is CANCELLING until none runs, then CANCELLED.")

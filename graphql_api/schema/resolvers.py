@@ -13,7 +13,8 @@ from strawberry.types import Info
 
 from inference.boundary import EngineError, RequestTimeout, TokenDelta
 
-from .chats import admit, answer, echo_id, record, settle, success, to_request, unavailable
+from ..quotas import estimate_prompt_tokens
+from .chats import admit, answer, echo_id, record, settle, success, to_request, unavailable, used_tokens
 from .context import Context
 from .errors import BatchTooLarge, chat_error
 from .jobs import JobMutation, JobQuery, JobSubscription
@@ -118,17 +119,20 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
         yield charged
         return
     if ctx.quotas is not None and not await ctx.quotas.open_stream(ctx.caller):
-        await settle(ctx, charged, None)
+        await settle(ctx, charged, 0)
         cap = ctx.caller.limits.concurrent_streams
         yield ChatError(chat_id=ID(chat_id), code=ChatErrorCode.RATE_LIMITED,
                         message=f"key {ctx.caller.name!r} has {cap} streams open, its limit; close one first")
         return
     final: ChatResult | None = None
+    streamed = 0  # tokens generated so far: what a stream that never ends is charged, with its prompt
     timeout = ctx.settings.request_timeout_s
     try:
         async with asyncio.timeout(timeout):
             async for event in ctx.engine.stream(request):
+                ctx.verify_key()  # a key revoked while it streams ends the stream here
                 if isinstance(event, TokenDelta):
+                    streamed += event.tokens
                     yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text)
                 else:
                     final = success(chat_id, event, request.params.response_format)
@@ -140,4 +144,4 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
     finally:
         if ctx.quotas is not None:
             await ctx.quotas.close_stream(ctx.caller)
-        await settle(ctx, charged, final)
+        await settle(ctx, charged, used_tokens(final) if final is not None else estimate_prompt_tokens(request) + streamed)

@@ -17,6 +17,7 @@ from .errors import (
                      PromptTooLong,
                      RequestCancelled,
                      RequestTimeout,
+                     Unauthenticated,
                      Unavailable,
                      UpstreamError,
 )
@@ -29,4 +30,4 @@ from .result import Completion, FinishReason, Timings, TokenDelta, Usage
 __all__ = ["BATCH", "INTERACTIVE", "ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault",
            "EngineInfo", "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "IncompleteOutput", "InvalidFormat",
            "InvalidRequest", "Overloaded", "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat",
-           "SamplingParams", "Ticket", "Timings", "TokenDelta", "Unavailable", "UpstreamError", "Usage", "conclude"]
+           "SamplingParams", "Ticket", "Timings", "TokenDelta", "Unauthenticated", "Unavailable", "UpstreamError", "Usage", "conclude"]

@@ -18,6 +18,7 @@ class ErrorCode(enum.StrEnum):
     INCOMPLETE_OUTPUT = "INCOMPLETE_OUTPUT"  # a response format left incomplete; the partial text is kept
     CANCELLED = "CANCELLED"
     UNAVAILABLE = "UNAVAILABLE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"  # the API key is missing, wrong, revoked or expired
     INTERNAL = "INTERNAL"
 
     @classmethod
@@ -76,6 +77,12 @@ class EngineFault(EngineError):
 
 class EngineStopped(EngineError):
     code = ErrorCode.UNAVAILABLE
+
+
+class Unauthenticated(EngineError):
+    """The API key behind the request is missing, wrong, revoked or expired."""
+
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class Unavailable(EngineError):

@@ -68,3 +68,9 @@ def check_text(field_name: str, text: str) -> None:
     if at is not None:
         raise InvalidRequest(f"{field_name} holds a lone surrogate (U+{ord(text[at]):04X}) at character {at}, "
                              "which is not valid Unicode text", field=field_name)
+
+
+def encodable(text: str) -> str:
+    """``text`` with each lone surrogate written as its ``\\udXXX`` escape: a form of it that can be
+    stored and sent (ids and messages that echo a refused text)."""
+    return text if unencodable_at(text) is None else text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -23,10 +23,14 @@ class FinishReason(enum.StrEnum):
 
 @dataclass(frozen=True)
 class TokenDelta:
-    """A piece of text from a stream; ``index`` counts the deltas of that request from 0."""
+    """A piece of text from a stream; ``index`` counts the deltas of that request from 0, and
+    ``tokens`` is how many generated tokens it carries (a delta may join several, or follow
+    tokens that held no complete character yet), so that the tokens streamed so far are known
+    even if the stream never ends."""
 
     index: int
     text: str
+    tokens: int = 1
 
 
 @dataclass(frozen=True)

@@ -231,20 +231,22 @@ class AsyncEngine:
         q = self._queues.get(seq_id)
         if q is None:
             raise EngineFault("the request was already closed")
-        index = 0
+        index = tokens = 0
         while True:
             out = await q.get()
+            tokens += out.error is None
             # A consumer slower than the steps (many streams on a busy server) finds several
             # outputs waiting: their text goes out as one delta, so it catches up instead of
             # paying per token for serializing and sending.
             while out.error is None and out.completion is None and not q.empty():
                 later = q.get_nowait()
+                tokens += later.error is None
                 out = StepOutput(seq_id, out.delta + later.delta, later.completion, later.error)
             if out.error is not None or out.completion is not None:
                 self._queues.pop(seq_id, None)  # finished: nothing to abort, and capacity is free now
             if out.delta:
-                yield TokenDelta(index, out.delta)
-                index += 1
+                yield TokenDelta(index, out.delta, tokens)
+                index, tokens = index + 1, 0
             if out.error is not None:
                 raise out.error
             if out.completion is not None:

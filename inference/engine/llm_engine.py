@@ -19,6 +19,7 @@ from ..boundary import (
     EngineFault,
     EngineInfo,
     FinishReason,
+    IncompleteOutput,
     PromptTooLong,
     RequestCancelled,
     Timings,
@@ -31,7 +32,7 @@ from .model_loader import ModelSource, load_model, locate_model
 from .prompt import PromptEncoder
 from .scheduler import Scheduler
 from .sequence import Sequence
-from .structured import FormatCompiler, FormatViolation, follow  # structured output (issue 15)
+from .structured import FormatCompiler, FormatDeadEnd, FormatViolation, follow
 
 if TYPE_CHECKING:
     from .model_runner import ModelRunner
@@ -200,6 +201,10 @@ class LLMEngine:
                 reason = follow(seq.matcher, token, reason)
             except FormatViolation as exc:
                 return self._sampling_failed(seq, exc)
+            except FormatDeadEnd:
+                return self._end(seq.seq_id, FinishReason.ERROR, IncompleteOutput(
+                    "the response format admits no continuation of the answer so far, which does not complete it",
+                    text.text))
         delta, stopped = text.push(token) if token not in self.eos_ids else ("", False)
         if stopped:
             reason = FinishReason.STOP

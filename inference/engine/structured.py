@@ -114,6 +114,10 @@ class FormatCompiler:
         self.compile_seconds = [*self.compile_seconds[-999:], time.perf_counter() - started]
         if matcher.is_error():
             raise InvalidFormat(f"cannot be followed: {matcher.get_error()}", fmt.kind)
+        probe = matcher.deep_copy()
+        probe.compute_bitmask()  # the first step's mask: a format no text can start shows only once it is asked
+        if probe.is_error():
+            raise InvalidFormat("admits no text at all: nothing the model writes can match it", fmt.kind)
         return matcher
 
 
@@ -121,9 +125,17 @@ class FormatViolation(Exception):
     """A sampled token the format refused (only if masking was bypassed)."""
 
 
+class FormatDeadEnd(Exception):
+    """The format admits no continuation of the text so far, which does not complete it (a regex
+    such as ``[0-9]{3}[^\\s\\S]``): the answer can never be the format's."""
+
+
 def follow(matcher: llguidance.LLMatcher, token: int, reason: FinishReason | None) -> FinishReason | None:
     """Advance ``matcher`` by the sampled ``token``; a format that can take nothing more ends the
-    answer with STOP, before any other reason."""
+    answer with STOP, before any other reason. Raises FormatDeadEnd when this step's mask found
+    no token the format allows (the mask put the matcher in error)."""
+    if matcher.is_error():
+        raise FormatDeadEnd(matcher.get_error())
     if not matcher.consume_token(token):
         raise FormatViolation(f"token {token} is not allowed by the response format: {matcher.get_error()}")
     return FinishReason.STOP if matcher.is_stopped() else reason

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware
 from ..boundary import Completion, EngineError, InvalidRequest, TokenDelta
 from ..engine.async_engine import AsyncEngine, Ticket
-from ..keys import KeyRing, presented_key
+from ..keys import KeyRing, presented_key, reload_on_hangup
 from .wire import (
     HTTP_STATUS,
     BatchItem,
@@ -77,6 +77,8 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not engine.running:
             await engine.start()
+        if keyring is not None:
+            reload_on_hangup(keyring)
         yield
         await engine.stop()
 

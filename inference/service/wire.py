@@ -37,7 +37,8 @@ OPENAI_PARAM = {"max_new_tokens": "max_tokens", "temperature": "temperature", "t
                 "seed": "seed", "stop": "stop", "messages": "messages", "response_format": "response_format"}
 
 HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, ErrorCode.OVERLOADED: 429,
-               ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499}
+               ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499,
+               ErrorCode.UNAUTHENTICATED: 401}
 
 # OpenAI parameters this server does not honour, with the values that ask for nothing: any other
 # value is refused (400 naming the parameter) rather than silently ignored.
