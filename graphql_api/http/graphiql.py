@@ -3,10 +3,16 @@
 The page is ours (``PAGE``), not Strawberry's: it opens with ready examples (``EXAMPLES``, one tab
 each) and sends subscriptions over a WebSocket (graphql-transport-ws) to this server. It names the
 exact package versions it loads from unpkg.com, with integrity hashes (the ones Strawberry
-0.341's page uses). ``fetch`` (run by the set-up) takes exactly those packages from the npm
-registry with ``npm pack`` and keeps their files under ``<venv>/share/graphiql/<name>@<version>/``.
-The app serves them at ``/graphiql-assets/`` and ``page_html`` points the page there; the files are
-the same bytes, so the integrity hashes still hold. Without them the page falls back to unpkg.com.
+0.341's page uses). Those files ship inside this package as package data, under
+``graphiql_assets/<name>@<version>/`` as on unpkg.com, with each package's license in
+``graphiql_assets/LICENSES/``, so a plain ``pip install`` serves GraphiQL with no npm and no
+network. The app serves them at ``/graphiql-assets/`` and ``page_html`` points the page there;
+they are the same bytes, so the integrity hashes still hold (``verify`` checks, and a test).
+``GRAPHIQL_ASSETS_DIR`` points elsewhere; where a file is missing the page falls back to unpkg.com.
+
+``python -m graphql_api.http.graphiql`` is the maintainers' refresh: it takes the packages the page
+names from the npm registry (``npm pack``), keeps only the files the page loads and their licenses,
+and checks them against the integrity hashes. Set-up never runs it.
 
 The WebSocket client is graphql-ws, which ``graphiql.min.js`` (3.8.3) bundles: GraphiQL's
 ``createFetcher`` uses it for a subscription when given ``subscriptionUrl``, and passes the
@@ -15,17 +21,21 @@ headers tab as the ``connection_init`` payload. So no other package is needed fo
 
 from __future__ import annotations
 
+import argparse
+import base64
+import hashlib
 import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 CDN = "https://unpkg.com/"
 PREFIX = "/graphiql-assets/"
+# The files the page loads, as package data: <name>@<version>/<path>, as after unpkg.com/.
+PACKAGED = Path(__file__).resolve().parent / "graphiql_assets"
 
 # One GraphiQL tab each, runnable as they are. GraphiQL titles a tab with its operation's name.
 EXAMPLES: dict[str, str] = {
@@ -166,12 +176,36 @@ PAGE = """\
 
 
 def asset_dir() -> Path:
-    return Path(os.environ.get("GRAPHIQL_ASSETS_DIR") or Path(sys.prefix) / "share" / "graphiql")
+    """Where the app serves ``/graphiql-assets/`` from: ``GRAPHIQL_ASSETS_DIR``, else the packaged copy."""
+    return Path(os.environ.get("GRAPHIQL_ASSETS_DIR") or PACKAGED)
 
 
 def cdn_files(html: str) -> list[str]:
     """Paths after unpkg.com/ that the page loads, e.g. ``graphiql@3.8.3/graphiql.min.js``."""
     return sorted(set(re.findall(re.escape(CDN) + r'([^"\'\s]+)', html)))
+
+
+def integrity(html: str) -> dict[str, str]:
+    """Path after unpkg.com/ -> its ``integrity`` attribute (``sha384-...``), for every file the page loads."""
+    tags = re.findall(r'(?:src|href)="' + re.escape(CDN) + r'([^"]+)"\s+integrity="([^"]+)"', html)
+    return dict(tags)
+
+
+def sri(data: bytes) -> str:
+    """The Subresource Integrity value of these bytes, as the page writes it."""
+    return "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode()
+
+
+def verify(root: Path) -> list[str]:
+    """The page's files under ``root`` that are missing or whose bytes do not match the page's integrity hash."""
+    expected = integrity(PAGE)
+    return [f for f in cdn_files(PAGE) if not (root / f).is_file() or sri((root / f).read_bytes()) != expected.get(f)]
+
+
+def license_file(spec: str) -> str:
+    """Where ``spec``'s license lies under the assets: ``@graphiql/plugin-explorer@1.0.2`` ->
+    ``LICENSES/graphiql-plugin-explorer-1.0.2.txt`` (no ``@``, which license-files globs refuse)."""
+    return "LICENSES/" + spec.lstrip("@").replace("/", "-").replace("@", "-") + ".txt"
 
 
 def package_of(path: str) -> str:
@@ -190,27 +224,45 @@ def page_html() -> str:
     return html
 
 
-def fetch(dest: Path | None = None) -> None:
-    dest = dest or asset_dir()
+def fetch(dest: Path = PACKAGED, force: bool = False) -> None:
+    """Take the page's files (and each package's LICENSE) from the npm registry into ``dest``.
+
+    Only packages with a file missing are packed, unless ``force``; a package that ships no LICENSE
+    keeps the one already in ``dest``. Raises SystemExit when a file is still missing or its bytes
+    do not match the page's integrity hash."""
     files = cdn_files(PAGE)
-    missing = sorted({package_of(f) for f in files if not (dest / f).is_file()})
+    wanted: dict[str, list[str]] = {}  # package -> its files, relative to the package
+    for f in files:
+        wanted.setdefault(package_of(f), []).append(f.removeprefix(package_of(f) + "/"))
+    specs = sorted(spec for spec, paths in wanted.items() if force or any(not (dest / spec / p).is_file() for p in paths))
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in missing:
+        for spec in specs:
             out = subprocess.run(["npm", "pack", spec, "--silent", "--pack-destination", tmp],
                                  check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            keep = {"package/" + p: dest / spec / p for p in wanted[spec]} | {"package/LICENSE": dest / license_file(spec)}
             with tarfile.open(Path(tmp) / out) as tgz:
                 for member in tgz.getmembers():
-                    if member.isfile() and member.name.startswith("package/"):
-                        target = dest / spec / member.name.removeprefix("package/")
+                    if member.isfile() and member.name in keep:
+                        target = keep[member.name]
                         target.parent.mkdir(parents=True, exist_ok=True)
                         data = tgz.extractfile(member)
                         if data is not None:
                             target.write_bytes(data.read())
-    absent = [f for f in files if not (dest / f).is_file()]
-    if absent:
-        raise SystemExit(f"GraphiQL assets still missing after npm pack: {absent}")
-    print(f"GraphiQL assets in {dest} ({len(files)} files)")
+    bad = verify(dest)
+    if bad:
+        raise SystemExit(f"GraphiQL assets missing or not matching the page's integrity hashes: {bad}")
+    print(f"GraphiQL assets in {dest} ({len(files)} files, integrity checked)")
+
+
+def main() -> None:
+    """``python -m graphql_api.http.graphiql [--force] [--dest DIR]``: refresh the packaged assets from npm."""
+    parser = argparse.ArgumentParser(prog="python -m graphql_api.http.graphiql",
+                                     description="Refresh GraphiQL's packaged assets from the npm registry (maintainers only).")
+    parser.add_argument("--dest", type=Path, default=PACKAGED, help=f"where to write them (default: {PACKAGED})")
+    parser.add_argument("--force", action="store_true", help="pack every package again, not only those with a file missing")
+    args = parser.parse_args()
+    fetch(args.dest, force=args.force)
 
 
 if __name__ == "__main__":
-    fetch()
+    main()
