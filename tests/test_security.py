@@ -572,3 +572,28 @@ def test_a_format_that_dead_ends_midway_ends_the_answer_as_incomplete(llm):
         follow(matcher, llm.tokenizer.eos_token_id, None)
     with pytest.raises(InvalidFormat):
         llm.prepare(ChatRequest((ChatMessage("user", "hi"),), SamplingParams(response_format=ResponseFormat.of(regex=r"[^\s\S]"))))
+
+
+async def test_sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_keys_in_force(tmp_path):
+    import os
+    import signal
+
+    from inference.keys import KeyRing, new_key, reload_on_hangup
+
+    keys = Keys(tmp_path / "k", {"a": "", "b": ""})
+    ring = KeyRing.from_file(keys.path)
+    reload_on_hangup(ring)
+    path, before = Path(keys.path), os.stat(keys.path)
+    fresh, fresh_line = new_key("b")  # b's key rotated, in a line of the same length, the file's time kept
+    text = path.read_text()
+    old_line = next(ln for ln in text.splitlines() if ln.startswith("b:"))
+    path.write_text(text.replace(old_line, fresh_line))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert ring.authenticate(keys.keys["b"]) is not None  # nothing in its stat says it changed
+    os.kill(os.getpid(), signal.SIGHUP)
+    await asyncio.sleep(0.1)
+    assert ring.authenticate(keys.keys["b"]) is None and ring.authenticate(fresh) is not None
+    path.write_text("b:not-a-digest\n")
+    os.kill(os.getpid(), signal.SIGHUP)
+    await asyncio.sleep(0.1)
+    assert ring.authenticate(fresh) is not None and ring.authenticate(keys.keys["a"]) is not None
