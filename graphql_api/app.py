@@ -34,14 +34,14 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from inference.asgi import CancelOnDisconnectMiddleware, HeadAsGet, RequestBodyMiddleware
+from inference.asgi import CancelOnDisconnectMiddleware, HeadAsGet, RequestBodyMiddleware, origin_middleware
 from inference.boundary import EngineClient
 from inference.engine.config import EngineConfig
 from inference.keys import ANONYMOUS, KeyRing, presented_key, reload_on_hangup
 
 from .engine_handle import EngineHandle
 from .http import graphiql
-from .http.middleware import ApiKeyMiddleware, OriginPolicyMiddleware, RequestIdMiddleware, is_ide_page
+from .http.middleware import ApiKeyMiddleware, RequestIdMiddleware, is_ide_page
 from .http.protocol import GRAPHQL_RESPONSE_JSON, RequestError, document_error, error_body, multipart_map_error, response_media_type
 from .http.protocol import JSON as JSON_MEDIA_TYPE
 from .jobs.output import output_lines
@@ -385,7 +385,7 @@ def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig 
             Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.asset_dir(), check_dir=False)),
         ],
         middleware=[Middleware(RequestIdMiddleware),
-                    Middleware(OriginPolicyMiddleware, allowed=settings.origins()),
+                    *origin_middleware(settings.origins()),
                     Middleware(ApiKeyMiddleware, keyring=state.keyring, metrics_public=settings.metrics_public),
                     Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes,
                                read_timeout_s=settings.http_read_timeout_s, max_upload_bytes=settings.max_upload_bytes),

@@ -6,7 +6,10 @@ import asyncio
 import json
 import logging
 
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.http.websocket_origin import is_same_origin, normalize_origin
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +162,52 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class OriginPolicyMiddleware:
+    """One origin policy for HTTP (GET, POST, SSE), the same one Strawberry applies to WebSocket
+    handshakes: a request from a browser page on another origin gets 403 unless that origin is
+    listed in ``ALLOWED_ORIGINS`` (or it holds ``*``). Requests without ``Origin`` (curl, servers)
+    and same-origin ones pass. Without this, any web page's ``EventSource`` could stream answers."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app = app
+        self.any = "*" in allowed
+        self.allowed = {o for o in (normalize_origin(a) for a in allowed if a != "*") if o}
+
+    def allows(self, headers: dict[bytes, bytes]) -> bool:
+        origin = headers.get(b"origin")
+        if origin is None or self.any:
+            return True
+        text = origin.decode("latin-1")
+        host = headers.get(b"host", b"").decode("latin-1")
+        return (headers.get(b"sec-fetch-site") == b"same-origin" or is_same_origin(text, host)
+                or normalize_origin(text) in self.allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.allows(dict(scope.get("headers", ()))):
+            return await self.app(scope, receive, send)
+        body = json.dumps({"errors": [{"message": "this origin may not call the API (set ALLOWED_ORIGINS to allow it)",
+                                       "extensions": {"code": "FORBIDDEN_ORIGIN"}}]}).encode()
+        await send({"type": "http.response.start", "status": 403,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+CORS_METHODS = ("GET", "POST", "OPTIONS")
+CORS_HEADERS = ("authorization", "x-api-key", "content-type", "x-request-id", "accept")
+CORS_EXPOSED = ("x-request-id",)
+CORS_MAX_AGE_S = 600
+
+
+def origin_middleware(allowed: list[str]) -> list[Middleware]:
+    """The browser-facing origin rules of both tiers, in order: the policy refuses a page on an
+    origin not in ``allowed`` (403, preflights too, exactly as before CORS), then Starlette's
+    ``CORSMiddleware`` answers the preflights of allowed origins and adds
+    ``Access-Control-Allow-Origin`` to their responses, streams included. It goes before the key
+    check, since a preflight carries no key. Credentials are not allowed: keys are headers
+    (``authorization``, ``x-api-key``), never cookies, so a page needs none."""
+    return [Middleware(OriginPolicyMiddleware, allowed=allowed),
+            Middleware(CORSMiddleware, allow_origins=[o if o == "*" else normalize_origin(o) or o for o in allowed],
+                       allow_methods=CORS_METHODS, allow_headers=CORS_HEADERS,
+                       expose_headers=CORS_EXPOSED, max_age=CORS_MAX_AGE_S, allow_credentials=False)]

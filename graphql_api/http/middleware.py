@@ -1,4 +1,4 @@
-"""ASGI middleware of the API: request ids, the origin policy, API keys."""
+"""ASGI middleware of the API: request ids, API keys (the origin policy and CORS are ``inference.asgi``'s, shared by both tiers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import uuid
 
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.http.websocket_origin import is_same_origin, normalize_origin
 
 from inference.keys import KeyRing, presented_key
 
@@ -37,36 +36,6 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
-
-
-class OriginPolicyMiddleware:
-    """One origin policy for HTTP (GET, POST, SSE), the same one Strawberry applies to WebSocket
-    handshakes: a request from a browser page on another origin gets 403 unless that origin is
-    listed in ``ALLOWED_ORIGINS`` (or it holds ``*``). Requests without ``Origin`` (curl, servers)
-    and same-origin ones pass. Without this, any web page's ``EventSource`` could stream answers."""
-
-    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
-        self.app = app
-        self.any = "*" in allowed
-        self.allowed = {o for o in (normalize_origin(a) for a in allowed if a != "*") if o}
-
-    def allows(self, headers: dict[bytes, bytes]) -> bool:
-        origin = headers.get(b"origin")
-        if origin is None or self.any:
-            return True
-        text = origin.decode("latin-1")
-        host = headers.get(b"host", b"").decode("latin-1")
-        return (headers.get(b"sec-fetch-site") == b"same-origin" or is_same_origin(text, host)
-                or normalize_origin(text) in self.allowed)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.allows(dict(scope.get("headers", ()))):
-            return await self.app(scope, receive, send)
-        body = json.dumps({"errors": [{"message": "this origin may not call the API (set ALLOWED_ORIGINS to allow it)",
-                                       "extensions": {"code": "FORBIDDEN_ORIGIN"}}]}).encode()
-        await send({"type": "http.response.start", "status": 403,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
 
 class ApiKeyMiddleware:
