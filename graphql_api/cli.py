@@ -67,12 +67,14 @@ class DrainingServer(uvicorn.Server):
 
 def run_server(settings: ApiSettings, engine_config: EngineConfig | None) -> int:
     """The GraphQL server until stopped: 0 after a clean stop or a drain, 1 when the engine could not start."""
+    from inference import tracing
     from inference.http_server import uvicorn_config
+    from inference.logs import configure_logging
 
     from .app import create_app
-    from .observability import configure_logging
 
     configure_logging(settings.log_format)
+    tracing.configure_from_env("smollm-graphql")
 
     def ready() -> None:
         print(f"Ready in {time.perf_counter() - STARTED:.1f} s: GraphiQL at "
@@ -90,7 +92,10 @@ def run_server(settings: ApiSettings, engine_config: EngineConfig | None) -> int
                             max_message_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes,
                             timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.api)
-    server.run()
+    try:
+        server.run()
+    finally:
+        tracing.shutdown()
     return 1 if failures else 0
 
 

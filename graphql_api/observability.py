@@ -1,4 +1,4 @@
-"""Operation logs (text or JSON) and the API's own Prometheus metrics."""
+"""Operation logs and the API's own Prometheus metrics (the log formats: ``inference.logs``)."""
 
 from __future__ import annotations
 
@@ -40,34 +40,3 @@ PLAIN = re.compile(r"[\w.:/+@#-]+")
 
 def _token(text: str) -> str:
     return text if PLAIN.fullmatch(text) else json.dumps(text)
-
-
-class TextFormatter(logging.Formatter):
-    """One record, one line: control characters in the message (a newline in a client's text
-    would forge a log line) are escaped; tracebacks keep their lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
-        return line if line.isprintable() else CONTROL.sub(lambda m: json.dumps(m.group())[1:-1], line)
-
-
-CONTROL = re.compile(r"[^\S ]|[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-class JsonFormatter(logging.Formatter):
-    FIELDS = ("request_id", "key", "operation", "duration_ms", "chats")
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        entry |= {k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(fmt: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

@@ -16,7 +16,7 @@ It imports neither torch nor the API.
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +26,9 @@ from typing import NoReturn, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliSettingsSource
 
+from . import tracing
 from .engine.config import EngineConfig
+from .logs import configure_logging
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -123,14 +125,18 @@ def serve_inference(parsed: Parsed) -> int:
 
     settings = parsed.settings(ServiceSettings)
     engine_config = parsed.settings(EngineConfig)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
+    tracing.configure_from_env("smollm-inference")
     started = time.perf_counter()
     engine = AsyncEngine(LLMEngine.from_config(engine_config))
     print(f"Inference service ready in {time.perf_counter() - started:.1f} s at "
           f"http://{settings.host}:{settings.port}/v1/chat/completions", flush=True)
     config = uvicorn_config(create_service(engine, settings), settings.host, settings.port,
                             read_timeout_s=settings.read_timeout_s, max_message_bytes=settings.max_body_bytes)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        tracing.shutdown()
     return 0
 
 
@@ -147,8 +153,11 @@ def warm(parsed: Parsed) -> int:
 
         engine = LLMEngine.from_config(config.model_copy(update={"kv_cache_tokens": config.max_model_len}))
         print(f"weights: {engine.weights.mode} ({engine.weights.reason})")
-    print(f"model ready at {where} ({time.perf_counter() - started:.1f} s)")
-    return 0
+    print(f"model ready at {where} ({time.perf_counter() - started:.1f} s)", flush=True)
+    # The cache is written and closed. Tearing the interpreter down after timing the kernels
+    # crashes in native thread teardown about half the time (no Python frame; the same at the
+    # previous commit), which would fail set-up: leave without it.
+    os._exit(0)
 
 
 ENGINE_SETTINGS = "engine settings (EngineConfig)"

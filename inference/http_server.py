@@ -97,4 +97,5 @@ def bounded_protocol(read_timeout_s: float, max_header_bytes: int = MAX_HEADER_B
 def uvicorn_config(app, host: str, port: int, *, read_timeout_s: float, max_message_bytes: int,
                    max_header_bytes: int = MAX_HEADER_BYTES, **kwargs) -> uvicorn.Config:
     return uvicorn.Config(app, host=host, port=port, http=bounded_protocol(read_timeout_s, max_header_bytes),
-                          ws="websockets-sansio", ws_max_size=max_message_bytes, log_level="warning", **kwargs)
+                          ws="websockets-sansio", ws_max_size=max_message_bytes, log_level="warning", log_config=None,
+                          **kwargs)

@@ -31,6 +31,7 @@ import httpx
 from httpx_sse import aconnect_sse
 from pydantic import ValidationError
 
+from . import tracing
 from .boundary import (
     ChatRequest,
     Completion,
@@ -153,6 +154,7 @@ class RemoteEngine:
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=httpx.Limits(
             max_connections=self.max_concurrency * len(self.upstreams) + 16))
+        tracing.instrument_httpx(self._client)
         self._limit = asyncio.Semaphore(self.max_concurrency)
         try:
             card = ModelList.model_validate_json((await self._send("GET", "/v1/models")).content).data[0]

@@ -81,7 +81,7 @@ async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
             late = await client.post(f"{url}/graphql", json={**body, "variables": {"input": {"chatId": "late", "userPrompt": "Hi"}}})
             assert late.json()["data"]["chat"]["code"] == "UNAVAILABLE"
             done = (await in_flight).json()["data"]["chat"]
-            assert done["__typename"] == "ChatSuccess" and done["chatId"] == "inflight"
+            assert done["__typename"] == "ChatSuccess" and done["chatId"] == "inflight", done
         assert await asyncio.to_thread(proc.wait, 30) == 0
         logs = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
         assert any(entry.get("operation") == "chat" and entry.get("request_id") for entry in logs)

@@ -13,10 +13,12 @@ import itertools
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
+from .. import tracing
 from ..boundary import (
     ChatRequest,
     Completion,
@@ -46,9 +48,10 @@ class Ticket:
     DataLoader future cancelled before dispatch). The engine keeps this invariant itself, through
     a finalizer, so no caller can leak capacity by forgetting a Ticket."""
 
-    def __init__(self, engine: AsyncEngine, seq_id: int) -> None:
+    def __init__(self, engine: AsyncEngine, seq_id: int, request_id: str = "") -> None:
         self.engine = engine
         self.seq_id = seq_id
+        self.request_id = request_id
         self._release = weakref.finalize(self, engine._forget, seq_id)
         self._release.atexit = False
 
@@ -59,7 +62,7 @@ class Ticket:
     async def events(self) -> AsyncIterator[TokenDelta | Completion]:
         """The request's deltas, then its Completion; raises its EngineError if it fails."""
         try:
-            async for event in self.engine._events(self.seq_id):
+            async for event in self.engine._events(self.seq_id, self.request_id):
                 yield event
         finally:
             self.close()
@@ -191,7 +194,7 @@ class AsyncEngine:
             seq_id = next(self._ids)
             self._queues[seq_id] = asyncio.Queue()
             batch.append((seq_id, prepared))
-            entries[i] = Ticket(self, seq_id)
+            entries[i] = Ticket(self, seq_id, requests[i].request_id)
         if batch:
             self._inbox.put(("add", batch))
         return entries  # type: ignore[return-value]  # every entry is filled
@@ -226,33 +229,42 @@ class AsyncEngine:
         if self._queues.pop(seq_id, None) is not None:
             self._inbox.put(("abort", seq_id))
 
-    async def _events(self, seq_id: int) -> AsyncIterator[TokenDelta | Completion]:
-        """The request's deltas, then its Completion (or its error raised)."""
+    async def _events(self, seq_id: int, request_id: str = "") -> AsyncIterator[TokenDelta | Completion]:
+        """The request's deltas, then its Completion (or its error raised). Its trace span (when
+        tracing is on) is recorded at the end, in the consumer's context: a child of its caller's span."""
         q = self._queues.get(seq_id)
         if q is None:
             raise EngineFault("the request was already closed")
-        index = tokens = 0
-        while True:
-            out = await q.get()
-            tokens += out.error is None
-            # A consumer slower than the steps (many streams on a busy server) finds several
-            # outputs waiting: their text goes out as one delta, so it catches up instead of
-            # paying per token for serializing and sending.
-            while out.error is None and out.completion is None and not q.empty():
-                later = q.get_nowait()
-                tokens += later.error is None
-                out = StepOutput(seq_id, out.delta + later.delta, later.completion, later.error)
-            if out.error is not None or out.completion is not None:
-                self._queues.pop(seq_id, None)  # finished: nothing to abort, and capacity is free now
-            if out.delta:
-                yield TokenDelta(index, out.delta, tokens)
-                index, tokens = index + 1, 0
-            if out.error is not None:
-                raise out.error
-            if out.completion is not None:
-                self.metrics.observe(out.completion)
-                yield out.completion
-                return
+        began = time.time_ns()
+        index = tokens = streamed = 0
+        result: Completion | EngineError | None = None
+        try:
+            while True:
+                out = await q.get()
+                tokens += out.error is None
+                # A consumer slower than the steps (many streams on a busy server) finds several
+                # outputs waiting: their text goes out as one delta, so it catches up instead of
+                # paying per token for serializing and sending.
+                while out.error is None and out.completion is None and not q.empty():
+                    later = q.get_nowait()
+                    tokens += later.error is None
+                    out = StepOutput(seq_id, out.delta + later.delta, later.completion, later.error)
+                if out.error is not None or out.completion is not None:
+                    self._queues.pop(seq_id, None)  # finished: nothing to abort, and capacity is free now
+                if out.delta:
+                    yield TokenDelta(index, out.delta, tokens)
+                    streamed += tokens
+                    index, tokens = index + 1, 0
+                if out.error is not None:
+                    result = out.error
+                    raise out.error
+                if out.completion is not None:
+                    result = out.completion
+                    self.metrics.observe(out.completion)
+                    yield out.completion
+                    return
+        finally:
+            tracing.record_request(began, request_id, result, streamed)
 
     def _work(self) -> None:
         """The step loop (worker thread): take commands, step, post outputs to the event loop."""

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import tracing
 from ..asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware, origin_middleware
 from ..boundary import Completion, EngineError, InvalidRequest, TokenDelta
 from ..engine.async_engine import AsyncEngine, Ticket
@@ -58,6 +59,7 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(16_000_000, ge=1024, description="INFERENCE_MAX_BODY_BYTES: largest request body.")
     read_timeout_s: float = Field(10.0, gt=0, description="INFERENCE_READ_TIMEOUT_S: time to send headers, then body.")
     api_keys_file: str = Field("", description="INFERENCE_API_KEYS_FILE: keys (as the API's); empty: keys off.")
+    log_format: str = Field("text", pattern="^(text|json)$", description="INFERENCE_LOG_FORMAT: text or json log lines.")
     allowed_origins: str = Field(
         "", description="INFERENCE_ALLOWED_ORIGINS: comma-separated origins whose pages may call the service from a "
                         "browser (CORS); same-origin is always allowed; * allows any.")
@@ -144,6 +146,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         routes.append(Route("/generate_batch", generate_batch, methods=["POST"]))
     keyring = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
     return Starlette(routes=routes, lifespan=lifespan, middleware=[
+        *tracing.asgi_middleware(),
         *origin_middleware(settings.origins()),
         Middleware(ServiceKeyMiddleware, keyring=keyring),
         Middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s),
