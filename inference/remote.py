@@ -43,12 +43,14 @@ from .boundary import (
     InvalidFormat,
     PromptTooLong,
     RequestTimeout,
+    SamplingParams,
     Timings,
     TokenDelta,
     Unavailable,
     UpstreamError,
     Usage,
 )
+from .boundary.options import InvalidOption
 from .service.wire import (
     BatchRequest,
     BatchResponse,
@@ -74,6 +76,18 @@ FORMAT_MEMBERS: dict[str, frozenset[str]] = {
     "llama.cpp": frozenset({"json_schema", "json_object"}),  # JSON Schema via response_format; no regex, no choice list
     "openai-compatible": frozenset({"json_schema", "json_object"}),  # OpenAI's response_format only
 }
+
+
+# Options past OpenAI's core each kind of upstream honours in our form; any other kind gets a request
+# that sets one refused (llama.cpp's repeat_penalty looks at the last 64 tokens only: not the same option).
+PENALTIES = frozenset({"min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "logit_bias"})
+OPTION_MEMBERS: dict[str, frozenset[str]] = {
+    "smollm-graphql": PENALTIES,
+    "vllm": PENALTIES,
+    "llama.cpp": PENALTIES - {"repetition_penalty"},
+    "openai-compatible": frozenset({"frequency_penalty", "presence_penalty", "logit_bias"}),
+}
+DEFAULTS = SamplingParams()
 
 
 def upstream_kind(card: ModelCard | None) -> str:
@@ -185,7 +199,7 @@ class RemoteEngine:
 
     async def submit(self, requests: Sequence[ChatRequest]) -> list[RemoteTicket | EngineError]:
         """A request whose text cannot be sent gets its error here; the rest go as one call."""
-        checked = [_unsendable(r) or self.refused_format(r) for r in requests]
+        checked = [_unsendable(r) or self.refused_format(r) or self.refused_option(r) for r in requests]
         valid = [r for r, error in zip(requests, checked, strict=True) if error is None]
         batch = BatchCall(asyncio.ensure_future(self._counted(self.generate_batch(valid), len(valid))), len(valid))
         index = iter(range(len(valid)))
@@ -263,11 +277,18 @@ class RemoteEngine:
         honoured = ", ".join(sorted(FORMAT_MEMBERS[self.kind]))
         return InvalidFormat(f"is not supported by the inference upstream ({self.kind}); it supports {honoured}", fmt.kind)
 
+    def refused_option(self, request: ChatRequest) -> InvalidOption | None:
+        """The error for a sampling option the upstream does not honour (set to other than its default), or None."""
+        for name in sorted(PENALTIES - OPTION_MEMBERS[self.kind]):
+            if getattr(request.params, name) != getattr(DEFAULTS, name):
+                return InvalidOption(name, f"is not supported by the inference upstream ({self.kind})")
+        return None
+
     # --- streams --------------------------------------------------------------------------
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         """Deltas then the Completion; leaving early closes the HTTP stream (the server aborts)."""
-        refused = self.refused_format(request)
+        refused = self.refused_format(request) or self.refused_option(request)
         if refused is not None:
             raise refused
         body = ChatCompletionRequest.of(request, stream=True).body()

@@ -18,7 +18,9 @@ from .types import GenerationOptions, ResponseFormatInput
 
 # Boundary option -> the GenerationOptions input's attribute (GraphQL names it in camelCase).
 GRAPHQL_OPTION = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
-                  "seed": "seed", "stop": "stop", "response_format": "response_format"}
+                  "seed": "seed", "stop": "stop", "response_format": "response_format", "min_p": "min_p",
+                  "repetition_penalty": "repetition_penalty", "frequency_penalty": "frequency_penalty",
+                  "presence_penalty": "presence_penalty", "logit_bias": "logit_bias"}
 # Boundary request fields -> ChatInput's.
 GRAPHQL_FIELD = {"messages": "userPrompt"}
 assert set(GRAPHQL_OPTION) == set(OPTION_NAMES), "every option needs its GraphQL name"
@@ -33,6 +35,8 @@ def sampling_params(options: GenerationOptions | None) -> SamplingParams:
                              if getattr(options, attr) is not None}
     if "stop" in given:
         given["stop"] = tuple(given["stop"])
+    if "logit_bias" in given:
+        given["logit_bias"] = tuple((entry.token, entry.bias) for entry in given["logit_bias"])
     if "response_format" in given:
         given["response_format"] = response_format(given["response_format"])
     return SamplingParams(**given)

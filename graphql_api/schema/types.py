@@ -37,6 +37,12 @@ class ResponseFormatInput:
     choice: list[str] | None = strawberry.field(default=None, description="The answer is exactly one of these strings.")
 
 
+@strawberry.input(description="A bias added to one token's logit.")
+class LogitBiasInput:
+    token: int = strawberry.field(description="A token id of the model's vocabulary.")
+    bias: float = strawberry.field(description="-100 to 100; -100 in effect bans the token, 100 forces it.")
+
+
 @strawberry.input(description="Generation options; absent ones take the server's defaults.")
 class GenerationOptions:
     max_tokens: int | None = strawberry.field(default=None, description="New tokens at most (default 256).")
@@ -46,6 +52,17 @@ class GenerationOptions:
     seed: int | None = strawberry.field(default=None, description="Same seed, same sampled text.")
     stop: list[str] | None = strawberry.field(default=None, description="Strings that end the answer (cut from it).")
     response_format: ResponseFormatInput | None = strawberry.field(default=None, description="Structured output; absent: free text.")
+    min_p: float | None = strawberry.field(
+        default=None, description="Sampling: drop tokens less likely than minP times the likeliest (after temperature); 0 (default) is off.")
+    repetition_penalty: float | None = strawberry.field(
+        default=None, description="Over every token of the prompt and the answer so far: divides a positive logit, "
+                                  "multiplies a negative one (transformers' and vLLM's form); in (0, 2], 1 (default) is off.")
+    frequency_penalty: float | None = strawberry.field(
+        default=None, description="Subtracted from a token's logit once per time it is in the answer so far (OpenAI's form); -2 to 2.")
+    presence_penalty: float | None = strawberry.field(
+        default=None, description="Subtracted from the logit of each token already in the answer (OpenAI's form); -2 to 2.")
+    logit_bias: list[LogitBiasInput] | None = strawberry.field(
+        default=None, description="Added to these tokens' logits before sampling (greedy too); at most 300 tokens.")
 
 
 @strawberry.input

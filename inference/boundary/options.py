@@ -21,6 +21,10 @@ MAX_STOP_LENGTH = 64
 MAX_TOP_K = 1000
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**31 - 1  # GraphQL's Int is 32-bit; one range for every edge
+MAX_PENALTY = 2.0  # OpenAI's range for frequency and presence penalties: -2 to 2
+MAX_REPETITION_PENALTY = 2.0
+MAX_LOGIT_BIAS = 300  # entries
+MAX_BIAS = 100.0  # OpenAI's range for a bias: -100 to 100
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (as in vLLM): dividing by them overflows
 
 
@@ -36,7 +40,14 @@ class InvalidOption(InvalidRequest):
 @dataclass(frozen=True)
 class SamplingParams:
     """``max_new_tokens=None`` means the engine's default. temperature 0 (below ``GREEDY_BELOW``)
-    is greedy, the default; top_k 0 and top_p 1 switch those filters off."""
+    is greedy, the default; top_k 0, top_p 1 and min_p 0 switch those filters off.
+
+    Penalties change the logits before anything else (greedy included), in vLLM's order:
+    ``logit_bias`` (token id, bias) pairs are added; ``repetition_penalty`` (transformers' and vLLM's
+    form) divides positive logits and multiplies negative ones of every token seen in the prompt or
+    the output, 1 being off; ``frequency_penalty`` and ``presence_penalty`` (OpenAI's form) subtract
+    ``count * frequency + (count > 0) * presence`` for each token of the output so far. ``min_p``
+    drops tokens whose probability (after temperature) is below ``min_p`` times the likeliest's."""
 
     max_new_tokens: int | None = None
     temperature: float = 0.0
@@ -45,6 +56,17 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     response_format: ResponseFormat | None = None  # structured output; None: free text
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def penalized(self) -> bool:
+        """Whether any penalty or bias changes this request's logits."""
+        return (self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+                or bool(self.logit_bias))
 
     @property
     def greedy(self) -> bool:
@@ -67,8 +89,33 @@ class SamplingParams:
         for s in self.stop:
             if not 1 <= len(s) <= MAX_STOP_LENGTH:
                 raise InvalidOption("stop", f"strings must have 1 to {MAX_STOP_LENGTH} characters, got {len(s)}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise InvalidOption("min_p", f"must be between 0 (off) and 1, got {self.min_p}")
+        if not 0.0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise InvalidOption("repetition_penalty", f"must be greater than 0 and at most {MAX_REPETITION_PENALTY:g} "
+                                f"(1 is off), got {self.repetition_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if not -MAX_PENALTY <= value <= MAX_PENALTY:
+                raise InvalidOption(name, f"must be between {-MAX_PENALTY:g} and {MAX_PENALTY:g}, got {value}")
+        if len(self.logit_bias) > MAX_LOGIT_BIAS:
+            raise InvalidOption("logit_bias", f"takes at most {MAX_LOGIT_BIAS} tokens, got {len(self.logit_bias)}")
+        for token, bias in self.logit_bias:
+            if token < 0:
+                raise InvalidOption("logit_bias", f"token ids must be 0 or more, got {token}")
+            if not -MAX_BIAS <= bias <= MAX_BIAS:
+                raise InvalidOption("logit_bias", f"biases must be between {-MAX_BIAS:g} and {MAX_BIAS:g}, "
+                                    f"got {bias} for token {token}")
+        if len({token for token, _ in self.logit_bias}) != len(self.logit_bias):
+            raise InvalidOption("logit_bias", "names a token more than once")
         if self.response_format is not None:
             self.response_format.validate()
+
+    def check_vocabulary(self, vocab_size: int) -> None:
+        """Raise InvalidOption for a logit_bias token the model does not have."""
+        for token, _ in self.logit_bias:
+            if token >= vocab_size:
+                raise InvalidOption("logit_bias", f"token ids must be below the vocabulary size {vocab_size}, got {token}")
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SamplingParams))

@@ -124,6 +124,7 @@ class LLMEngine:
     def prepare(self, request: ChatRequest) -> Prepared:
         """Validate and tokenize; raise InvalidRequest or PromptTooLong. Safe from any thread."""
         request.validate(self.config.max_new_tokens_cap)
+        request.params.check_vocabulary(self.model.config.vocab_size)
         ids = self.prompts.encode(request.messages)
         max_new = request.params.max_new_tokens or self.config.default_max_new_tokens
         if len(ids) + max_new > self.max_model_len:

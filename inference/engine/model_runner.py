@@ -23,6 +23,7 @@ from .config import EngineConfig
 from .kv_cache import Decodes, KVPool, Prefill, StepLayout
 from .llama import Llama, Quantized, Shape
 from .model_loader import ModelSource, file_digest
+from .penalties import apply_penalties
 from .scheduler import Scheduled
 from .sequence import Sequence
 from .structured import FormatMasks  # structured output (issue 15)
@@ -243,6 +244,7 @@ class ModelRunner:
         """One token per sequence; a sequence whose sampling fails gets its exception instead,
         and only that sequence ends with an error."""
         logits = logits.float()
+        apply_penalties(logits, seqs)
         self.masks.apply(logits, seqs)  # structured output (issue 15): formatted rows, one batched call
         out: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
         for i, seq in enumerate(seqs):
@@ -266,11 +268,13 @@ class ModelRunner:
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """Temperature, then top-k, then top-p (nucleus) sampling of one row of logits.
+    """Temperature, then min-p, then top-k, then top-p (nucleus) sampling of one row of logits.
 
     Numerically safe for every valid option: temperatures below ``GREEDY_BELOW`` never get here
     (they are greedy), and top-p always keeps the likeliest token, however small ``top_p`` is."""
     logits = logits / params.temperature
+    if params.min_p > 0.0:
+        logits = min_p_filter(logits, params.min_p)
     index = None
     if params.top_k:  # topk returns the largest first, as top-p needs
         logits, index = logits.topk(min(params.top_k, logits.numel()))
@@ -283,3 +287,10 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         probs = probs.masked_fill(drop, 0.0)
     choice = torch.multinomial(probs, 1, generator=generator)
     return int(choice if index is None else index[choice])
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """``logits`` with every token less likely than ``min_p`` times the likeliest set to -inf (the
+    likeliest always stays)."""
+    probs = logits.softmax(-1)
+    return logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, float("-inf"))

@@ -44,6 +44,7 @@ class Sequence:
     text: Any = None  # IncrementalText; the scheduler neither knows nor needs its type
     generator: Any = None  # torch.Generator, made by the model runner on first sampled token
     matcher: Any = None  # structured output (issue 15): llguidance LLMatcher of its response format, or None
+    penalty: Any = None  # penalties.TokenCounts, made by the model runner on first use when the params ask
 
     @property
     def num_tokens(self) -> int:

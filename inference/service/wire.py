@@ -34,7 +34,9 @@ from ..boundary.options import InvalidOption
 
 # Boundary names -> OpenAI's; the one table of this edge.
 OPENAI_PARAM = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
-                "seed": "seed", "stop": "stop", "messages": "messages", "response_format": "response_format"}
+                "seed": "seed", "stop": "stop", "messages": "messages", "response_format": "response_format",
+                "min_p": "min_p", "repetition_penalty": "repetition_penalty", "frequency_penalty": "frequency_penalty",
+                "presence_penalty": "presence_penalty", "logit_bias": "logit_bias"}
 
 HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, ErrorCode.OVERLOADED: 429,
                ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499,
@@ -44,15 +46,21 @@ HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, Err
 # value is refused (400 naming the parameter) rather than silently ignored.
 UNSUPPORTED: dict[str, tuple[object, ...]] = {
     "n": (None, 1), "best_of": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
-    "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
     "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
     "suffix": (None,), "audio": (None,), "prediction": (None,),
 }
+# Request fields taken and ignored, as OpenAI's API defines them (they ask nothing of generation).
+# Any field neither here, nor in UNSUPPORTED, nor in ChatCompletionRequest is refused by name.
+IGNORED = frozenset({"user", "store", "metadata", "service_tier"})
+# vLLM's older names for structured_outputs' members.
+GUIDED = {"guided_json": "json", "guided_choice": "choice", "guided_regex": "regex"}
 
 
 class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
     content: str
+    name: str | None = None  # OpenAI's participant name: taken, not used
 
 
 class JsonSchemaBody(BaseModel):
@@ -128,7 +136,7 @@ class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's chat completion request that matters here. As in OpenAI's API,
     temperature defaults to 1; send 0 for greedy."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = None
@@ -142,14 +150,23 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormatBody | None = None
     structured_outputs: StructuredOutputs | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
 
     def to_request(self) -> ChatRequest:
         """Raises InvalidFormat for a response format that sets no or several members."""
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        penalties = {name: getattr(self, name) for name in PENALTY_FIELDS if getattr(self, name) is not None}
+        if self.logit_bias:
+            penalties["logit_bias"] = logit_bias(self.logit_bias)
         params = SamplingParams(max_new_tokens=self.max_completion_tokens or self.max_tokens,
                                 temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                 seed=self.seed, stop=stop,
-                                response_format=response_format(self.response_format, self.structured_outputs))
+                                response_format=response_format(self.response_format, self.structured_outputs),
+                                **penalties)
         return ChatRequest(tuple(ChatMessage(m.role, m.content) for m in self.messages), params,
                            request_id=f"chatcmpl-{uuid.uuid4().hex}")
 
@@ -161,19 +178,53 @@ class ChatCompletionRequest(BaseModel):
                    max_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                    seed=p.seed, stop=list(p.stop) or None, stream=stream,
                    stream_options=StreamOptions(include_usage=True) if stream else None,
-                   **format_fields(p.response_format))
+                   **format_fields(p.response_format), **sent_penalties(p))
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True, by_alias=True)
 
 
+PENALTY_FIELDS = ("min_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
+
+
+def logit_bias(given: dict[str, float]) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``{"token id": bias}`` as the boundary's (id, bias) pairs, in id order."""
+    pairs = []
+    for key, bias in given.items():
+        if not key.isdigit() or len(key) > 9:
+            raise InvalidOption("logit_bias", f"keys must be token ids (decimal integers), got {key[:20]!r}")
+        pairs.append((int(key), bias))
+    return tuple(sorted(pairs))
+
+
+def sent_penalties(p: SamplingParams) -> dict[str, Any]:
+    """The penalty fields a client sends for ``p``: only those set to other than their defaults, so a
+    server that does not know them is asked for nothing it would refuse."""
+    defaults = SamplingParams()
+    sent: dict[str, Any] = {n: getattr(p, n) for n in PENALTY_FIELDS if getattr(p, n) != getattr(defaults, n)}
+    if p.logit_bias:
+        sent["logit_bias"] = {str(token): bias for token, bias in p.logit_bias}
+    return sent
+
+
 def parse_request(body: object) -> ChatCompletionRequest:
-    """Parse one request body; a malformed one, or one asking for what this server does not do, is
-    an InvalidRequest naming the parameter."""
+    """Parse one request body; a malformed one, one with a field this server does not know, or one
+    asking for what it does not do, is an InvalidRequest naming the field. vLLM's ``guided_*`` fields
+    are read as ``structured_outputs``."""
     if isinstance(body, dict):
         for name, neutral in UNSUPPORTED.items():
             if name in body and not any(body[name] == v and type(body[name]) is type(v) for v in neutral):
                 raise InvalidRequest(f"{name} is not supported by this server (got {str(body[name])[:60]})", field=name)
+        guided = {GUIDED[k]: body[k] for k in GUIDED if k in body}
+        if guided:
+            if "structured_outputs" in body:
+                raise InvalidRequest("guided_* fields and structured_outputs cannot both be set", field="structured_outputs")
+            body = {k: v for k, v in body.items() if k not in GUIDED} | {"structured_outputs": guided}
+        known = set(ChatCompletionRequest.model_fields) | set(UNSUPPORTED)
+        for name in body:
+            if name not in known and name not in IGNORED:
+                raise InvalidRequest(f"{str(name)[:60]} is not a field this server takes", field=str(name)[:60])
+        body = {k: v for k, v in body.items() if k not in IGNORED and k not in UNSUPPORTED}
     try:
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
