@@ -114,7 +114,7 @@ async def test_max_tokens_before_the_value_is_complete_is_incomplete_output_with
     [r] = await chat_batched(engine, [{"chatId": "short", "userPrompt": "Describe Ada Lovelace as JSON.",
                                        "options": {"maxTokens": 4, "responseFormat": {"jsonSchema": PERSON}}}])
     assert (r["__typename"], r["code"], r["field"]) == ("ChatError", "INCOMPLETE_OUTPUT", "options.responseFormat")
-    assert r["partialText"].startswith('{"name":"') and "4 tokens" in r["message"]
+    assert r["partialText"].replace(" ", "").replace("\n", "").startswith('{"name') and "4 tokens" in r["message"]
 
 
 async def test_a_stream_with_a_format_streams_the_text_and_ends_with_its_json(engine):

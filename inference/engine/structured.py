@@ -39,8 +39,13 @@ from ..boundary import FinishReason, InvalidFormat, ResponseFormat
 # rates: lexer fuel ~50k/ms (so about 10 ms to build a lexer at most), Earley items ~20k/ms.
 LIMITS: dict[str, Any] = dict(initial_lexer_fuel=500_000, step_lexer_fuel=200_000, step_max_items=50_000,
               max_lexer_states=50_000, max_grammar_size=100_000, verbose_errors=False)
-# Compact JSON: no free whitespace, which a small model could otherwise emit until maxTokens.
-JSON_OPTIONS: Any = {"whitespace_flexible": False}
+# How JSON formats let the model space its answer. Compact JSON (no whitespace) puts a small model
+# off the indented JSON it was trained on; free whitespace lets it write spaces until maxTokens. So:
+# between any two JSON tokens, nothing, one space, or one or two newlines and an indent of up to 20
+# (llama.cpp's `space` rule). ``benchmarks/extraction.py`` compares the two on the same texts.
+COMPACT_JSON: Any = {"whitespace_flexible": False}
+FLEXIBLE_JSON: Any = {"whitespace_flexible": True, "whitespace_pattern": r"(?: |\n{1,2}[ \t]{0,20})"}
+JSON_OPTIONS: Any = FLEXIBLE_JSON
 CACHE_ENTRIES = 256
 
 _adapters: weakref.WeakKeyDictionary[Any, llguidance.LLTokenizer] = weakref.WeakKeyDictionary()
