@@ -46,6 +46,7 @@ from .boundary import (
     SamplingParams,
     Timings,
     TokenDelta,
+    TokenLogprob,
     Unavailable,
     UpstreamError,
     Usage,
@@ -267,7 +268,8 @@ class RemoteEngine:
         except (ValidationError, IndexError):
             return Unavailable("inference upstream answered with a malformed body")
         usage = answer.usage.to_usage() if answer.usage else Usage(0, 0)
-        return _completion(request, choice.message.content or "", choice.finish_reason, usage, None, started)
+        return _completion(request, choice.message.content or "", choice.finish_reason, usage, None, started,
+                           choice.logprobs.entries() if choice.logprobs else ())
 
     def refused_format(self, request: ChatRequest) -> InvalidFormat | None:
         """The error for a response format the upstream cannot honour, or None."""
@@ -297,6 +299,7 @@ class RemoteEngine:
         try:
             async with self._stream("/v1/chat/completions", body) as source:
                 index, text, first, finish, usage = 0, [], None, None, Usage(0, 0)
+                logprobs: tuple[TokenLogprob, ...] = ()
                 async for sse in source.aiter_sse():
                     if sse.data == "[DONE]":
                         break
@@ -305,10 +308,12 @@ class RemoteEngine:
                         raise chunk.error.to_error()
                     usage = chunk.usage.to_usage() if chunk.usage else usage
                     for choice in chunk.choices:
+                        entries = choice.logprobs.entries() if choice.logprobs else ()
+                        logprobs += entries
                         if choice.delta.content:
                             first = first or time.perf_counter()
                             text.append(choice.delta.content)
-                            yield TokenDelta(index, choice.delta.content)
+                            yield TokenDelta(index, choice.delta.content, max(1, len(entries)), entries)
                             index += 1
                         finish = choice.finish_reason or finish
         except ValidationError as exc:
@@ -316,7 +321,7 @@ class RemoteEngine:
             raise Unavailable("inference upstream streamed a malformed chunk") from None
         finally:
             self.in_flight -= 1
-        yield _completion(request, "".join(text), finish, usage, first, started)
+        yield _completion(request, "".join(text), finish, usage, first, started, logprobs)
 
     @asynccontextmanager
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
@@ -394,11 +399,12 @@ def _unsendable(request: ChatRequest) -> EngineError | None:
 
 
 def _completion(request: ChatRequest, text: str, finish: str | None, usage: Usage, first: float | None,
-                started: float) -> Completion:
+                started: float, logprobs: tuple[TokenLogprob, ...] = ()) -> Completion:
     """A remote answer, timed from here: the upstream's queueing is not ours to know (None)."""
     ms = lambda t: (t - started) * 1000
     return Completion(request.request_id, text, FinishReason.parse(finish), usage,
-                      Timings(None, ms(first) if first else None, ms(time.perf_counter())))
+                      Timings(None, ms(first) if first else None, ms(time.perf_counter())),
+                      logprobs if request.params.logprobs else None)
 
 
 def _error_body(body: bytes) -> ErrorBody | None:

@@ -18,7 +18,7 @@ from ..settings import ApiSettings
 from .context import Context
 from .errors import chat_error, invalid
 from .options import graphql_field, graphql_message, sampling_params
-from .types import ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, Usage
+from .types import ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, TokenLogprob, Usage
 
 # Reserved for a chat without maxTokens when the engine does not say its default (a foreign upstream).
 DEFAULT_MAX_NEW_TOKENS: int = EngineConfig.model_fields["default_max_new_tokens"].default
@@ -68,7 +68,7 @@ def success(chat_id: str, c: Completion, fmt: ResponseFormat | None = None) -> C
     except IncompleteOutput as exc:
         return ChatError(chat_id=ID(chat_id), code=exc.code, message=exc.message, field=graphql_field(exc.field),
                          partial_text=exc.partial_text, used_tokens=c.usage.total_tokens)
-    return ChatSuccess(json=value,
+    return ChatSuccess(json=value, logprobs=None if c.logprobs is None else [TokenLogprob.of(e) for e in c.logprobs],
         chat_id=ID(chat_id), response=c.text, finish_reason=c.finish_reason,
         usage=Usage(prompt_tokens=c.usage.prompt_tokens, completion_tokens=c.usage.completion_tokens,
                     total_tokens=c.usage.total_tokens),

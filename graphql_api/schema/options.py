@@ -20,7 +20,8 @@ from .types import GenerationOptions, ResponseFormatInput
 GRAPHQL_OPTION = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                   "seed": "seed", "stop": "stop", "response_format": "response_format", "min_p": "min_p",
                   "repetition_penalty": "repetition_penalty", "frequency_penalty": "frequency_penalty",
-                  "presence_penalty": "presence_penalty", "logit_bias": "logit_bias"}
+                  "presence_penalty": "presence_penalty", "logit_bias": "logit_bias", "logprobs": "logprobs",
+                  "top_logprobs": "top_logprobs"}
 # Boundary request fields -> ChatInput's.
 GRAPHQL_FIELD = {"messages": "userPrompt"}
 assert set(GRAPHQL_OPTION) == set(OPTION_NAMES), "every option needs its GraphQL name"

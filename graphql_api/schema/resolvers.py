@@ -32,6 +32,7 @@ from .types import (
     KeyUsage,
     Limits,
     ModelInfo,
+    TokenLogprob,
     Viewer,
 )
 
@@ -133,7 +134,8 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
                 ctx.verify_key()  # a key revoked while it streams ends the stream here
                 if isinstance(event, TokenDelta):
                     streamed += event.tokens
-                    yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text)
+                    yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text,
+                                    logprobs=[TokenLogprob.of(e) for e in event.logprobs] if request.params.logprobs else None)
                 else:
                     final = success(chat_id, event, request.params.response_format)
                     yield final

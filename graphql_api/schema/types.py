@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -61,6 +61,9 @@ class GenerationOptions:
         default=None, description="Subtracted from a token's logit once per time it is in the answer so far (OpenAI's form); -2 to 2.")
     presence_penalty: float | None = strawberry.field(
         default=None, description="Subtracted from the logit of each token already in the answer (OpenAI's form); -2 to 2.")
+    logprobs: bool | None = strawberry.field(default=None, description="Return each generated token's log probability.")
+    top_logprobs: int | None = strawberry.field(
+        default=None, description="With logprobs: also the 0 to 20 likeliest tokens at each step.")
     logit_bias: list[LogitBiasInput] | None = strawberry.field(
         default=None, description="Added to these tokens' logits before sampling (greedy too); at most 300 tokens.")
 
@@ -88,6 +91,26 @@ class Timings:
     total_ms: float
 
 
+@strawberry.type(description="One of the likeliest tokens at a step.")
+class TopLogprob:
+    token: str
+    logprob: float
+
+
+@strawberry.type(description="A generated token and its log probability, from the model's raw distribution: before "
+                             "penalties, logitBias, temperature and responseFormat's mask (vLLM's default). With "
+                             "responseFormat.choice, the first token's topLogprobs are a classifier's probabilities.")
+class TokenLogprob:
+    token: str
+    logprob: float
+    top_logprobs: list[TopLogprob] = strawberry.field(description="The topLogprobs likeliest tokens, likeliest first.")
+
+    @classmethod
+    def of(cls, entry: Any) -> TokenLogprob:
+        return cls(token=entry.token, logprob=entry.logprob,
+                   top_logprobs=[TopLogprob(token=t, logprob=v) for t, v in entry.top])
+
+
 @strawberry.type
 class ChatSuccess:
     chat_id: strawberry.ID
@@ -96,6 +119,8 @@ class ChatSuccess:
     usage: Usage
     timings: Timings
     json: JSON | None = strawberry.field(default=None, description="The answer parsed (responseFormat jsonSchema or jsonObject); else null.")
+    logprobs: list[TokenLogprob] | None = strawberry.field(
+        default=None, description="Every generated token's log probability, when options.logprobs asked; else null.")
 
 
 @strawberry.type(description="Why one chat got no answer. chatId is the id as sent (it may be blank when "
@@ -126,6 +151,8 @@ class ChatToken:
     chat_id: strawberry.ID
     index: int
     delta: str
+    logprobs: list[TokenLogprob] | None = strawberry.field(
+        default=None, description="The log probabilities of the tokens in this delta, when options.logprobs asked.")
 
 
 ChatStreamEvent = Annotated[ChatToken | ChatSuccess | ChatError, strawberry.union("ChatStreamEvent")]

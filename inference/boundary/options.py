@@ -25,6 +25,7 @@ MAX_PENALTY = 2.0  # OpenAI's range for frequency and presence penalties: -2 to 
 MAX_REPETITION_PENALTY = 2.0
 MAX_LOGIT_BIAS = 300  # entries
 MAX_BIAS = 100.0  # OpenAI's range for a bias: -100 to 100
+MAX_TOP_LOGPROBS = 20  # OpenAI's
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (as in vLLM): dividing by them overflows
 
 
@@ -61,6 +62,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @property
     def penalized(self) -> bool:
@@ -108,6 +111,10 @@ class SamplingParams:
                                     f"got {bias} for token {token}")
         if len({token for token, _ in self.logit_bias}) != len(self.logit_bias):
             raise InvalidOption("logit_bias", "names a token more than once")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidOption("top_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidOption("top_logprobs", "needs logprobs set to true")
         if self.response_format is not None:
             self.response_format.validate()
 

@@ -22,6 +22,18 @@ class FinishReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, its log probability, and the ``top`` likeliest tokens at that
+    step with theirs (likeliest first). Taken from the model's raw distribution, before penalties,
+    biases, temperature and format masks (vLLM's default), so a format or a penalty can make the
+    chosen token one the model itself found unlikely."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenDelta:
     """A piece of text from a stream; ``index`` counts the deltas of that request from 0, and
     ``tokens`` is how many generated tokens it carries (a delta may join several, or follow
@@ -31,6 +43,7 @@ class TokenDelta:
     index: int
     text: str
     tokens: int = 1
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this delta carries, when the request asked
 
 
 @dataclass(frozen=True)
@@ -60,3 +73,4 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    logprobs: tuple[TokenLogprob, ...] | None = None  # every generated token's, when the request asked

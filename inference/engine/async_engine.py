@@ -31,6 +31,7 @@ from ..boundary import (
     Overloaded,
     RequestTimeout,
     TokenDelta,
+    TokenLogprob,
 )
 from .llm_engine import LLMEngine, Prepared, StepOutput, engine_info
 from .metrics import EngineMetrics
@@ -237,6 +238,7 @@ class AsyncEngine:
             raise EngineFault("the request was already closed")
         began = time.time_ns()
         index = tokens = streamed = 0
+        pending: tuple[TokenLogprob, ...] = ()
         result: Completion | EngineError | None = None
         try:
             while True:
@@ -245,16 +247,18 @@ class AsyncEngine:
                 # A consumer slower than the steps (many streams on a busy server) finds several
                 # outputs waiting: their text goes out as one delta, so it catches up instead of
                 # paying per token for serializing and sending.
+                pending += out.logprobs
                 while out.error is None and out.completion is None and not q.empty():
                     later = q.get_nowait()
                     tokens += later.error is None
+                    pending += later.logprobs
                     out = StepOutput(seq_id, out.delta + later.delta, later.completion, later.error)
                 if out.error is not None or out.completion is not None:
                     self._queues.pop(seq_id, None)  # finished: nothing to abort, and capacity is free now
-                if out.delta:
-                    yield TokenDelta(index, out.delta, tokens)
+                if out.delta:  # a token that holds no whole character yet waits, with its logprob, for the next
+                    yield TokenDelta(index, out.delta, tokens, pending)
                     streamed += tokens
-                    index, tokens = index + 1, 0
+                    index, tokens, pending = index + 1, 0, ()
                 if out.error is not None:
                     result = out.error
                     raise out.error

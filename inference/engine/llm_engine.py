@@ -23,6 +23,7 @@ from ..boundary import (
     PromptTooLong,
     RequestCancelled,
     Timings,
+    TokenLogprob,
     Usage,
 )
 from .block_manager import BlockManager
@@ -59,6 +60,7 @@ class StepOutput:
     delta: str = ""
     completion: Completion | None = None
     error: EngineError | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of this step's token, when the request asked
 
 
 @dataclass
@@ -197,6 +199,7 @@ class LLMEngine:
     def _advance(self, seq: Sequence, token: int) -> StepOutput:
         text = seq.text
         reason = seq.append(token)
+        logprobs = self._logprob(seq) if seq.params.logprobs else ()
         if seq.matcher is not None:  # structured output (issue 15): advance; a complete format ends with STOP
             try:
                 reason = follow(seq.matcher, token, reason)
@@ -210,9 +213,20 @@ class LLMEngine:
         if stopped:
             reason = FinishReason.STOP
         if reason is None:
-            return StepOutput(seq.seq_id, delta)
+            return StepOutput(seq.seq_id, delta, logprobs=logprobs)
         out = self._end(seq.seq_id, reason)
-        return StepOutput(seq.seq_id, delta + out.delta, out.completion)
+        return StepOutput(seq.seq_id, delta + out.delta, out.completion, logprobs=logprobs)
+
+    def _logprob(self, seq: Sequence) -> tuple[TokenLogprob, ...]:
+        """The TokenLogprob of the token just sampled, kept on the sequence for its Completion too."""
+        if seq.logprob is None:
+            return ()
+        token, logprob, top_ids, top_values = seq.logprob
+        seq.logprob = None
+        piece = self.tokenizer.decode
+        entry = TokenLogprob(piece([token]), logprob, tuple((piece([t]), v) for t, v in zip(top_ids, top_values, strict=True)))
+        seq.logprobs.append(entry)
+        return (entry,)
 
     def _end(self, seq_id: int, reason: FinishReason, error: EngineError | None = None) -> StepOutput:
         seq = self._seqs.pop(seq_id)
@@ -228,6 +242,7 @@ class LLMEngine:
             seq.request_id, text.text, reason,
             Usage(len(seq.prompt_ids), len(seq.output_ids)),
             Timings(ms(seq.scheduled_at), ms(seq.first_token_at), (now - seq.arrived) * 1000.0),
+            tuple(seq.logprobs) if seq.params.logprobs else None,
         )
         return StepOutput(seq_id, rest, completion)
 

@@ -244,6 +244,8 @@ class ModelRunner:
         """One token per sequence; a sequence whose sampling fails gets its exception instead,
         and only that sequence ends with an error."""
         logits = logits.float()
+        wanted = [i for i, seq in enumerate(seqs) if seq.params.logprobs]
+        raw = logits[wanted].log_softmax(-1) if wanted else None  # before penalties and masks (vLLM's default)
         apply_penalties(logits, seqs)
         self.masks.apply(logits, seqs)  # structured output (issue 15): formatted rows, one batched call
         out: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
@@ -253,6 +255,13 @@ class ModelRunner:
                     out[i] = sample_token(logits[i], seq.params, self._generator(seq))
                 except Exception as exc:
                     out[i] = exc
+        if raw is not None:
+            for row, i in zip(raw, wanted, strict=True):
+                token = out[i]
+                if isinstance(token, int):
+                    top = row.topk(seqs[i].params.top_logprobs) if seqs[i].params.top_logprobs else None
+                    seqs[i].logprob = (token, float(row[token]), top.indices.tolist() if top else [],
+                                       top.values.tolist() if top else [])
         return out
 
     def _generator(self, seq) -> torch.Generator:

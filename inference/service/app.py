@@ -38,6 +38,7 @@ from .wire import (
     BatchResponse,
     ChatCompletion,
     ChatCompletionChunk,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     ErrorBody,
@@ -100,7 +101,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
             return error_response(entry)
         if body.stream:
             include_usage = body.stream_options is None or body.stream_options.include_usage
-            return StreamingResponse(_sse(entry, model, include_usage), media_type="text/event-stream")
+            return StreamingResponse(_sse(entry, model, include_usage, bool(body.logprobs)), media_type="text/event-stream")
         result = await entry.result()
         if isinstance(result, EngineError):
             return error_response(result)
@@ -182,19 +183,20 @@ async def _json(request: Request) -> object:
     return body
 
 
-async def _sse(ticket: Ticket, model: str, include_usage: bool) -> AsyncIterator[str]:
+async def _sse(ticket: Ticket, model: str, include_usage: bool, logprobs: bool = False) -> AsyncIterator[str]:
     """OpenAI-style chunks; closing the response (client gone) aborts the sequence."""
     rid = f"chatcmpl-{ticket.seq_id}"
 
-    def chunk(delta: Delta | None = None, finish: str | None = None) -> str:
-        event = ChatCompletionChunk(id=rid, model=model, choices=[ChunkChoice(delta=delta or Delta(), finish_reason=finish)])
+    def chunk(delta: Delta | None = None, finish: str | None = None, logprobs: ChoiceLogprobs | None = None) -> str:
+        event = ChatCompletionChunk(id=rid, model=model, choices=[ChunkChoice(delta=delta or Delta(), finish_reason=finish,
+                                                                              logprobs=logprobs)])
         return _event(event)
 
     yield chunk(Delta(role="assistant", content=""))
     try:
         async for event in ticket.events():
             if isinstance(event, TokenDelta):
-                yield chunk(Delta(content=event.text))
+                yield chunk(Delta(content=event.text), logprobs=ChoiceLogprobs.of(event.logprobs) if logprobs else None)
             elif isinstance(event, Completion):
                 yield chunk(finish=event.finish_reason.value)
                 if include_usage:

@@ -27,6 +27,7 @@ from ..boundary import (
     ResponseFormat,
     SamplingParams,
     Timings,
+    TokenLogprob,
     UpstreamError,
     Usage,
 )
@@ -36,7 +37,8 @@ from ..boundary.options import InvalidOption
 OPENAI_PARAM = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                 "seed": "seed", "stop": "stop", "messages": "messages", "response_format": "response_format",
                 "min_p": "min_p", "repetition_penalty": "repetition_penalty", "frequency_penalty": "frequency_penalty",
-                "presence_penalty": "presence_penalty", "logit_bias": "logit_bias"}
+                "presence_penalty": "presence_penalty", "logit_bias": "logit_bias", "logprobs": "logprobs",
+                "top_logprobs": "top_logprobs"}
 
 HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, ErrorCode.OVERLOADED: 429,
                ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499,
@@ -45,7 +47,7 @@ HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, Err
 # OpenAI parameters this server does not honour, with the values that ask for nothing: any other
 # value is refused (400 naming the parameter) rather than silently ignored.
 UNSUPPORTED: dict[str, tuple[object, ...]] = {
-    "n": (None, 1), "best_of": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
+    "n": (None, 1), "best_of": (None, 1), "echo": (None, False),
     "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
     "suffix": (None,), "audio": (None,), "prediction": (None,),
 }
@@ -155,6 +157,8 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     def to_request(self) -> ChatRequest:
         """Raises InvalidFormat for a response format that sets no or several members."""
@@ -162,6 +166,10 @@ class ChatCompletionRequest(BaseModel):
         penalties = {name: getattr(self, name) for name in PENALTY_FIELDS if getattr(self, name) is not None}
         if self.logit_bias:
             penalties["logit_bias"] = logit_bias(self.logit_bias)
+        if self.logprobs:
+            penalties["logprobs"] = True
+        if self.top_logprobs is not None:
+            penalties["top_logprobs"] = self.top_logprobs
         params = SamplingParams(max_new_tokens=self.max_completion_tokens or self.max_tokens,
                                 temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                 seed=self.seed, stop=stop,
@@ -204,6 +212,8 @@ def sent_penalties(p: SamplingParams) -> dict[str, Any]:
     sent: dict[str, Any] = {n: getattr(p, n) for n in PENALTY_FIELDS if getattr(p, n) != getattr(defaults, n)}
     if p.logit_bias:
         sent["logit_bias"] = {str(token): bias for token, bias in p.logit_bias}
+    if p.logprobs:
+        sent |= {"logprobs": True, "top_logprobs": p.top_logprobs}
     return sent
 
 
@@ -273,6 +283,34 @@ class UsageBody(BaseModel):
         return Usage(self.prompt_tokens, self.completion_tokens)
 
 
+class TopLogprobBody(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class LogprobEntry(TopLogprobBody):
+    top_logprobs: list[TopLogprobBody] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    """OpenAI's ``choices[].logprobs``: one entry per generated token."""
+
+    content: list[LogprobEntry] | None = None
+
+    @classmethod
+    def of(cls, entries: tuple[TokenLogprob, ...] | None) -> ChoiceLogprobs | None:
+        if entries is None:
+            return None
+        utf8 = lambda text: list(text.encode("utf-8", "replace"))
+        return cls(content=[LogprobEntry(token=e.token, logprob=e.logprob, bytes=utf8(e.token), top_logprobs=[
+            TopLogprobBody(token=t, logprob=v, bytes=utf8(t)) for t, v in e.top]) for e in entries])
+
+    def entries(self) -> tuple[TokenLogprob, ...]:
+        return tuple(TokenLogprob(e.token, e.logprob, tuple((t.token, t.logprob) for t in e.top_logprobs))
+                     for e in self.content or ())
+
+
 class AssistantMessage(BaseModel):
     role: str = "assistant"
     content: str | None = ""
@@ -282,6 +320,7 @@ class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -295,7 +334,8 @@ class ChatCompletion(BaseModel):
     @classmethod
     def of(cls, c: Completion, model: str) -> ChatCompletion:
         return cls(id=c.request_id, model=model, usage=UsageBody.of(c.usage), choices=[
-            Choice(message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)])
+            Choice(message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value,
+                   logprobs=ChoiceLogprobs.of(c.logprobs))])
 
 
 class Delta(BaseModel):
@@ -307,6 +347,7 @@ class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta = Field(default_factory=Delta)
     finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -335,6 +376,7 @@ class BatchItem(BaseModel):
     usage: UsageBody | None = None
     timings: TimingsBody | None = None
     error: ErrorBody | None = None
+    logprobs: ChoiceLogprobs | None = None
 
     @classmethod
     def of(cls, result: Completion | EngineError) -> BatchItem:
@@ -342,14 +384,16 @@ class BatchItem(BaseModel):
             return cls(error=ErrorBody.of(result))
         t = result.timings
         return cls(text=result.text, finish_reason=result.finish_reason.value, usage=UsageBody.of(result.usage),
-                   timings=TimingsBody(queued_ms=t.queued_ms, first_token_ms=t.first_token_ms, total_ms=t.total_ms))
+                   timings=TimingsBody(queued_ms=t.queued_ms, first_token_ms=t.first_token_ms, total_ms=t.total_ms),
+                   logprobs=ChoiceLogprobs.of(result.logprobs))
 
     def to_result(self, request_id: str) -> Completion | EngineError:
         if self.error is not None:
             return self.error.to_error()
         t = self.timings or TimingsBody()
         return Completion(request_id, self.text or "", FinishReason.parse(self.finish_reason),
-                          (self.usage or UsageBody()).to_usage(), Timings(t.queued_ms, t.first_token_ms, t.total_ms))
+                          (self.usage or UsageBody()).to_usage(), Timings(t.queued_ms, t.first_token_ms, t.total_ms),
+                          self.logprobs.entries() if self.logprobs is not None else None)
 
 
 class BatchRequest(BaseModel):
