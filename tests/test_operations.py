@@ -73,7 +73,12 @@ async def test_sigterm_drains_in_flight_chats_refuses_new_ones_and_exits_0():
                                                            "userPrompt": "Write a long story about a dragon and a knight.",
                                                            "options": {"maxTokens": 400}}}}
             in_flight = asyncio.ensure_future(client.post(f"{url}/graphql", json=body))
-            await asyncio.sleep(0.5)
+            # The signal lands once the chat is in the engine: a drain waits for the engine's chats,
+            # and on a loaded machine half a second may not see this one admitted yet.
+            for _ in range(200):
+                if (await client.get(f"{url}/readyz")).json()["running"] >= 1:
+                    break
+                await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
             ready = await client.get(f"{url}/readyz")
