@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import time
 
@@ -18,14 +19,14 @@ from inference.engine.config import EngineConfig
 from inference.engine.llm_engine import LLMEngine
 
 TOPICS = ["the sea", "a mountain", "coffee", "trains", "the moon", "bees", "winter", "a library"]
-HEAVY = dict(repetition_penalty=1.1, frequency_penalty=0.3, presence_penalty=0.3, logit_bias=((28, -1.0),),
-             logprobs=True, top_logprobs=5)
+HEAVY = SamplingParams(repetition_penalty=1.1, frequency_penalty=0.3, presence_penalty=0.3, logit_bias=((28, -1.0),),
+                       logprobs=True, top_logprobs=5)
 
 
 def requests(n: int, tokens: int, heavy: bool) -> list[ChatRequest]:
-    extra = HEAVY if heavy else {}
-    return [ChatRequest((ChatMessage("user", f"Write a short paragraph about {TOPICS[i % 8]} and the number {i}."),),
-                        SamplingParams(max_new_tokens=tokens, **extra)) for i in range(n)]
+    params = dataclasses.replace(HEAVY if heavy else SamplingParams(), max_new_tokens=tokens)
+    return [ChatRequest((ChatMessage("user", f"Write a short paragraph about {TOPICS[i % 8]} and the number {i}."),), params)
+            for i in range(n)]
 
 
 async def round_(engine: AsyncEngine, n: int, tokens: int, heavy: bool) -> float:
