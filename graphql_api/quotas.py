@@ -42,8 +42,9 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
 
 
 def estimate_tokens(request: ChatRequest, default_max_new_tokens: int) -> int:
-    """What a chat may use at most, before it is tokenized: its prompt plus the new tokens it may ask for."""
-    return estimate_prompt_tokens(request) + (request.params.max_new_tokens or default_max_new_tokens)
+    """What a chat may use at most, before it is tokenized: its prompt (computed once) plus the new
+    tokens each of its ``n`` answers may ask for."""
+    return estimate_prompt_tokens(request) + request.params.n * (request.params.max_new_tokens or default_max_new_tokens)
 
 
 class Quotas:

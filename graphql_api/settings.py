@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.boundary.options import MAX_CHOICES
+
 UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -43,6 +45,7 @@ class ApiSettings(BaseSettings):
     max_prompt_chars: int = Field(32_000, ge=1, description="Longest userPrompt, systemPrompt or history message.")
     max_chat_id_chars: int = Field(128, ge=1, le=10_000, description="Longest chatId; longer ones are INVALID_INPUT.")
     max_history: int = Field(64, ge=0, description="Most earlier turns in one chat.")
+    max_choices: int = Field(8, ge=1, le=MAX_CHOICES, description="Largest options.n (answers to one prompt).")
     max_query_depth: int = Field(10, ge=1, description="Deepest query accepted (introspection fields aside).")
     max_introspection_depth: int = Field(15, ge=1, description="Deepest query accepted, introspection fields counted.")
     max_chats_per_operation: int = Field(

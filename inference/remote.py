@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -52,6 +52,7 @@ from .boundary import (
     Usage,
 )
 from .boundary.options import InvalidOption
+from .boundary.result import Choice as BoundaryChoice
 from .service.wire import (
     BatchRequest,
     BatchResponse,
@@ -62,6 +63,7 @@ from .service.wire import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    completion_of,
 )
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,14 @@ FORMAT_MEMBERS: dict[str, frozenset[str]] = {
 
 # Options past OpenAI's core each kind of upstream honours in our form; any other kind gets a request
 # that sets one refused (llama.cpp's repeat_penalty looks at the last 64 tokens only: not the same option).
+# llama.cpp's server answers n > 1 with "Only one completion choice is allowed".
 PENALTIES = frozenset({"min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "logit_bias"})
+OPTIONS = PENALTIES | {"n"}
 OPTION_MEMBERS: dict[str, frozenset[str]] = {
-    "smollm-graphql": PENALTIES,
-    "vllm": PENALTIES,
+    "smollm-graphql": OPTIONS,
+    "vllm": OPTIONS,
     "llama.cpp": PENALTIES - {"repetition_penalty"},
-    "openai-compatible": frozenset({"frequency_penalty", "presence_penalty", "logit_bias"}),
+    "openai-compatible": frozenset({"frequency_penalty", "presence_penalty", "logit_bias", "n"}),
 }
 DEFAULTS = SamplingParams()
 
@@ -264,12 +268,12 @@ class RemoteEngine:
             return upstream_error(response.status_code, response.content)
         try:
             answer = ChatCompletion.model_validate_json(response.content)
-            choice = answer.choices[0]
-        except (ValidationError, IndexError):
+        except ValidationError:
             return Unavailable("inference upstream answered with a malformed body")
+        if not answer.choices:
+            return Unavailable("inference upstream answered with no choices")
         usage = answer.usage.to_usage() if answer.usage else Usage(0, 0)
-        return _completion(request, choice.message.content or "", choice.finish_reason, usage, None, started,
-                           choice.logprobs.entries() if choice.logprobs else ())
+        return _completion(request, [c.to_choice() for c in answer.choices], usage, None, started)
 
     def refused_format(self, request: ChatRequest) -> InvalidFormat | None:
         """The error for a response format the upstream cannot honour, or None."""
@@ -281,7 +285,7 @@ class RemoteEngine:
 
     def refused_option(self, request: ChatRequest) -> InvalidOption | None:
         """The error for a sampling option the upstream does not honour (set to other than its default), or None."""
-        for name in sorted(PENALTIES - OPTION_MEMBERS[self.kind]):
+        for name in sorted(OPTIONS - OPTION_MEMBERS[self.kind]):
             if getattr(request.params, name) != getattr(DEFAULTS, name):
                 return InvalidOption(name, f"is not supported by the inference upstream ({self.kind})")
         return None
@@ -298,8 +302,8 @@ class RemoteEngine:
         self.in_flight += 1
         try:
             async with self._stream("/v1/chat/completions", body) as source:
-                index, text, first, finish, usage = 0, [], None, None, Usage(0, 0)
-                logprobs: tuple[TokenLogprob, ...] = ()
+                first, usage = None, Usage(0, 0)
+                answers: dict[int, Answer] = {}
                 async for sse in source.aiter_sse():
                     if sse.data == "[DONE]":
                         break
@@ -308,20 +312,22 @@ class RemoteEngine:
                         raise chunk.error.to_error()
                     usage = chunk.usage.to_usage() if chunk.usage else usage
                     for choice in chunk.choices:
+                        answer = answers.setdefault(choice.index, Answer())
                         entries = choice.logprobs.entries() if choice.logprobs else ()
-                        logprobs += entries
+                        answer.logprobs += entries
                         if choice.delta.content:
                             first = first or time.perf_counter()
-                            text.append(choice.delta.content)
-                            yield TokenDelta(index, choice.delta.content, max(1, len(entries)), entries)
-                            index += 1
-                        finish = choice.finish_reason or finish
+                            answer.text.append(choice.delta.content)
+                            yield TokenDelta(answer.deltas, choice.delta.content, max(1, len(entries)), entries, choice.index)
+                            answer.deltas += 1
+                        answer.finish = choice.finish_reason or answer.finish
         except ValidationError as exc:
             log.warning("an inference upstream streamed a chunk that does not parse: %s", exc)
             raise Unavailable("inference upstream streamed a malformed chunk") from None
         finally:
             self.in_flight -= 1
-        yield _completion(request, "".join(text), finish, usage, first, started, logprobs)
+        yield _completion(request, [BoundaryChoice(i, "".join(a.text), FinishReason.parse(a.finish), a.logprobs)
+                                    for i, a in sorted(answers.items())], usage, first, started)
 
     @asynccontextmanager
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
@@ -398,13 +404,23 @@ def _unsendable(request: ChatRequest) -> EngineError | None:
     return None
 
 
-def _completion(request: ChatRequest, text: str, finish: str | None, usage: Usage, first: float | None,
-                started: float, logprobs: tuple[TokenLogprob, ...] = ()) -> Completion:
+@dataclass
+class Answer:
+    """One choice of a stream, as its chunks arrive."""
+
+    text: list[str] = field(default_factory=list)
+    finish: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    deltas: int = 0
+
+
+def _completion(request: ChatRequest, choices: list[BoundaryChoice], usage: Usage, first: float | None,
+                started: float) -> Completion:
     """A remote answer, timed from here: the upstream's queueing is not ours to know (None)."""
     ms = lambda t: (t - started) * 1000
-    return Completion(request.request_id, text, FinishReason.parse(finish), usage,
-                      Timings(None, ms(first) if first else None, ms(time.perf_counter())),
-                      logprobs if request.params.logprobs else None)
+    if not request.params.logprobs:
+        choices = [replace(c, logprobs=None) for c in choices]
+    return completion_of(request.request_id, choices, usage, Timings(None, ms(first) if first else None, ms(time.perf_counter())))
 
 
 def _error_body(body: bytes) -> ErrorBody | None:

@@ -100,7 +100,7 @@ async def test_jsonl_upload_names_each_bad_line_and_field(jobs_app):
     client = JobsClient(url)
     good = [line(f"t{i}", f"Label ticket {i}.") for i in range(4)]
     bad = ["{not json", json.dumps({"body": {"messages": [{"role": "user", "content": "x"}]}}),
-           line("t9", "hi", max_tokens=0), line("t10", "hi", n=2), line("t0", "again"),
+           line("t9", "hi", max_tokens=0), line("t10", "hi", best_of=2), line("t0", "again"),
            json.dumps({"custom_id": "t11", "body": {"messages": []}})]
     content = ("\n".join(good[:2] + bad[:3] + ["", "   "] + good[2:] + bad[3:]) + "\n").encode()
     job = await client.submit_file(content)
@@ -111,7 +111,7 @@ async def test_jsonl_upload_names_each_bad_line_and_field(jobs_app):
     assert errors["line-3"][1].startswith("line 3: not valid JSON")
     assert errors["line-4"] == ("custom_id", "line 4: custom_id must be a non-blank string")
     assert errors["t9"] == ("body.max_tokens", "line 5: max_tokens must be between 1 and 1024, got 0")
-    assert errors["t10"][0] == "body.n" and errors["t10"][1].startswith("line 10: n is not supported")
+    assert errors["t10"][0] == "body.best_of" and errors["t10"][1].startswith("line 10: best_of is not supported")
     assert errors["t0"][0] == "custom_id" and "more than once" in errors["t0"][1]
     assert errors["t11"][0] == "body.messages" and errors["t11"][1].startswith("line 12: messages")
     sent = [r.request_id for r in engine.requests]

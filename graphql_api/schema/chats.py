@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from strawberry import ID
 
@@ -18,7 +19,7 @@ from ..settings import ApiSettings
 from .context import Context
 from .errors import chat_error, invalid
 from .options import graphql_field, graphql_message, sampling_params
-from .types import ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, TokenLogprob, Usage
+from .types import ChatChoice, ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, TokenLogprob, Usage
 
 # Reserved for a chat without maxTokens when the engine does not say its default (a foreign upstream).
 DEFAULT_MAX_NEW_TOKENS: int = EngineConfig.model_fields["default_max_new_tokens"].default
@@ -57,18 +58,32 @@ def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatR
         params = sampling_params(item.options)
     except InvalidRequest as exc:
         return invalid(chat_id, graphql_field(exc.field) or "options", graphql_message(exc))
+    if not 1 <= params.n <= settings.max_choices:
+        return invalid(chat_id, "options.n", f"n must be between 1 and {settings.max_choices}, got {params.n}")
     return ChatRequest(tuple(messages), params, request_id=f"{request_id}:{chat_id}")
 
 
 def success(chat_id: str, c: Completion, fmt: ResponseFormat | None = None) -> ChatSuccess | ChatError:
-    """The ChatSuccess of a completion; with a response format, its parsed JSON, or the
-    INCOMPLETE_OUTPUT error (with the partial text) when the answer did not complete the format."""
-    try:
-        value = conclude(fmt, c)
-    except IncompleteOutput as exc:
-        return ChatError(chat_id=ID(chat_id), code=exc.code, message=exc.message, field=graphql_field(exc.field),
-                         partial_text=exc.partial_text, used_tokens=c.usage.total_tokens)
-    return ChatSuccess(json=value, logprobs=None if c.logprobs is None else [TokenLogprob.of(e) for e in c.logprobs],
+    """The ChatSuccess of a completion, each answer with its parsed JSON when it has a response
+    format; the INCOMPLETE_OUTPUT error (with the first answer's partial text) when no answer
+    completed the format."""
+    answers = c.answers
+    values: list[Any] = []
+    incomplete: list[IncompleteOutput] = []
+    for a in answers:
+        try:
+            values.append(conclude(fmt, c if len(answers) == 1 else a))
+        except IncompleteOutput as exc:
+            values.append(None)
+            incomplete.append(exc)
+    if len(incomplete) == len(answers):
+        first = incomplete[0]
+        return ChatError(chat_id=ID(chat_id), code=first.code, message=first.message, field=graphql_field(first.field),
+                         partial_text=first.partial_text, used_tokens=c.usage.total_tokens)
+    logprobs = lambda entries: None if entries is None else [TokenLogprob.of(e) for e in entries]
+    choices = [ChatChoice(index=a.index, response=a.text, finish_reason=a.finish_reason, json=value, logprobs=logprobs(a.logprobs))
+               for a, value in zip(answers, values, strict=True)]
+    return ChatSuccess(json=values[0], logprobs=logprobs(c.logprobs), choices=choices,
         chat_id=ID(chat_id), response=c.text, finish_reason=c.finish_reason,
         usage=Usage(prompt_tokens=c.usage.prompt_tokens, completion_tokens=c.usage.completion_tokens,
                     total_tokens=c.usage.total_tokens),

@@ -21,7 +21,7 @@ GRAPHQL_OPTION = {"max_new_tokens": "max_tokens", "temperature": "temperature", 
                   "seed": "seed", "stop": "stop", "response_format": "response_format", "min_p": "min_p",
                   "repetition_penalty": "repetition_penalty", "frequency_penalty": "frequency_penalty",
                   "presence_penalty": "presence_penalty", "logit_bias": "logit_bias", "logprobs": "logprobs",
-                  "top_logprobs": "top_logprobs"}
+                  "top_logprobs": "top_logprobs", "n": "n"}
 # Boundary request fields -> ChatInput's.
 GRAPHQL_FIELD = {"messages": "userPrompt"}
 assert set(GRAPHQL_OPTION) == set(OPTION_NAMES), "every option needs its GraphQL name"

@@ -70,7 +70,7 @@ class Query(JobQuery):
             device=e.device, dtype=e.dtype,
             limits=Limits(max_batch_items=s.max_batch_items, max_tokens=e.max_new_tokens_cap,
                           default_max_tokens=e.default_max_new_tokens, max_running=e.max_running,
-                          max_waiting=e.max_waiting, max_prompt_chars=s.max_prompt_chars),
+                          max_waiting=e.max_waiting, max_prompt_chars=s.max_prompt_chars, max_choices=s.max_choices),
         )
 
 
@@ -134,7 +134,7 @@ async def _stream(ctx: Context, input: ChatInput) -> AsyncGenerator[ChatStreamEv
                 ctx.verify_key()  # a key revoked while it streams ends the stream here
                 if isinstance(event, TokenDelta):
                     streamed += event.tokens
-                    yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text,
+                    yield ChatToken(chat_id=ID(chat_id), index=event.index, delta=event.text, choice=event.choice,
                                     logprobs=[TokenLogprob.of(e) for e in event.logprobs] if request.params.logprobs else None)
                 else:
                     final = success(chat_id, event, request.params.response_format)

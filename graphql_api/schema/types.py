@@ -66,6 +66,10 @@ class GenerationOptions:
         default=None, description="With logprobs: also the 0 to 20 likeliest tokens at each step.")
     logit_bias: list[LogitBiasInput] | None = strawberry.field(
         default=None, description="Added to these tokens' logits before sampling (greedy too); at most 300 tokens.")
+    n: int | None = strawberry.field(
+        default=None, description="Answers to sample for this prompt, 1 (default) to model.limits.maxChoices, in "
+                                  "ChatSuccess.choices; the prompt is computed once. With a seed, answer i samples with "
+                                  "seed + i. Greedy answers are all the same. Each counts against quotas.")
 
 
 @strawberry.input
@@ -111,7 +115,22 @@ class TokenLogprob:
                    top_logprobs=[TopLogprob(token=t, logprob=v) for t, v in entry.top])
 
 
-@strawberry.type
+@strawberry.type(description="One of a chat's options.n answers.")
+class ChatChoice:
+    index: int
+    response: str
+    finish_reason: FinishReason
+    json: JSON | None = strawberry.field(
+        default=None, description="The answer parsed (responseFormat jsonSchema or jsonObject); null for other formats, "
+                                  "and when this answer did not complete its format (finishReason says why).")
+    logprobs: list[TokenLogprob] | None = strawberry.field(
+        default=None, description="Every generated token's log probability, when options.logprobs asked; else null.")
+
+
+@strawberry.type(description="response, finishReason, json and logprobs are the first answer's; choices holds every "
+                             "answer (one unless options.n asked for more). usage counts the prompt once and the "
+                             "tokens of every answer. With options.n > 1 the chat is INCOMPLETE_OUTPUT only when no "
+                             "answer completed its responseFormat.")
 class ChatSuccess:
     chat_id: strawberry.ID
     response: str
@@ -121,6 +140,7 @@ class ChatSuccess:
     json: JSON | None = strawberry.field(default=None, description="The answer parsed (responseFormat jsonSchema or jsonObject); else null.")
     logprobs: list[TokenLogprob] | None = strawberry.field(
         default=None, description="Every generated token's log probability, when options.logprobs asked; else null.")
+    choices: list[ChatChoice] = strawberry.field(default_factory=list)
 
 
 @strawberry.type(description="Why one chat got no answer. chatId is the id as sent (it may be blank when "
@@ -146,11 +166,12 @@ class ChatBatchResult:
     failed: int
 
 
-@strawberry.type(description="One piece of streamed text; index counts from 0.")
+@strawberry.type(description="One piece of streamed text; index counts from 0, per choice.")
 class ChatToken:
     chat_id: strawberry.ID
     index: int
     delta: str
+    choice: int = strawberry.field(default=0, description="Which of options.n answers this delta belongs to (from 0).")
     logprobs: list[TokenLogprob] | None = strawberry.field(
         default=None, description="The log probabilities of the tokens in this delta, when options.logprobs asked.")
 
@@ -174,6 +195,7 @@ class Limits:
     max_running: int
     max_waiting: int
     max_prompt_chars: int
+    max_choices: int = strawberry.field(description="The largest options.n.")
 
 
 @strawberry.type(description="An API key's quotas; 0 is unlimited.")

@@ -25,9 +25,9 @@ from .formats import IncompleteOutput, InvalidFormat, ResponseFormat, conclude
 from .info import EngineInfo, EngineStats
 from .options import SamplingParams
 from .request import BATCH, INTERACTIVE, ChatMessage, ChatRequest
-from .result import Completion, FinishReason, Timings, TokenDelta, TokenLogprob, Usage
+from .result import Choice, Completion, FinishReason, Timings, TokenDelta, TokenLogprob, Usage
 
-__all__ = ["BATCH", "INTERACTIVE", "ChatMessage", "ChatRequest", "Completion", "EngineClient", "EngineError", "EngineFault",
+__all__ = ["BATCH", "INTERACTIVE", "ChatMessage", "ChatRequest", "Choice", "Completion", "EngineClient", "EngineError", "EngineFault",
            "EngineInfo", "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "IncompleteOutput", "InvalidFormat",
            "InvalidRequest", "Overloaded", "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat",
            "SamplingParams", "Ticket", "Timings", "TokenDelta", "TokenLogprob",

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import EngineError, ErrorCode
 from .options import InvalidOption
-from .result import Completion, FinishReason
+from .result import Choice, Completion, FinishReason
 
 MAX_SCHEMA_CHARS = 16_000  # the schema as compact JSON text
 MAX_SCHEMA_DEPTH = 64  # objects and arrays nested in the schema
@@ -115,17 +115,17 @@ def nesting(value: object, limit: int) -> int:
     return deepest
 
 
-def conclude(fmt: ResponseFormat | None, completion: Completion) -> Any:
+def conclude(fmt: ResponseFormat | None, answer: Completion | Choice) -> Any:
     """The parsed JSON value of an answer with a JSON format (None for other formats and none);
     raise IncompleteOutput, carrying the text, when the answer did not complete its format: it
     stopped at ``max_new_tokens``, or its text is not the format's (a stop string cut it, or an
-    upstream did not follow it)."""
+    upstream did not follow it). ``answer``: a request's only answer, or one of its ``choices``."""
     if fmt is None:
         return None
-    text = completion.text
-    if completion.finish_reason is FinishReason.LENGTH:
-        raise IncompleteOutput(f"generation reached its token limit ({completion.usage.completion_tokens} tokens) "
-                               "before the answer completed its format", text)
+    text = answer.text
+    if answer.finish_reason is FinishReason.LENGTH:
+        tokens = f" ({answer.usage.completion_tokens} tokens)" if isinstance(answer, Completion) else ""
+        raise IncompleteOutput(f"generation reached its token limit{tokens} before the answer completed its format", text)
     if fmt.choice is not None and text not in fmt.choice:
         raise IncompleteOutput("the answer is not one of the choices", text)
     if not fmt.is_json:

@@ -26,6 +26,7 @@ MAX_REPETITION_PENALTY = 2.0
 MAX_LOGIT_BIAS = 300  # entries
 MAX_BIAS = 100.0  # OpenAI's range for a bias: -100 to 100
 MAX_TOP_LOGPROBS = 20  # OpenAI's
+MAX_CHOICES = 16  # n; an edge may set a lower limit of its own
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (as in vLLM): dividing by them overflows
 
 
@@ -48,7 +49,11 @@ class SamplingParams:
     form) divides positive logits and multiplies negative ones of every token seen in the prompt or
     the output, 1 being off; ``frequency_penalty`` and ``presence_penalty`` (OpenAI's form) subtract
     ``count * frequency + (count > 0) * presence`` for each token of the output so far. ``min_p``
-    drops tokens whose probability (after temperature) is below ``min_p`` times the likeliest's."""
+    drops tokens whose probability (after temperature) is below ``min_p`` times the likeliest's.
+
+    ``n`` answers are sampled for the one prompt, prefilled once (as vLLM does: choice ``i`` samples
+    with ``seed + i`` when a seed is given, so the set is reproducible). Greedy choices are identical,
+    as in vLLM and OpenAI."""
 
     max_new_tokens: int | None = None
     temperature: float = 0.0
@@ -64,6 +69,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
+    n: int = 1
 
     @property
     def penalized(self) -> bool:
@@ -115,6 +121,8 @@ class SamplingParams:
             raise InvalidOption("top_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}")
         if self.top_logprobs and not self.logprobs:
             raise InvalidOption("top_logprobs", "needs logprobs set to true")
+        if not 1 <= self.n <= MAX_CHOICES:
+            raise InvalidOption("n", f"must be between 1 and {MAX_CHOICES}, got {self.n}")
         if self.response_format is not None:
             self.response_format.validate()
 

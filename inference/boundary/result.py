@@ -44,6 +44,7 @@ class TokenDelta:
     text: str
     tokens: int = 1
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this delta carries, when the request asked
+    choice: int = 0  # which of the request's ``n`` answers it belongs to; ``index`` counts per choice
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,30 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One of a request's ``n`` answers."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
+    """A request's end. ``text``, ``finish_reason`` and ``logprobs`` are its first answer's;
+    ``choices`` holds every answer when it asked for more than one (``answers`` reads both cases).
+    ``usage`` counts the prompt once and the tokens of every answer."""
+
     request_id: str
     text: str
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
     logprobs: tuple[TokenLogprob, ...] | None = None  # every generated token's, when the request asked
+    choices: tuple[Choice, ...] = ()
+
+    @property
+    def answers(self) -> tuple[Choice, ...]:
+        """Every answer, the first included, in order."""
+        return self.choices or (Choice(0, self.text, self.finish_reason, self.logprobs),)

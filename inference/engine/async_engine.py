@@ -21,6 +21,7 @@ from dataclasses import replace
 from .. import tracing
 from ..boundary import (
     ChatRequest,
+    Choice,
     Completion,
     EngineError,
     EngineFault,
@@ -30,8 +31,10 @@ from ..boundary import (
     FinishReason,
     Overloaded,
     RequestTimeout,
+    Timings,
     TokenDelta,
     TokenLogprob,
+    Usage,
 )
 from .llm_engine import LLMEngine, Prepared, StepOutput, engine_info
 from .metrics import EngineMetrics
@@ -49,21 +52,21 @@ class Ticket:
     DataLoader future cancelled before dispatch). The engine keeps this invariant itself, through
     a finalizer, so no caller can leak capacity by forgetting a Ticket."""
 
-    def __init__(self, engine: AsyncEngine, seq_id: int, request_id: str = "") -> None:
+    def __init__(self, engine: AsyncEngine, seq_ids: tuple[int, ...], request_id: str = "") -> None:
         self.engine = engine
-        self.seq_id = seq_id
+        self.seq_ids = seq_ids  # one sequence per answer (``n``), the first the parent of the others
         self.request_id = request_id
-        self._release = weakref.finalize(self, engine._forget, seq_id)
+        self._release = weakref.finalize(self, engine._forget, seq_ids)
         self._release.atexit = False
 
     def close(self) -> None:
-        """Abort the request unless it has already ended; idempotent."""
+        """Abort the request (each answer still running) unless it has already ended; idempotent."""
         self._release()
 
     async def events(self) -> AsyncIterator[TokenDelta | Completion]:
         """The request's deltas, then its Completion; raises its EngineError if it fails."""
         try:
-            async for event in self.engine._events(self.seq_id, self.request_id):
+            async for event in self.engine._events(self.seq_ids, self.request_id):
                 yield event
         finally:
             self.close()
@@ -81,6 +84,21 @@ class Ticket:
         finally:
             self.close()
         return EngineFault("the stream ended without a result")
+
+
+def combine(answers: list[Completion]) -> Completion:
+    """One Completion of a request's answers (each one ended): the first's text and reason on
+    top, all of them in ``choices``; the prompt counted once."""
+    if len(answers) == 1:
+        return answers[0]
+    first = answers[0]
+    first_tokens = [a.timings.first_token_ms for a in answers if a.timings.first_token_ms is not None]
+    return replace(
+        first,
+        usage=Usage(first.usage.prompt_tokens, sum(a.usage.completion_tokens for a in answers)),
+        timings=Timings(first.timings.queued_ms, min(first_tokens, default=None), max(a.timings.total_ms for a in answers)),
+        choices=tuple(Choice(i, a.text, a.finish_reason, a.logprobs) for i, a in enumerate(answers)),
+    )
 
 
 async def _result(entry: Ticket | EngineError, timeout: float | None) -> Completion | EngineError:
@@ -173,29 +191,38 @@ class AsyncEngine:
         if not self.running:
             return [EngineStopped("the engine is not running") for _ in requests]
         entries: list[Ticket | EngineError | None] = [self._check(r) for r in requests]
-        admitted = [i for i, e in enumerate(entries) if e is None]
         free = max(0, self.capacity - len(self._queues) - self._reserved)
-        for i in admitted[free:]:
-            entries[i] = Overloaded(
-                f"the engine is at capacity ({self.capacity} requests: {self.engine.config.max_running} "
-                f"running, {self.engine.config.max_waiting} waiting); retry later")
-        admitted = admitted[:free]
-        self._reserved += len(admitted)  # held while tokenizing, so concurrent submits cannot overshoot
+        admitted = []
+        for i, entry in enumerate(entries):
+            if entry is not None:
+                continue
+            need = requests[i].params.n  # each answer is a sequence and takes its place
+            if need <= free:
+                admitted.append(i)
+                free -= need
+            else:
+                entries[i] = Overloaded(
+                    f"the engine is at capacity ({self.capacity} requests: {self.engine.config.max_running} "
+                    f"running, {self.engine.config.max_waiting} waiting); retry later")
+        reserved = sum(requests[i].params.n for i in admitted)
+        self._reserved += reserved  # held while tokenizing, so concurrent submits cannot overshoot
         try:
             todo = [requests[i] for i in admitted]
             small = sum(len(m.content) for r in todo for m in r.messages) <= INLINE_PREPARE_CHARS
             prepared_all = self._prepare_each(todo) if small else await asyncio.to_thread(self._prepare_each, todo)
         finally:
-            self._reserved -= len(admitted)
-        batch: list[tuple[int, Prepared]] = []
+            self._reserved -= reserved
+        batch: list[tuple[tuple[int, ...], list[Prepared]]] = []
         for i, prepared in zip(admitted, prepared_all, strict=True):
             if isinstance(prepared, EngineError):
                 entries[i] = prepared
                 continue
-            seq_id = next(self._ids)
-            self._queues[seq_id] = asyncio.Queue()
-            batch.append((seq_id, prepared))
-            entries[i] = Ticket(self, seq_id, requests[i].request_id)
+            seq_ids = tuple(next(self._ids) for _ in prepared)
+            q: asyncio.Queue[StepOutput] = asyncio.Queue()  # one per request: its answers' outputs interleave
+            for seq_id in seq_ids:
+                self._queues[seq_id] = q
+            batch.append((seq_ids, prepared))
+            entries[i] = Ticket(self, seq_ids, requests[i].request_id)
         if batch:
             self._inbox.put(("add", batch))
         return entries  # type: ignore[return-value]  # every entry is filled
@@ -213,11 +240,12 @@ class AsyncEngine:
             return EngineFault(f"the request could not be checked: {type(exc).__name__}")
         return None
 
-    def _prepare_each(self, requests: Sequence[ChatRequest]) -> list[Prepared | EngineError]:
-        out: list[Prepared | EngineError] = []
+    def _prepare_each(self, requests: Sequence[ChatRequest]) -> list[list[Prepared] | EngineError]:
+        """Per request, its answers prepared (one per ``n``), or its error."""
+        out: list[list[Prepared] | EngineError] = []
         for request in requests:
             try:
-                out.append(self.engine.prepare(request))
+                out.append(self.engine.answers(self.engine.prepare(request)))
             except EngineError as exc:
                 out.append(exc)
             except Exception as exc:
@@ -225,47 +253,59 @@ class AsyncEngine:
                 out.append(EngineFault(f"the request could not be prepared: {type(exc).__name__}"))
         return out
 
-    def _forget(self, seq_id: int) -> None:
-        """The request's owner is gone: free its capacity and abort it. Any thread (a finalizer)."""
-        if self._queues.pop(seq_id, None) is not None:
-            self._inbox.put(("abort", seq_id))
+    def _forget(self, seq_ids: tuple[int, ...]) -> None:
+        """The request's owner is gone: free its capacity and abort each answer still running. Any
+        thread (a finalizer)."""
+        for seq_id in seq_ids:
+            if self._queues.pop(seq_id, None) is not None:
+                self._inbox.put(("abort", seq_id))
 
-    async def _events(self, seq_id: int, request_id: str = "") -> AsyncIterator[TokenDelta | Completion]:
-        """The request's deltas, then its Completion (or its error raised). Its trace span (when
-        tracing is on) is recorded at the end, in the consumer's context: a child of its caller's span."""
-        q = self._queues.get(seq_id)
+    async def _events(self, seq_ids: tuple[int, ...], request_id: str = "") -> AsyncIterator[TokenDelta | Completion]:
+        """The request's deltas (``choice`` says whose), then its Completion once every answer has
+        ended (or the first error raised; the owner's close then aborts the other answers). Its
+        trace span (when tracing is on) is recorded at the end, in the consumer's context: a child
+        of its caller's span."""
+        q = self._queues.get(seq_ids[0])
         if q is None:
             raise EngineFault("the request was already closed")
+        choice_of = {seq_id: c for c, seq_id in enumerate(seq_ids)}
+        n = len(seq_ids)
         began = time.time_ns()
-        index = tokens = streamed = 0
-        pending: tuple[TokenLogprob, ...] = ()
+        streamed = 0
+        index, tokens = [0] * n, [0] * n
+        texts = [""] * n
+        pending: list[tuple[TokenLogprob, ...]] = [()] * n
+        done: dict[int, Completion] = {}
         result: Completion | EngineError | None = None
         try:
             while True:
-                out = await q.get()
-                tokens += out.error is None
                 # A consumer slower than the steps (many streams on a busy server) finds several
-                # outputs waiting: their text goes out as one delta, so it catches up instead of
-                # paying per token for serializing and sending.
-                pending += out.logprobs
-                while out.error is None and out.completion is None and not q.empty():
-                    later = q.get_nowait()
-                    tokens += later.error is None
-                    pending += later.logprobs
-                    out = StepOutput(seq_id, out.delta + later.delta, later.completion, later.error)
-                if out.error is not None or out.completion is not None:
-                    self._queues.pop(seq_id, None)  # finished: nothing to abort, and capacity is free now
-                if out.delta:  # a token that holds no whole character yet waits, with its logprob, for the next
-                    yield TokenDelta(index, out.delta, tokens, pending)
-                    streamed += tokens
-                    index, tokens, pending = index + 1, 0, ()
-                if out.error is not None:
-                    result = out.error
-                    raise out.error
-                if out.completion is not None:
-                    result = out.completion
-                    self.metrics.observe(out.completion)
-                    yield out.completion
+                # outputs waiting: each answer's text goes out as one delta, so it catches up instead
+                # of paying per token for serializing and sending.
+                outs = [await q.get()]
+                while not q.empty():
+                    outs.append(q.get_nowait())
+                for out in outs:
+                    c = choice_of[out.seq_id]
+                    if out.error is not None or out.completion is not None:
+                        self._queues.pop(out.seq_id, None)  # ended: nothing to abort, and its place is free now
+                    if out.error is not None:
+                        result = out.error
+                        raise out.error
+                    tokens[c] += 1
+                    texts[c] += out.delta
+                    pending[c] += out.logprobs
+                    if out.completion is not None:
+                        done[c] = out.completion
+                        self.metrics.observe(out.completion)
+                for c in range(n):
+                    if texts[c]:  # a token that holds no whole character yet waits, with its logprob, for the next
+                        yield TokenDelta(index[c], texts[c], tokens[c], pending[c], c)
+                        streamed += tokens[c]
+                        index[c], tokens[c], texts[c], pending[c] = index[c] + 1, 0, "", ()
+                if len(done) == n:
+                    result = combine([done[c] for c in range(n)])
+                    yield result
                     return
         finally:
             tracing.record_request(began, request_id, result, streamed)
@@ -300,8 +340,9 @@ class AsyncEngine:
             if cmd == "stop":
                 return True
             if cmd == "add":
-                for seq_id, prepared in arg:
-                    self.engine.add(prepared, seq_id)
+                for seq_ids, answers in arg:
+                    for seq_id, prepared in zip(seq_ids, answers, strict=True):
+                        self.engine.add(prepared, seq_id, None if seq_id == seq_ids[0] else seq_ids[0])
             elif cmd == "abort" and self.engine.abort(seq_id=arg) is not None:
                 self.metrics.finished.labels(FinishReason.CANCELLED.value).inc()
 

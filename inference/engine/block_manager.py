@@ -13,7 +13,9 @@ A prompt that goes on past its last shared full block may still share part of th
 cached block under the same prefix whose first tokens equal the prompt's (the same prompt sent
 again, a system prompt that ends mid-block) has those tokens' KV copied into the sequence's own
 block (``copy_kv``, given by the engine), as SGLang's radix cache and llama.cpp's slots reuse a
-prompt to the token. So a prompt sent again computes only its last token.
+prompt to the token. So a prompt sent again computes only its last token. A sequence with a
+running ``parent`` (another answer to the same prompt) copies from the parent's own block, which is
+not keyed yet while it is partly filled.
 
 Invariants: a block is in ``_free`` exactly when its ``ref_count`` is 0; ``_by_hash`` maps only
 to blocks whose KV is complete for that key; ``_cached_free`` counts the free blocks with a key
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass, field
 
 from .sequence import Sequence
@@ -48,6 +51,16 @@ class BlockStats:
 
 def prefix_key(parent: int | None, tokens: tuple[int, ...]) -> int:
     return hash((parent, tokens))
+
+
+def common_prefix(a: Sequence_[int], b: Sequence_[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class BlockManager:
@@ -108,15 +121,16 @@ class BlockManager:
         limit = min(self.block_size, seq.num_tokens - 1 - start)
         if limit <= 0:
             return None
-        parent = self._seq_keys[seq.seq_id][len(hits) - 1][0] if hits else None  # kept by _cached_prefix
+        key = self._seq_keys[seq.seq_id][len(hits) - 1][0] if hits else None  # kept by _cached_prefix
         want = seq.tokens(start, start + limit)
         best: tuple[int, int] | None = None
-        for block_id in self._children.get((parent, want[0]), ()):
-            n = 0
-            for a, b in zip(self.blocks[block_id].tokens, want, strict=False):
-                if a != b:
-                    break
-                n += 1
+        parent = seq.parent
+        if parent is not None and len(parent.block_table) > len(hits) and parent.num_computed > start:
+            n = min(common_prefix(parent.tokens(start, start + limit), want), parent.num_computed - start)
+            if n:
+                best = (parent.block_table[len(hits)], n)
+        for block_id in self._children.get((key, want[0]), ()):
+            n = common_prefix(self.blocks[block_id].tokens, want)
             if n and (best is None or n > best[1]):
                 best = (block_id, n)
         return best

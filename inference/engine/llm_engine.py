@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..boundary import (
@@ -106,6 +106,7 @@ class LLMEngine:
         self.stats = EngineCounters()
         self._seqs: dict[int, Sequence] = {}
         self._ids = itertools.count()
+        self._pieces: dict[int, str] = {}  # token id -> its text alone (bounded by the vocabulary)
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> LLMEngine:
@@ -134,12 +135,26 @@ class LLMEngine:
         matcher = self.formats.compile(request.params.response_format)  # structured output (issue 15)
         return Prepared(request, list(ids), max_new, time.perf_counter(), matcher)
 
-    def add(self, prepared: Prepared, seq_id: int | None = None) -> int:
+    def answers(self, prepared: Prepared) -> list[Prepared]:
+        """The request's ``n`` answers, one Prepared each: answer ``i`` samples with ``seed + i``
+        (vLLM's rule) and has a matcher of its own (matchers hold state; grammars are cached)."""
+        params = prepared.request.params
+        out = [prepared]
+        for i in range(1, params.n):
+            seed = None if params.seed is None else params.seed + i
+            request = replace(prepared.request, params=replace(params, seed=seed))
+            out.append(replace(prepared, request=request, matcher=self.formats.compile(params.response_format)))
+        return out
+
+    def add(self, prepared: Prepared, seq_id: int | None = None, parent: int | None = None) -> int:
+        """Queue a prepared request; ``parent``: the sequence of another answer to the same prompt,
+        whose prefill this one waits for and shares."""
         seq_id = next(self._ids) if seq_id is None else seq_id
         params = prepared.request.params
         seq = Sequence(seq_id, prepared.prompt_ids, params, prepared.max_new_tokens, self.eos_ids,
                        arrived=prepared.arrived, request_id=prepared.request.request_id, priority=prepared.request.priority,
-                       text=IncrementalText(self.tokenizer, params.stop), matcher=prepared.matcher)
+                       text=IncrementalText(self.tokenizer, params.stop), matcher=prepared.matcher,
+                       parent=None if parent is None else self._seqs.get(parent))
         self._seqs[seq_id] = seq
         self.scheduler.add(seq)
         return seq_id
@@ -223,10 +238,17 @@ class LLMEngine:
             return ()
         token, logprob, top_ids, top_values = seq.logprob
         seq.logprob = None
-        piece = self.tokenizer.decode
-        entry = TokenLogprob(piece([token]), logprob, tuple((piece([t]), v) for t, v in zip(top_ids, top_values, strict=True)))
+        piece = self._piece
+        entry = TokenLogprob(piece(token), logprob, tuple((piece(t), v) for t, v in zip(top_ids, top_values, strict=True)))
         seq.logprobs.append(entry)
         return (entry,)
+
+    def _piece(self, token: int) -> str:
+        """A token's text alone (its logprob entry's), decoded once per token id."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = self.tokenizer.decode([token])
+        return text
 
     def _end(self, seq_id: int, reason: FinishReason, error: EngineError | None = None) -> StepOutput:
         seq = self._seqs.pop(seq_id)

@@ -6,6 +6,11 @@ come, first served), so a long prompt never stalls the decoding batch for long. 
 admitted when the KV pool has blocks for all its tokens (shared cached prefix blocks count as
 computed); a finished sequence leaves at once and its blocks go back to the pool.
 
+The answers of one request with ``n > 1`` are sequences of the same prompt; all but the first
+carry it as ``parent`` and are admitted only once the parent's prefill is done, so they take its
+KV blocks by reference (the block manager's prefix sharing) and compute one token each. A parent
+that is not running (waiting, preempted, ended) holds nobody back.
+
 When the pool runs dry as decoding sequences grow, the newest running sequence is preempted: its
 blocks are returned and it goes back to the front of the queue, to be recomputed (prompt and the
 tokens it already produced) when blocks free up. Nobody fails for lack of KV memory.
@@ -33,6 +38,12 @@ class Scheduled:
     def samples(self) -> bool:
         """True when this step computes the sequence's last known token, so a new one is sampled."""
         return self.seq.num_computed + self.num_new >= self.seq.num_tokens
+
+
+def ready(seq: Sequence) -> bool:
+    """False while ``seq``'s parent is running its prefill: its blocks are about to be shareable."""
+    parent = seq.parent
+    return parent is None or parent.status is not Status.RUNNING or parent.prefill_done
 
 
 class Scheduler:
@@ -74,7 +85,7 @@ class Scheduler:
                 n = min(remaining, budget)
                 budget -= n
                 plan.append(Scheduled(seq, n))
-        while (self.waiting and budget > 0 and len(self.running) < self.max_running
+        while (self.waiting and budget > 0 and len(self.running) < self.max_running and ready(self.waiting[0])
                and self.blocks.can_allocate(self.waiting[0])):
             seq = self.waiting.popleft()
             self._admit(seq)
@@ -103,6 +114,7 @@ class Scheduler:
 
     def _admit(self, seq: Sequence) -> None:
         seq.num_computed = self.blocks.allocate(seq)
+        seq.parent = None  # shared what it could; a later preemption recomputes its own
         seq.status = Status.RUNNING
         self.running.append(seq)
         if self.on_admit is not None:

@@ -184,21 +184,25 @@ async def _json(request: Request) -> object:
 
 
 async def _sse(ticket: Ticket, model: str, include_usage: bool, logprobs: bool = False) -> AsyncIterator[str]:
-    """OpenAI-style chunks; closing the response (client gone) aborts the sequence."""
-    rid = f"chatcmpl-{ticket.seq_id}"
+    """OpenAI-style chunks, each answer's under its ``index``; closing the response (client gone)
+    aborts the request."""
+    rid = f"chatcmpl-{ticket.seq_ids[0]}"
 
-    def chunk(delta: Delta | None = None, finish: str | None = None, logprobs: ChoiceLogprobs | None = None) -> str:
-        event = ChatCompletionChunk(id=rid, model=model, choices=[ChunkChoice(delta=delta or Delta(), finish_reason=finish,
-                                                                              logprobs=logprobs)])
+    def chunk(index: int, delta: Delta | None = None, finish: str | None = None, logprobs: ChoiceLogprobs | None = None) -> str:
+        event = ChatCompletionChunk(id=rid, model=model, choices=[ChunkChoice(index=index, delta=delta or Delta(),
+                                                                              finish_reason=finish, logprobs=logprobs)])
         return _event(event)
 
-    yield chunk(Delta(role="assistant", content=""))
+    for index in range(len(ticket.seq_ids)):
+        yield chunk(index, Delta(role="assistant", content=""))
     try:
         async for event in ticket.events():
             if isinstance(event, TokenDelta):
-                yield chunk(Delta(content=event.text), logprobs=ChoiceLogprobs.of(event.logprobs) if logprobs else None)
+                yield chunk(event.choice, Delta(content=event.text),
+                            logprobs=ChoiceLogprobs.of(event.logprobs) if logprobs else None)
             elif isinstance(event, Completion):
-                yield chunk(finish=event.finish_reason.value)
+                for answer in event.answers:
+                    yield chunk(answer.index, finish=answer.finish_reason.value)
                 if include_usage:
                     yield _event(ChatCompletionChunk(id=rid, model=model, usage=UsageBody.of(event.usage)))
     except EngineError as exc:

@@ -32,13 +32,14 @@ from ..boundary import (
     Usage,
 )
 from ..boundary.options import InvalidOption
+from ..boundary.result import Choice as BoundaryChoice
 
 # Boundary names -> OpenAI's; the one table of this edge.
 OPENAI_PARAM = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                 "seed": "seed", "stop": "stop", "messages": "messages", "response_format": "response_format",
                 "min_p": "min_p", "repetition_penalty": "repetition_penalty", "frequency_penalty": "frequency_penalty",
                 "presence_penalty": "presence_penalty", "logit_bias": "logit_bias", "logprobs": "logprobs",
-                "top_logprobs": "top_logprobs"}
+                "top_logprobs": "top_logprobs", "n": "n"}
 
 HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, ErrorCode.OVERLOADED: 429,
                ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499,
@@ -47,7 +48,7 @@ HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, Err
 # OpenAI parameters this server does not honour, with the values that ask for nothing: any other
 # value is refused (400 naming the parameter) rather than silently ignored.
 UNSUPPORTED: dict[str, tuple[object, ...]] = {
-    "n": (None, 1), "best_of": (None, 1), "echo": (None, False),
+    "best_of": (None, 1), "echo": (None, False),
     "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
     "suffix": (None,), "audio": (None,), "prediction": (None,),
 }
@@ -159,6 +160,7 @@ class ChatCompletionRequest(BaseModel):
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    n: int | None = None
 
     def to_request(self) -> ChatRequest:
         """Raises InvalidFormat for a response format that sets no or several members."""
@@ -170,6 +172,8 @@ class ChatCompletionRequest(BaseModel):
             penalties["logprobs"] = True
         if self.top_logprobs is not None:
             penalties["top_logprobs"] = self.top_logprobs
+        if self.n is not None:
+            penalties["n"] = self.n
         params = SamplingParams(max_new_tokens=self.max_completion_tokens or self.max_tokens,
                                 temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                 seed=self.seed, stop=stop,
@@ -214,6 +218,8 @@ def sent_penalties(p: SamplingParams) -> dict[str, Any]:
         sent["logit_bias"] = {str(token): bias for token, bias in p.logit_bias}
     if p.logprobs:
         sent |= {"logprobs": True, "top_logprobs": p.top_logprobs}
+    if p.n != 1:
+        sent["n"] = p.n
     return sent
 
 
@@ -322,6 +328,23 @@ class Choice(BaseModel):
     finish_reason: str | None = None
     logprobs: ChoiceLogprobs | None = None
 
+    @classmethod
+    def of(cls, a: BoundaryChoice) -> Choice:
+        return cls(index=a.index, message=AssistantMessage(content=a.text), finish_reason=a.finish_reason.value,
+                   logprobs=ChoiceLogprobs.of(a.logprobs))
+
+    def to_choice(self) -> BoundaryChoice:
+        return BoundaryChoice(self.index, self.message.content or "", FinishReason.parse(self.finish_reason),
+                              self.logprobs.entries() if self.logprobs is not None else None)
+
+
+def completion_of(request_id: str, choices: list[BoundaryChoice], usage: Usage, timings: Timings) -> Completion:
+    """A Completion of the answers a server sent (in index order; the first on top)."""
+    choices = sorted(choices, key=lambda c: c.index)
+    first = choices[0] if choices else BoundaryChoice(0, "", FinishReason.STOP)
+    return Completion(request_id, first.text, first.finish_reason, usage, timings, first.logprobs,
+                      tuple(choices) if len(choices) > 1 else ())
+
 
 class ChatCompletion(BaseModel):
     id: str
@@ -333,9 +356,7 @@ class ChatCompletion(BaseModel):
 
     @classmethod
     def of(cls, c: Completion, model: str) -> ChatCompletion:
-        return cls(id=c.request_id, model=model, usage=UsageBody.of(c.usage), choices=[
-            Choice(message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value,
-                   logprobs=ChoiceLogprobs.of(c.logprobs))])
+        return cls(id=c.request_id, model=model, usage=UsageBody.of(c.usage), choices=[Choice.of(a) for a in c.answers])
 
 
 class Delta(BaseModel):
@@ -377,6 +398,7 @@ class BatchItem(BaseModel):
     timings: TimingsBody | None = None
     error: ErrorBody | None = None
     logprobs: ChoiceLogprobs | None = None
+    choices: list[Choice] | None = None  # every answer, when the request asked for n > 1
 
     @classmethod
     def of(cls, result: Completion | EngineError) -> BatchItem:
@@ -385,15 +407,17 @@ class BatchItem(BaseModel):
         t = result.timings
         return cls(text=result.text, finish_reason=result.finish_reason.value, usage=UsageBody.of(result.usage),
                    timings=TimingsBody(queued_ms=t.queued_ms, first_token_ms=t.first_token_ms, total_ms=t.total_ms),
-                   logprobs=ChoiceLogprobs.of(result.logprobs))
+                   logprobs=ChoiceLogprobs.of(result.logprobs),
+                   choices=[Choice.of(a) for a in result.choices] if result.choices else None)
 
     def to_result(self, request_id: str) -> Completion | EngineError:
         if self.error is not None:
             return self.error.to_error()
         t = self.timings or TimingsBody()
-        return Completion(request_id, self.text or "", FinishReason.parse(self.finish_reason),
-                          (self.usage or UsageBody()).to_usage(), Timings(t.queued_ms, t.first_token_ms, t.total_ms),
-                          self.logprobs.entries() if self.logprobs is not None else None)
+        first = BoundaryChoice(0, self.text or "", FinishReason.parse(self.finish_reason),
+                               self.logprobs.entries() if self.logprobs is not None else None)
+        return completion_of(request_id, [c.to_choice() for c in self.choices] if self.choices else [first],
+                             (self.usage or UsageBody()).to_usage(), Timings(t.queued_ms, t.first_token_ms, t.total_ms))
 
 
 class BatchRequest(BaseModel):
