@@ -61,3 +61,22 @@ def test_incremental_text_drops_a_half_character_at_the_end(llm):
     text = IncrementalText(tokenizer)
     emitted = "".join(text.push(t)[0] for t in ids[:-1]) + text.finish(ids[:-1])
     assert emitted == "" and "\ufffd" not in text.text
+
+
+def test_block_top_k_and_argmax_equal_torchs_on_ties_spread_and_peaked_rows():
+    from inference.engine.topk import argmax, top_k
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 49152, generator=gen)
+    x[1, 7] = x[1, 40000] = 99.0  # a tie: the first index wins, as torch's
+    x[2, :] = 0.5  # all equal
+    x[3, 300:310] = torch.arange(10.0) + 50  # the top values in one block
+    x[4, ::256] = 80.0 + torch.arange(192.0)  # one top value in each block
+    assert torch.equal(argmax(x), x.argmax(-1))
+    for k in (1, 5, 20):
+        values, ids = top_k(x, k)
+        expected = x.topk(k)
+        assert torch.equal(values, expected.values)
+        assert torch.equal(x.gather(1, ids), values)  # indices of those values (equal values may swap)
+    odd = torch.randn(2, 1000, generator=gen)
+    assert torch.equal(argmax(odd), odd.argmax(-1)) and torch.equal(top_k(odd, 3)[1], odd.topk(3).indices)

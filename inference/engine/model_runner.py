@@ -27,6 +27,7 @@ from .penalties import apply_penalties
 from .scheduler import Scheduled
 from .sequence import Sequence
 from .structured import FormatMasks  # structured output (issue 15)
+from .topk import argmax, top_k
 
 log = logging.getLogger(__name__)
 
@@ -243,12 +244,14 @@ class ModelRunner:
     def _sample(self, logits: torch.Tensor, seqs: list) -> list[int | Exception]:
         """One token per sequence; a sequence whose sampling fails gets its exception instead,
         and only that sequence ends with an error."""
-        logits = logits.float()
+        logits = logits.float().contiguous()
         wanted = [i for i, seq in enumerate(seqs) if seq.params.logprobs]
-        raw = logits[wanted].log_softmax(-1) if wanted else None  # before penalties and masks (vLLM's default)
+        raw = None  # before penalties and masks (vLLM's default)
+        if wanted:
+            raw = logits.clone() if len(wanted) == len(seqs) else logits.index_select(0, self._long(wanted))
         apply_penalties(logits, seqs)
         self.masks.apply(logits, seqs)  # structured output (issue 15): formatted rows, one batched call
-        out: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
+        out: list[int | Exception] = list(argmax(logits).tolist())
         for i, seq in enumerate(seqs):
             if not seq.params.greedy:
                 try:
@@ -256,12 +259,7 @@ class ModelRunner:
                 except Exception as exc:
                     out[i] = exc
         if raw is not None:
-            for row, i in zip(raw, wanted, strict=True):
-                token = out[i]
-                if isinstance(token, int):
-                    top = row.topk(seqs[i].params.top_logprobs) if seqs[i].params.top_logprobs else None
-                    seqs[i].logprob = (token, float(row[token]), top.indices.tolist() if top else [],
-                                       top.values.tolist() if top else [])
+            keep_logprobs(raw, [seqs[i] for i in wanted], [out[i] for i in wanted])
         return out
 
     def _generator(self, seq) -> torch.Generator:
@@ -274,6 +272,26 @@ class ModelRunner:
                 gen.manual_seed(seq.params.seed)
             seq.generator = gen
         return gen
+
+
+def keep_logprobs(raw: torch.Tensor, seqs: list, tokens: list[int | Exception]) -> None:
+    """Each row's chosen token's log probability under ``raw`` (logits) and its ``top_logprobs``
+    likeliest, for all rows at once: one log-sum-exp, one gather, one top-k of the largest asked,
+    one copy to Python; kept on each sequence as ``seq.logprob``."""
+    peak = raw.amax(-1, keepdim=True)
+    lse = (raw - peak).exp_().sum(-1, keepdim=True).log_() + peak
+    chosen = torch.tensor([t if isinstance(t, int) else 0 for t in tokens], dtype=torch.long, device=raw.device)
+    picked = (raw.gather(1, chosen[:, None]) - lse)[:, 0].tolist()
+    k = max(seq.params.top_logprobs for seq in seqs)
+    values: list[list[float]] = [[] for _ in seqs]
+    ids: list[list[int]] = [[] for _ in seqs]
+    if k:
+        top_values, top_ids = top_k(raw, k)
+        values, ids = (top_values - lse).tolist(), top_ids.tolist()
+    for r, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+        if isinstance(token, int):
+            n = seq.params.top_logprobs
+            seq.logprob = (token, picked[r], ids[r][:n], values[r][:n])
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
