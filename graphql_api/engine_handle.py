@@ -46,6 +46,11 @@ class EngineHandle:
         async for event in self.target.stream(request):
             yield event
 
+    async def tokenize(self, text: str) -> list[int]:
+        if self.target is None:
+            raise self._not_ready()
+        return await self.target.tokenize(text)
+
     async def start(self) -> None:
         if self.target is not None and not self.target.running:
             await self.target.start()

@@ -47,6 +47,7 @@ from .boundary import (
     Timings,
     TokenDelta,
     TokenLogprob,
+    ToolCall,
     Unavailable,
     UpstreamError,
     Usage,
@@ -63,6 +64,7 @@ from .service.wire import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    TokenizeResponse,
     completion_of,
 )
 
@@ -290,6 +292,18 @@ class RemoteEngine:
                 return InvalidOption(name, f"is not supported by the inference upstream ({self.kind})")
         return None
 
+    async def tokenize(self, text: str) -> list[int]:
+        """The upstream's ``/tokenize`` (vLLM's and ours take ``prompt``; llama.cpp's ``content``)."""
+        body = {"content": text} if self.kind == "llama.cpp" else {"prompt": text, "add_special_tokens": False}
+        response = await self._send("POST", "/tokenize", json=body)
+        if response.status_code != 200:
+            raise upstream_error(response.status_code, response.content)
+        try:
+            tokens = TokenizeResponse.model_validate_json(response.content).tokens
+        except ValidationError:
+            raise Unavailable("inference upstream answered /tokenize with a malformed body") from None
+        return tokens
+
     # --- streams --------------------------------------------------------------------------
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
@@ -320,13 +334,20 @@ class RemoteEngine:
                             answer.text.append(choice.delta.content)
                             yield TokenDelta(answer.deltas, choice.delta.content, max(1, len(entries)), entries, choice.index)
                             answer.deltas += 1
+                        for call in choice.delta.tool_calls or ():  # OpenAI streams a call's arguments in pieces
+                            entry = answer.calls.setdefault(call.index, ["", "", ""])
+                            entry[0] = call.id or entry[0]
+                            if call.function is not None:
+                                entry[1] += call.function.name or ""
+                                entry[2] += call.function.arguments or ""
                         answer.finish = choice.finish_reason or answer.finish
         except ValidationError as exc:
             log.warning("an inference upstream streamed a chunk that does not parse: %s", exc)
             raise Unavailable("inference upstream streamed a malformed chunk") from None
         finally:
             self.in_flight -= 1
-        yield _completion(request, [BoundaryChoice(i, "".join(a.text), FinishReason.parse(a.finish), a.logprobs)
+        yield _completion(request, [BoundaryChoice(i, "".join(a.text), FinishReason.parse(a.finish), a.logprobs,
+                                                   tuple(ToolCall(*a.calls[k]) for k in sorted(a.calls)))
                                     for i, a in sorted(answers.items())], usage, first, started)
 
     @asynccontextmanager
@@ -412,6 +433,7 @@ class Answer:
     finish: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
     deltas: int = 0
+    calls: dict[int, list[str]] = field(default_factory=dict)  # index -> [id, name, arguments so far]
 
 
 def _completion(request: ChatRequest, choices: list[BoundaryChoice], usage: Usage, first: float | None,

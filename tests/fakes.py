@@ -74,6 +74,9 @@ class FakeEngine:
         return [a if isinstance(a, EngineError) else FakeTicket(a) for a in answers]
 
 
+    async def tokenize(self, text: str) -> list[int]:
+        return [len(word) for word in text.split()]  # one "token" per word
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
         result = self._answer(request)
         if isinstance(result, EngineError):

@@ -140,7 +140,7 @@ async def test_the_openai_client_reads_n_choices_unary_and_streamed_and_so_does_
     try:
         request = chat("Name a colour.", max_new_tokens=6, n=3, temperature=1.0, seed=4)
         [ticket] = await remote.submit([request])
-        result = await ticket.result()  # type: ignore[union-attr]
+        result = await ticket.result()
         assert isinstance(result, Completion) and [c.text for c in result.choices] == texts
         streamed = ["", "", ""]
         async for event in remote.stream(request):

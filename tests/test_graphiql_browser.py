@@ -94,7 +94,7 @@ def test_the_example_tabs_are_valid_against_the_schema():
 
 async def test_graphiql_runs_the_example_mutations_in_headless_chromium(live):
     async with graphiql(live) as s:
-        assert await s.tab_titles() == ["Chat", "ChatBatched", "ChatStream", "Extract"]
+        assert await s.tab_titles() == ["Chat", "ChatBatched", "ChatStream", "Extract", "ToolCall"]
         await s.open_tab("Chat")
         assert await s.editor_text(QUERY_EDITOR) == EXAMPLES["chat"]
         await s.set_headers({"x-example": "graphiql"})

@@ -453,7 +453,7 @@ async def test_introspection_counts_toward_a_depth_limit_that_graphiql_fits(live
     assert "errors" not in full and full["data"]["__schema"]["queryType"]["name"] == "Query"
 
 
-@pytest.mark.parametrize("param, value", [("n", 99), ("tools", [{"type": "function"}]), ("tool_choice", "auto"),
+@pytest.mark.parametrize("param, value", [("n", 99), ("functions", [{"name": "f"}]), ("tool_choice", "auto"),
                                           ("best_of", 2), ("echo", True)])
 async def test_the_inference_service_refuses_parameters_it_does_not_honour(llm, serve, param, value):
     url = await serve(create_service(AsyncEngine(engine_like(llm, max_running=2, max_waiting=2)),

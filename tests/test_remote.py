@@ -131,7 +131,7 @@ async def test_openai_endpoint_errors_and_stream_shape(service):
         lines = []
         async with client.stream("POST", f"{service.url}/v1/chat/completions", json={
                 "messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0,
-                "stream": True}) as response:
+                "stream": True, "stream_options": {"include_usage": True}}) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
                     lines.append(line[6:])

@@ -119,6 +119,32 @@ mutation Extract {
   }
 }
 """,
+    "tools": """\
+# Tool calling: the answer is a call of one of the
+# tools, its arguments valid against the schema.
+# Send its result back as a TOOL turn in history
+# (with toolCallId) to get the answer in text.
+mutation ToolCall {
+  chat(input: {
+    chatId: "t"
+    userPrompt: "What's the weather like in Paris today?"
+    toolChoice: {mode: REQUIRED}
+    tools: [{
+      name: "get_weather"
+      description: "Get the current weather in a city"
+      parameters: {type: "object", required: ["city"], properties: {
+        city: {type: "string"}
+        unit: {enum: ["celsius", "fahrenheit"]}
+      }}
+    }]
+    options: {maxTokens: 80}
+  }) {
+    __typename
+    ... on ChatSuccess { finishReason toolCalls { id name arguments } }
+    ... on ChatError { code message field }
+  }
+}
+""",
 }
 
 PAGE = """\

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from strawberry import ID
 
-from inference.boundary import ChatMessage, ChatRequest, Completion, EngineError, IncompleteOutput, InvalidRequest, ResponseFormat, conclude
+from inference.boundary import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    EngineError,
+    IncompleteOutput,
+    InvalidRequest,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolMode,
+    Tools,
+    conclude,
+)
 from inference.boundary.request import check_text
 from inference.engine.config import EngineConfig
 
@@ -19,7 +33,21 @@ from ..settings import ApiSettings
 from .context import Context
 from .errors import chat_error, invalid
 from .options import graphql_field, graphql_message, sampling_params
-from .types import ChatChoice, ChatError, ChatErrorCode, ChatInput, ChatResult, ChatSuccess, Timings, TokenLogprob, Usage
+from .types import (
+    ChatChoice,
+    ChatError,
+    ChatErrorCode,
+    ChatInput,
+    ChatMessageInput,
+    ChatResult,
+    ChatRole,
+    ChatSuccess,
+    Timings,
+    TokenLogprob,
+    ToolChoiceMode,
+    Usage,
+)
+from .types import ToolCall as GraphQLToolCall
 
 # Reserved for a chat without maxTokens when the engine does not say its default (a foreign upstream).
 DEFAULT_MAX_NEW_TOKENS: int = EngineConfig.model_fields["default_max_new_tokens"].default
@@ -33,8 +61,9 @@ def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatR
     if len(sent) > settings.max_chat_id_chars:
         return invalid(chat_id, "chatId",
                        f"chatId has {len(sent)} characters; the limit is {settings.max_chat_id_chars}")
-    if not item.user_prompt.strip():
-        return invalid(chat_id, "userPrompt", "userPrompt must not be empty or blank")
+    after_tool = bool(item.history) and (item.history or [])[-1].role is ChatRole.TOOL
+    if not item.user_prompt.strip() and not after_tool:
+        return invalid(chat_id, "userPrompt", "userPrompt must not be empty or blank (unless the history ends with a TOOL turn)")
     limit = settings.max_prompt_chars
     texts = [("chatId", chat_id), ("userPrompt", item.user_prompt), ("systemPrompt", item.system_prompt or "")]
     texts += [(f"history[{i}].content", m.content) for i, m in enumerate(item.history or ())]
@@ -52,15 +81,40 @@ def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatR
     # An empty (or blank) systemPrompt means none: an empty system turn, so that the chat
     # template's own built-in system prompt does not apply either.
     messages = [ChatMessage("system", system if system.strip() else "")]
-    messages += [ChatMessage(m.role.value, m.content) for m in history]
-    messages.append(ChatMessage("user", item.user_prompt))
     try:
+        messages += [history_message(m, i) for i, m in enumerate(history)]
+        tools = chat_tools(item)
         params = sampling_params(item.options)
     except InvalidRequest as exc:
         return invalid(chat_id, graphql_field(exc.field) or "options", graphql_message(exc))
+    if item.user_prompt.strip():  # blank after a TOOL turn: the model answers the tool's result
+        messages.append(ChatMessage("user", item.user_prompt))
     if not 1 <= params.n <= settings.max_choices:
         return invalid(chat_id, "options.n", f"n must be between 1 and {settings.max_choices}, got {params.n}")
-    return ChatRequest(tuple(messages), params, request_id=f"{request_id}:{chat_id}")
+    return ChatRequest(tuple(messages), params, request_id=f"{request_id}:{chat_id}", tools=tools)
+
+
+def history_message(m: ChatMessageInput, i: int) -> ChatMessage:
+    """One history turn; raises InvalidRequest naming what is wrong in it."""
+    if m.role is ChatRole.TOOL and not m.tool_call_id:
+        raise InvalidRequest(f"history[{i}].toolCallId is required in a TOOL turn", field=f"history[{i}].toolCallId")
+    calls = tuple(ToolCall(c.id, c.name, json.dumps(c.arguments, ensure_ascii=False)) for c in m.tool_calls or ())
+    return ChatMessage(m.role.value, m.content, calls, m.tool_call_id)
+
+
+def chat_tools(item: ChatInput) -> Tools | None:
+    """The chat's tools and choice, checked (names, schemas' size and depth, the choice offered)."""
+    choice = item.tool_choice
+    if not item.tools:
+        if choice is not None and choice.mode is not ToolChoiceMode.NONE:
+            raise InvalidRequest("toolChoice needs tools", field="toolChoice")
+        return None
+    offered = tuple(Tool.of(t.name, t.description, t.parameters, i) for i, t in enumerate(item.tools))
+    named = choice.tool if choice is not None and isinstance(choice.tool, str) else None
+    mode = choice.mode if choice is not None and isinstance(choice.mode, ToolChoiceMode) else ToolChoiceMode.AUTO
+    tools = Tools(offered, ToolMode.REQUIRED if named else ToolMode(mode.value), named, bool(item.parallel_tool_calls))
+    tools.validate()
+    return tools
 
 
 def success(chat_id: str, c: Completion, fmt: ResponseFormat | None = None) -> ChatSuccess | ChatError:
@@ -81,9 +135,11 @@ def success(chat_id: str, c: Completion, fmt: ResponseFormat | None = None) -> C
         return ChatError(chat_id=ID(chat_id), code=first.code, message=first.message, field=graphql_field(first.field),
                          partial_text=first.partial_text, used_tokens=c.usage.total_tokens)
     logprobs = lambda entries: None if entries is None else [TokenLogprob.of(e) for e in entries]
-    choices = [ChatChoice(index=a.index, response=a.text, finish_reason=a.finish_reason, json=value, logprobs=logprobs(a.logprobs))
+    choices = [ChatChoice(index=a.index, response=a.text, finish_reason=a.finish_reason, json=value, logprobs=logprobs(a.logprobs),
+                          tool_calls=[GraphQLToolCall.of(t) for t in a.tool_calls])
                for a, value in zip(answers, values, strict=True)]
     return ChatSuccess(json=values[0], logprobs=logprobs(c.logprobs), choices=choices,
+        tool_calls=[GraphQLToolCall.of(t) for t in c.tool_calls],
         chat_id=ID(chat_id), response=c.text, finish_reason=c.finish_reason,
         usage=Usage(prompt_tokens=c.usage.prompt_tokens, completion_tokens=c.usage.completion_tokens,
                     total_tokens=c.usage.total_tokens),

@@ -49,6 +49,10 @@ def response_format(given: ResponseFormatInput) -> ResponseFormat:
 
 
 def graphql_field(field: str | None) -> str | None:
+    if field and field.startswith(("tools", "history")):  # tools[2].parameters: ChatInput's own path
+        return field
+    if field == "tool_choice":
+        return "toolChoice"
     field = (field or "").split(".")[0] or None  # response_format.choice: options.responseFormat
     if field in GRAPHQL_OPTION:
         return "options." + to_camel_case(GRAPHQL_OPTION[field])

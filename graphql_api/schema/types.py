@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Annotated, Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.scalars import JSON
 
 from inference import boundary
@@ -21,12 +23,45 @@ ChatErrorCode = boundary.ErrorCode
 class ChatRole(Enum):
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"
 
 
-@strawberry.input(description="An earlier turn of the conversation.")
+@strawberry.input(description="A call an assistant turn made (as ChatSuccess.toolCalls gave it).")
+class ToolCallInput:
+    id: str
+    name: str
+    arguments: JSON
+
+
+@strawberry.input(description="An earlier turn of the conversation. An ASSISTANT turn may carry the toolCalls it made; "
+                              "a TOOL turn is one call's result, naming the call by toolCallId.")
 class ChatMessageInput:
     role: ChatRole
     content: str
+    tool_calls: list[ToolCallInput] | None = None
+    tool_call_id: str | None = None
+
+
+@strawberry.input(description="A function the model may call.")
+class ToolInput:
+    name: str = strawberry.field(description="1 to 64 letters, digits, _ or -; unique among the chat's tools.")
+    description: str | None = None
+    parameters: JSON | None = strawberry.field(default=None, description="Its arguments' JSON Schema (an object); "
+                                                                          "absent: any object.")
+
+
+@strawberry.enum(description="How the model may use the tools.")
+class ToolChoiceMode(Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+
+
+@strawberry.input(one_of=True, description="AUTO (the default: text or calls), NONE (no tool is offered), REQUIRED "
+                                           "(at least one call), or the name of the one tool to call.")
+class ToolChoiceInput:
+    mode: ToolChoiceMode | None = strawberry.UNSET
+    tool: str | None = strawberry.UNSET
 
 
 @strawberry.input(description="Structured output: the answer follows exactly one of these (set one member).")
@@ -79,6 +114,11 @@ class ChatInput:
     system_prompt: str | None = strawberry.field(default=None, description="A sensible default when absent.")
     history: list[ChatMessageInput] | None = None
     options: GenerationOptions | None = None
+    tools: list[ToolInput] | None = strawberry.field(
+        default=None, description="Functions the model may call (at most 128); their calls come back in ChatSuccess.toolCalls.")
+    tool_choice: ToolChoiceInput | None = None
+    parallel_tool_calls: bool | None = strawberry.field(
+        default=None, description="Allow several calls in one answer (default false: one).")
 
 
 @strawberry.type
@@ -115,11 +155,23 @@ class TokenLogprob:
                    top_logprobs=[TopLogprob(token=t, logprob=v) for t, v in entry.top])
 
 
+@strawberry.type(description="A call of one of the chat's tools; arguments are valid against its parameters schema.")
+class ToolCall:
+    id: str
+    name: str
+    arguments: JSON
+
+    @classmethod
+    def of(cls, call: Any) -> ToolCall:
+        return cls(id=call.id, name=call.name, arguments=json.loads(call.arguments))
+
+
 @strawberry.type(description="One of a chat's options.n answers.")
 class ChatChoice:
     index: int
     response: str
     finish_reason: FinishReason
+    tool_calls: list[ToolCall] = strawberry.field(default_factory=list)
     json: JSON | None = strawberry.field(
         default=None, description="The answer parsed (responseFormat jsonSchema or jsonObject); null for other formats, "
                                   "and when this answer did not complete its format (finishReason says why).")
@@ -141,6 +193,9 @@ class ChatSuccess:
     logprobs: list[TokenLogprob] | None = strawberry.field(
         default=None, description="Every generated token's log probability, when options.logprobs asked; else null.")
     choices: list[ChatChoice] = strawberry.field(default_factory=list)
+    tool_calls: list[ToolCall] = strawberry.field(
+        default_factory=list, description="The first answer's calls of the chat's tools (finishReason TOOL_CALLS); "
+                                          "response is the text before them. Send each result back as a TOOL turn.")
 
 
 @strawberry.type(description="Why one chat got no answer. chatId is the id as sent (it may be blank when "
@@ -219,6 +274,12 @@ class Viewer:
     usage: KeyUsage
 
 
+@strawberry.type(description="A text's tokens: what it counts against the context and the quotas.")
+class Tokenization:
+    count: int
+    ids: list[int]
+
+
 @strawberry.type
 class ModelInfo:
     name: str
@@ -228,3 +289,17 @@ class ModelInfo:
     device: str
     dtype: str
     limits: Limits
+
+    @strawberry.field(description="The model's tokens of text alone, without the chat template (a chat adds its "
+                                  "template's few tokens); text has at most limits.maxPromptChars characters.")
+    async def tokenize(self, info: strawberry.Info, text: str) -> Tokenization:
+        limit = info.context.settings.max_prompt_chars
+        if len(text) > limit:
+            raise GraphQLError(f"text has {len(text)} characters; the limit is {limit}",
+                               extensions={"code": boundary.ErrorCode.INVALID_INPUT.value, "field": "text"})
+        try:
+            boundary.request.check_text("text", text)
+            ids = await info.context.engine.tokenize(text)
+        except boundary.EngineError as exc:
+            raise GraphQLError(exc.message, extensions={"code": exc.code.value, "field": exc.field}) from None
+        return Tokenization(count=len(ids), ids=ids)

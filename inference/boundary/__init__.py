@@ -26,9 +26,10 @@ from .info import EngineInfo, EngineStats
 from .options import SamplingParams
 from .request import BATCH, INTERACTIVE, ChatMessage, ChatRequest
 from .result import Choice, Completion, FinishReason, Timings, TokenDelta, TokenLogprob, Usage
+from .tools import Tool, ToolCall, ToolMode, Tools
 
 __all__ = ["BATCH", "INTERACTIVE", "ChatMessage", "ChatRequest", "Choice", "Completion", "EngineClient", "EngineError", "EngineFault",
            "EngineInfo", "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "IncompleteOutput", "InvalidFormat",
            "InvalidRequest", "Overloaded", "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat",
-           "SamplingParams", "Ticket", "Timings", "TokenDelta", "TokenLogprob",
+           "SamplingParams", "Ticket", "Timings", "TokenDelta", "TokenLogprob", "Tool", "ToolCall", "ToolMode", "Tools",
            "Unauthenticated", "Unavailable", "UpstreamError", "Usage", "conclude"]

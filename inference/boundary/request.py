@@ -6,16 +6,22 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 from .options import SamplingParams
+from .tools import ToolCall, Tools, call_text, response_text
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 INTERACTIVE = 0  # ChatRequest.priority: chats someone waits for
 BATCH = 1  # batch-job items: admitted only when no interactive request is waiting
 
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """A turn. An assistant turn may carry the ``tool_calls`` it made; a ``tool`` turn is one call's
+    result, naming it by ``tool_call_id``."""
+
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class ChatRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = ""
     priority: int = INTERACTIVE
+    tools: Tools | None = None  # the functions the model may call, and how
 
     def validate(self, max_new_tokens_cap: int) -> None:
         """Raise InvalidRequest naming the first thing wrong (neutral field names)."""
@@ -37,9 +44,14 @@ class ChatRequest:
                 raise InvalidRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {m.role!r}",
                                      field=f"messages[{i}].role")
         self.check_texts()
-        if self.messages[-1].role != "user" or not self.messages[-1].content.strip():
-            raise InvalidRequest("the last message must be a non-blank user prompt", field="messages")
+        last = self.messages[-1]
+        if not (last.role == "user" and last.content.strip()) and last.role != "tool":
+            raise InvalidRequest("the last message must be a non-blank user prompt or a tool's result", field="messages")
         self.params.validate(max_new_tokens_cap)
+        if self.tools is not None:
+            self.tools.validate()
+            if self.tools.active and self.params.response_format is not None:
+                raise InvalidRequest("tools and response_format cannot both constrain one answer", field="response_format")
 
     def check_texts(self) -> None:
         """Raise InvalidRequest for text that has no UTF-8 form (it could not be tokenized or sent)."""
@@ -49,6 +61,30 @@ class ChatRequest:
             check_text("stop", s)
         for member, text in self.params.response_format.texts() if self.params.response_format else ():
             check_text(f"response_format.{member}", text)
+        for i, tool in enumerate(self.tools.tools if self.tools else ()):
+            check_text(f"tools[{i}].description", tool.description)
+            check_text(f"tools[{i}].parameters", tool.parameters)
+
+
+def prompt_messages(request: ChatRequest) -> tuple[ChatMessage, ...]:
+    """The turns as a chat template without tools reads them (the Hermes convention, ``tools``):
+    the offered tools' text ends the system prompt (or is the system prompt, when there is none),
+    an assistant's calls follow its text, and a tool's result is wrapped in its tags."""
+    turns = []
+    for m in request.messages:
+        if m.tool_calls:
+            turns.append(ChatMessage(m.role, "\n".join([m.content, *map(call_text, m.tool_calls)]).strip()))
+        elif m.role == "tool":
+            turns.append(ChatMessage("tool", response_text(m.content)))
+        else:
+            turns.append(ChatMessage(m.role, m.content))
+    if request.tools is not None and request.tools.active:
+        offer = request.tools.system_text()
+        if turns and turns[0].role == "system":
+            turns[0] = ChatMessage("system", f"{turns[0].content}\n\n{offer}".strip())
+        else:
+            turns.insert(0, ChatMessage("system", offer))
+    return tuple(turns)
 
 
 def unencodable_at(text: str) -> int | None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tools import ToolCall  # tools imports formats, which imports this module
 
 
 class FinishReason(enum.StrEnum):
@@ -11,6 +15,7 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"
     CANCELLED = "cancelled"
     ERROR = "error"
+    TOOL_CALLS = "tool_calls"  # the answer is calls of the chat's tools
 
     @classmethod
     def parse(cls, reason: object) -> FinishReason:
@@ -75,6 +80,7 @@ class Choice:
     text: str
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,9 @@ class Completion:
     timings: Timings
     logprobs: tuple[TokenLogprob, ...] | None = None  # every generated token's, when the request asked
     choices: tuple[Choice, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # with finish_reason TOOL_CALLS; ``text`` is what came before them
 
     @property
     def answers(self) -> tuple[Choice, ...]:
         """Every answer, the first included, in order."""
-        return self.choices or (Choice(0, self.text, self.finish_reason, self.logprobs),)
+        return self.choices or (Choice(0, self.text, self.finish_reason, self.logprobs, self.tool_calls),)

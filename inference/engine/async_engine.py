@@ -29,6 +29,7 @@ from ..boundary import (
     EngineStats,
     EngineStopped,
     FinishReason,
+    InvalidRequest,
     Overloaded,
     RequestTimeout,
     Timings,
@@ -36,6 +37,7 @@ from ..boundary import (
     TokenLogprob,
     Usage,
 )
+from ..boundary.request import prompt_messages
 from .llm_engine import LLMEngine, Prepared, StepOutput, engine_info
 from .metrics import EngineMetrics
 
@@ -97,7 +99,7 @@ def combine(answers: list[Completion]) -> Completion:
         first,
         usage=Usage(first.usage.prompt_tokens, sum(a.usage.completion_tokens for a in answers)),
         timings=Timings(first.timings.queued_ms, min(first_tokens, default=None), max(a.timings.total_ms for a in answers)),
-        choices=tuple(Choice(i, a.text, a.finish_reason, a.logprobs) for i, a in enumerate(answers)),
+        choices=tuple(Choice(i, a.text, a.finish_reason, a.logprobs, a.tool_calls) for i, a in enumerate(answers)),
     )
 
 
@@ -226,6 +228,27 @@ class AsyncEngine:
         if batch:
             self._inbox.put(("add", batch))
         return entries  # type: ignore[return-value]  # every entry is filled
+
+    async def tokenize(self, text: str) -> list[int]:
+        return await self._off_loop(self.engine.prompts.encode_text, text)
+
+    def tokenize_chat(self, request: ChatRequest) -> list[int]:
+        """A chat's prompt ids, template included, as the engine would compute them (checked first)."""
+        request.validate(self.engine.config.max_new_tokens_cap)
+        return self.engine.prompts.encode(prompt_messages(request))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Raises InvalidRequest naming the first id outside the vocabulary."""
+        vocab = self.engine.model.config.vocab_size
+        for i, token in enumerate(ids):
+            if not 0 <= token < vocab:
+                raise InvalidRequest(f"tokens[{i}] must be a token id from 0 to {vocab - 1}, got {token}", field=f"tokens[{i}]")
+        return self.engine.tokenizer.decode(list(ids))
+
+    @staticmethod
+    async def _off_loop(fn, text: str):
+        """Small texts on the event loop (a thread hop costs more); large ones in a worker thread."""
+        return fn(text) if len(text) <= INLINE_PREPARE_CHARS else await asyncio.to_thread(fn, text)
 
     # --- internals -----------------------------------------------------------------------------
 

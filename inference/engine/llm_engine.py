@@ -26,6 +26,8 @@ from ..boundary import (
     TokenLogprob,
     Usage,
 )
+from ..boundary.request import prompt_messages
+from ..boundary.tools import parse_calls
 from .block_manager import BlockManager
 from .config import EngineConfig
 from .detokenizer import IncrementalText
@@ -128,11 +130,12 @@ class LLMEngine:
         """Validate and tokenize; raise InvalidRequest or PromptTooLong. Safe from any thread."""
         request.validate(self.config.max_new_tokens_cap)
         request.params.check_vocabulary(self.model.config.vocab_size)
-        ids = self.prompts.encode(request.messages)
+        ids = self.prompts.encode(prompt_messages(request))
         max_new = request.params.max_new_tokens or self.config.default_max_new_tokens
         if len(ids) + max_new > self.max_model_len:
             raise PromptTooLong(len(ids), max_new, self.max_model_len)
-        matcher = self.formats.compile(request.params.response_format)  # structured output (issue 15)
+        tools = request.tools if request.tools is not None and request.tools.active else None
+        matcher = self.formats.compile(tools or request.params.response_format)  # structured output (issue 15), or calls
         return Prepared(request, list(ids), max_new, time.perf_counter(), matcher)
 
     def answers(self, prepared: Prepared) -> list[Prepared]:
@@ -154,7 +157,8 @@ class LLMEngine:
         seq = Sequence(seq_id, prepared.prompt_ids, params, prepared.max_new_tokens, self.eos_ids,
                        arrived=prepared.arrived, request_id=prepared.request.request_id, priority=prepared.request.priority,
                        text=IncrementalText(self.tokenizer, params.stop), matcher=prepared.matcher,
-                       parent=None if parent is None else self._seqs.get(parent))
+                       parent=None if parent is None else self._seqs.get(parent),
+                       calls=prepared.request.tools is not None and prepared.request.tools.active)
         self._seqs[seq_id] = seq
         self.scheduler.add(seq)
         return seq_id
@@ -260,11 +264,13 @@ class LLMEngine:
         rest = text.finish(generated)
         now = time.perf_counter()
         ms = lambda t: None if t is None else (t - seq.arrived) * 1000.0
+        answer, calls = parse_calls(text.text) if seq.calls and reason is FinishReason.STOP else (text.text, ())
         completion = Completion(
-            seq.request_id, text.text, reason,
+            seq.request_id, answer, FinishReason.TOOL_CALLS if calls else reason,
             Usage(len(seq.prompt_ids), len(seq.output_ids)),
             Timings(ms(seq.scheduled_at), ms(seq.first_token_at), (now - seq.arrived) * 1000.0),
             tuple(seq.logprobs) if seq.params.logprobs else None,
+            tool_calls=calls,
         )
         return StepOutput(seq_id, rest, completion)
 

@@ -46,6 +46,11 @@ class PromptEncoder:
                 ids += self._template.encode(piece, add_special_tokens=False).ids
         return ids
 
+    def encode_text(self, text: str) -> list[int]:
+        """A text's ids alone, no template, under the same rule as message contents (special-token
+        strings are plain text unless ``parse_special``)."""
+        return (self._template if self.parse_special else self._text).encode(text, add_special_tokens=False).ids
+
     def _render(self, messages: Sequence[ChatMessage], tokenize: bool):
         out = self.tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
                                                  add_generation_prompt=True, tokenize=tokenize)

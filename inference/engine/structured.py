@@ -33,7 +33,7 @@ import llguidance.hf
 import numpy as np
 import torch
 
-from ..boundary import FinishReason, InvalidFormat, ResponseFormat
+from ..boundary import FinishReason, InvalidFormat, InvalidRequest, ResponseFormat, Tools
 
 # Bounds on compile and per-step work, since schemas come from clients. llguidance's documented
 # rates: lexer fuel ~50k/ms (so about 10 ms to build a lexer at most), Earley items ~20k/ms.
@@ -74,6 +74,18 @@ def grammar_text(fmt: ResponseFormat) -> str:
     return llguidance.grammar_from("choice", json.dumps(list(fmt.choice or ())))
 
 
+def tools_grammar(tools: Tools) -> str:
+    """The llguidance (Lark) grammar of a chat's calls: one or more ``<tool_call>`` blocks, each a
+    JSON object naming one offered tool with arguments valid against its schema (JSON spaced as
+    ``JSON_OPTIONS``); when not forced, plain text instead, which cannot begin with ``<``."""
+    schema = tools.call_schema() | {"x-guidance": JSON_OPTIONS}
+    rules = ["start: calls" if tools.forced else "start: TEXT | calls\nTEXT: /[^<\\s](.|\\n)*/",
+             'calls: call ("\\n" call)*' if tools.parallel else "calls: call",
+             'call: "<tool_call>\\n" body "\\n</tool_call>"',
+             "body: %json " + json.dumps(schema, ensure_ascii=False)]
+    return "\n".join(rules)
+
+
 class FormatCompiler:
     """Compiles response formats for one engine's tokenizer. Safe from any thread."""
 
@@ -90,12 +102,16 @@ class FormatCompiler:
     def adapter(self) -> llguidance.LLTokenizer:
         return tokenizer_adapter(self.tokenizer, self.eos_ids, self.n_vocab)
 
-    def compile(self, fmt: ResponseFormat | None) -> llguidance.LLMatcher | None:
-        """A fresh matcher at the start of ``fmt`` (None for none); raise InvalidFormat if the
-        library cannot follow it. Compiled grammars are cached by the format's text."""
+    def compile(self, fmt: ResponseFormat | Tools | None) -> llguidance.LLMatcher | None:
+        """A fresh matcher at the start of ``fmt`` (a response format, or a chat's tools; None for
+        none); raise InvalidFormat (InvalidRequest naming the tool, for tools) if the library cannot
+        follow it. Compiled grammars are cached by the format's text."""
         if fmt is None:
             return None
-        key = (fmt.kind, fmt.json_schema or fmt.regex or json.dumps(fmt.choice))
+        if isinstance(fmt, Tools):
+            key = ("tools", tools_grammar(fmt))
+        else:
+            key = (fmt.kind, fmt.json_schema or fmt.regex or json.dumps(fmt.choice))
         with self._lock:
             template = self._cache.get(key)
             if template is not None:
@@ -108,22 +124,44 @@ class FormatCompiler:
                     self._cache.popitem(last=False)
         return template.deep_copy()
 
-    def _build(self, fmt: ResponseFormat) -> llguidance.LLMatcher:
+    def _build(self, fmt: ResponseFormat | Tools) -> llguidance.LLMatcher:
         adapter = self.adapter
         started = time.perf_counter()
         try:
-            grammar = grammar_text(fmt)
+            grammar = llguidance.grammar_from("lark", tools_grammar(fmt)) if isinstance(fmt, Tools) else grammar_text(fmt)
         except ValueError as exc:
-            raise InvalidFormat(f"cannot be followed: {exc}", fmt.kind) from None
+            raise InvalidFormat(f"cannot be followed: {exc}", fmt.kind if isinstance(fmt, ResponseFormat) else None) from None
         matcher = llguidance.LLMatcher(adapter, grammar, log_level=0, limits=llguidance.LLParserLimits(**LIMITS))
         self.compile_seconds = [*self.compile_seconds[-999:], time.perf_counter() - started]
+        probe = matcher.deep_copy()
+        if not matcher.is_error():
+            probe.compute_bitmask()  # the first step's mask: a format no text can start shows only once it is asked
+        if isinstance(fmt, Tools):
+            if probe.is_error():
+                raise self._tool_error(fmt, probe.get_error())
+            return matcher
         if matcher.is_error():
             raise InvalidFormat(f"cannot be followed: {matcher.get_error()}", fmt.kind)
-        probe = matcher.deep_copy()
-        probe.compute_bitmask()  # the first step's mask: a format no text can start shows only once it is asked
         if probe.is_error():
             raise InvalidFormat("admits no text at all: nothing the model writes can match it", fmt.kind)
         return matcher
+
+
+    def _tool_error(self, tools: Tools, error: str) -> InvalidRequest:
+        """The error naming the first offered tool whose schema cannot be followed alone."""
+        for i, tool in enumerate(tools.tools):
+            if tool not in tools.offered():
+                continue
+            try:
+                alone = llguidance.LLMatcher(self.adapter, llguidance.LLMatcher.grammar_from_json_schema(tool.parameters),
+                                             log_level=0, limits=llguidance.LLParserLimits(**LIMITS))
+                reason = alone.get_error() if alone.is_error() else None
+            except ValueError as exc:
+                reason = str(exc)
+            if reason is not None:
+                return InvalidRequest(f"tools[{i}].parameters ({tool.name}) cannot be followed: {reason}",
+                                      field=f"tools[{i}].parameters")
+        return InvalidRequest(f"tools cannot be followed: {error}", field="tools")
 
 
 class FormatViolation(Exception):

@@ -1,11 +1,15 @@
 """The engine as its own HTTP service (`python -m inference serve`).
 
-- ``POST /v1/chat/completions``: OpenAI-compatible, ``stream`` as SSE with a final usage chunk.
+- ``POST /v1/chat/completions``: OpenAI-compatible, ``stream`` as SSE (a usage chunk when
+  ``stream_options.include_usage`` asks).
   Errors in OpenAI's shape: 400 for invalid input, 429 when overloaded, 503 when unavailable.
 - ``POST /generate_batch``: ``{"requests": [...]}`` of chat completion requests, answered as
   ``{"results": [...]}`` with a result or an ``error`` per item, in order; one bad item never
   sinks the batch. This is what the GraphQL tier sends one DataLoader batch as.
-- ``GET /v1/models`` (with the engine's info and limits), ``/healthz``, ``/readyz``, ``/metrics``.
+- ``POST /tokenize`` and ``/detokenize`` in vLLM's shapes (a prompt alone, or messages through the
+  chat template).
+- ``GET /v1/models`` (with the engine's info and limits), ``/healthz``, ``/readyz`` (``/health`` too,
+  which routers and peers' clients probe), ``/metrics``.
 A client that disconnects stops its generation. Every body is a model of ``wire``.
 """
 
@@ -28,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import tracing
 from ..asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware, origin_middleware
-from ..boundary import Completion, EngineError, InvalidRequest, TokenDelta
+from ..boundary import ChatRequest, Completion, EngineError, InvalidRequest, TokenDelta
 from ..engine.async_engine import AsyncEngine, Ticket
 from ..keys import KeyRing, presented_key, reload_on_hangup
 from .wire import (
@@ -41,11 +45,18 @@ from .wire import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ErrorBody,
     ErrorResponse,
+    FunctionDelta,
     ModelCard,
     ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
+    ToolCallDelta,
     UsageBody,
+    invalid,
     parse_request,
 )
 
@@ -100,8 +111,9 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         if isinstance(entry, EngineError):
             return error_response(entry)
         if body.stream:
-            include_usage = body.stream_options is None or body.stream_options.include_usage
-            return StreamingResponse(_sse(entry, model, include_usage, bool(body.logprobs)), media_type="text/event-stream")
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            calls = body.tools is not None and body.tool_choice != "none" and bool(body.tools)
+            return StreamingResponse(_sse(entry, model, include_usage, bool(body.logprobs), calls), media_type="text/event-stream")
         result = await entry.result()
         if isinstance(result, EngineError):
             return error_response(result)
@@ -128,6 +140,31 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         results = [p if isinstance(p, EngineError) else next(answers) for p in parsed]
         return reply(BatchResponse(results=[BatchItem.of(r) for r in results]))
 
+    async def tokenize(request: Request) -> Response:
+        try:
+            body = TokenizeRequest.model_validate(await _json(request))
+            if (body.prompt is None) == (body.messages is None):
+                raise InvalidRequest("give exactly one of prompt and messages", field="prompt")
+            if body.prompt is not None:
+                ids = await engine.tokenize(body.prompt)
+            else:
+                ids = engine.tokenize_chat(ChatRequest(tuple(m.to_message(i) for i, m in enumerate(body.messages or ()))))
+        except ValidationError as exc:
+            return error_response(invalid(exc))
+        except EngineError as exc:
+            return error_response(exc)
+        strs = [engine.detokenize([t]) for t in ids] if body.return_token_strs else None
+        return reply(TokenizeResponse(count=len(ids), max_model_len=info.context_length, tokens=ids, token_strs=strs))
+
+    async def detokenize(request: Request) -> Response:
+        try:
+            body = DetokenizeRequest.model_validate(await _json(request))
+            return reply(DetokenizeResponse(prompt=engine.detokenize(body.tokens)))
+        except ValidationError as exc:
+            return error_response(invalid(exc))
+        except EngineError as exc:
+            return error_response(exc)
+
     async def models(request: Request) -> Response:
         return reply(ModelList(data=[ModelCard(id=model, max_model_len=info.context_length, smollm=info)]))
 
@@ -142,6 +179,8 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
 
     routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
               Route("/v1/models", models), Route("/healthz", healthz), Route("/readyz", readyz),
+              Route("/health", readyz),  # what routers and vLLM's, TGI's and llama.cpp's clients probe
+              Route("/tokenize", tokenize, methods=["POST"]), Route("/detokenize", detokenize, methods=["POST"]),
               Route("/metrics", metrics)]
     if settings.generate_batch:
         routes.append(Route("/generate_batch", generate_batch, methods=["POST"]))
@@ -163,7 +202,7 @@ class ServiceKeyMiddleware:
         self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keyring is None or scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):
+        if self.keyring is None or scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz", "/health"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
         if self.keyring.authenticate(presented_key(headers)) is not None:
@@ -183,9 +222,10 @@ async def _json(request: Request) -> object:
     return body
 
 
-async def _sse(ticket: Ticket, model: str, include_usage: bool, logprobs: bool = False) -> AsyncIterator[str]:
+async def _sse(ticket: Ticket, model: str, include_usage: bool, logprobs: bool = False, calls: bool = False) -> AsyncIterator[str]:
     """OpenAI-style chunks, each answer's under its ``index``; closing the response (client gone)
-    aborts the request."""
+    aborts the request. With tools, an answer that opens with ``<`` (a call: text answers cannot)
+    is held, and its calls go out whole as ``tool_calls`` at its end."""
     rid = f"chatcmpl-{ticket.seq_ids[0]}"
 
     def chunk(index: int, delta: Delta | None = None, finish: str | None = None, logprobs: ChoiceLogprobs | None = None) -> str:
@@ -193,15 +233,25 @@ async def _sse(ticket: Ticket, model: str, include_usage: bool, logprobs: bool =
                                                                               finish_reason=finish, logprobs=logprobs)])
         return _event(event)
 
+    held: dict[int, str] = {}
     for index in range(len(ticket.seq_ids)):
         yield chunk(index, Delta(role="assistant", content=""))
     try:
         async for event in ticket.events():
             if isinstance(event, TokenDelta):
+                if calls and (event.choice in held or event.text.lstrip().startswith("<")):
+                    held[event.choice] = held.get(event.choice, "") + event.text
+                    continue
                 yield chunk(event.choice, Delta(content=event.text),
                             logprobs=ChoiceLogprobs.of(event.logprobs) if logprobs else None)
             elif isinstance(event, Completion):
                 for answer in event.answers:
+                    if answer.tool_calls:
+                        yield chunk(answer.index, Delta(tool_calls=[ToolCallDelta(
+                            index=k, id=c.id, type="function", function=FunctionDelta(name=c.name, arguments=c.arguments))
+                            for k, c in enumerate(answer.tool_calls)]))
+                    elif answer.index in held:  # held, but not a call after all
+                        yield chunk(answer.index, Delta(content=held[answer.index]))
                     yield chunk(answer.index, finish=answer.finish_reason.value)
                 if include_usage:
                     yield _event(ChatCompletionChunk(id=rid, model=model, usage=UsageBody.of(event.usage)))

@@ -28,6 +28,10 @@ from ..boundary import (
     SamplingParams,
     Timings,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolMode,
+    Tools,
     UpstreamError,
     Usage,
 )
@@ -39,7 +43,7 @@ OPENAI_PARAM = {"max_new_tokens": "max_tokens", "temperature": "temperature", "t
                 "seed": "seed", "stop": "stop", "messages": "messages", "response_format": "response_format",
                 "min_p": "min_p", "repetition_penalty": "repetition_penalty", "frequency_penalty": "frequency_penalty",
                 "presence_penalty": "presence_penalty", "logit_bias": "logit_bias", "logprobs": "logprobs",
-                "top_logprobs": "top_logprobs", "n": "n"}
+                "top_logprobs": "top_logprobs", "n": "n", "tools": "tools"}
 
 HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, ErrorCode.OVERLOADED: 429,
                ErrorCode.UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.CANCELLED: 499,
@@ -49,21 +53,125 @@ HTTP_STATUS = {ErrorCode.INVALID_INPUT: 400, ErrorCode.PROMPT_TOO_LONG: 400, Err
 # value is refused (400 naming the parameter) rather than silently ignored.
 UNSUPPORTED: dict[str, tuple[object, ...]] = {
     "best_of": (None, 1), "echo": (None, False),
-    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "functions": (None, []), "function_call": (None, "none"),
     "suffix": (None,), "audio": (None,), "prediction": (None,),
 }
 # Request fields taken and ignored, as OpenAI's API defines them (they ask nothing of generation).
 # Any field neither here, nor in UNSUPPORTED, nor in ChatCompletionRequest is refused by name.
 IGNORED = frozenset({"user", "store", "metadata", "service_tier"})
+MAX_DETOKENIZE = 131_072  # ids in one /detokenize
 # vLLM's older names for structured_outputs' members.
 GUIDED = {"guided_json": "json", "guided_choice": "choice", "guided_regex": "regex"}
 
 
+class ContentPart(BaseModel):
+    """One part of OpenAI's content array; only ``text`` parts are taken (others are refused by name)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class FunctionCallBody(BaseModel):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallBody(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallBody
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ToolCallBody:
+        return cls(id=call.id, function=FunctionCallBody(name=call.name, arguments=call.arguments))
+
+    def to_call(self) -> ToolCall:
+        return ToolCall(self.id, self.function.name, self.function.arguments)
+
+
 class Message(BaseModel):
+    """A chat message. OpenAI's ``developer`` role is the system prompt; content is a string or an
+    array of text parts (joined with newlines, as vLLM does); an assistant turn may carry its
+    ``tool_calls``, and a ``tool`` turn answers one by ``tool_call_id``."""
+
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None  # OpenAI's participant name: taken, not used
+    tool_calls: list[ToolCallBody] | None = None
+    tool_call_id: str | None = None
+
+    def to_message(self, index: int) -> ChatMessage:
+        """Raises InvalidRequest naming a part that is not text, or a tool turn without its call's id."""
+        role = "system" if self.role == "developer" else self.role
+        if role == "tool" and not self.tool_call_id:
+            raise InvalidRequest(f"messages[{index}].tool_call_id is required in a tool message",
+                                 field=f"messages[{index}].tool_call_id")
+        calls = tuple(c.to_call() for c in self.tool_calls or ())
+        if isinstance(self.content, str) or self.content is None:
+            return ChatMessage(role, self.content or "", calls, self.tool_call_id)
+        texts = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                where = f"messages[{index}].content[{j}]"
+                raise InvalidRequest(f"{where}.type: only text parts are supported, got {part.type[:40]!r}"
+                                     if part.type != "text" else f"{where}.text is required", field=f"{where}.type")
+            texts.append(part.text)
+        return ChatMessage(role, "\n".join(texts), calls, self.tool_call_id)
+
+    @classmethod
+    def of(cls, m: ChatMessage) -> Message:
+        return cls(role=m.role, content=m.content,
+                   tool_calls=[ToolCallBody.of(c) for c in m.tool_calls] or None, tool_call_id=m.tool_call_id)
+
+
+class FunctionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # arguments always follow the schema here
+
+
+class ToolBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: FunctionBody
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def tools_of(tools: list[ToolBody] | None, choice: str | NamedToolChoice | None, parallel: bool | None) -> Tools | None:
+    """The boundary's Tools of OpenAI's three fields; raises InvalidRequest naming the bad tool."""
+    if not tools:
+        if choice not in (None, "none"):
+            raise InvalidRequest("tool_choice needs tools", field="tool_choice")
+        return None
+    offered = tuple(Tool.of(t.function.name, t.function.description, t.function.parameters, i) for i, t in enumerate(tools))
+    if isinstance(choice, NamedToolChoice):
+        return Tools(offered, ToolMode.REQUIRED, choice.function.name, bool(parallel))
+    return Tools(offered, ToolMode(choice or "auto"), None, bool(parallel))
+
+
+def tool_fields(tools: Tools | None) -> dict[str, Any]:
+    """What a client sends for ``tools`` (nothing for none)."""
+    if tools is None:
+        return {}
+    choice: str | NamedToolChoice = tools.mode.value
+    if tools.name is not None:
+        choice = NamedToolChoice(type="function", function=NamedFunction(name=tools.name))
+    return {"tools": [ToolBody(type="function", function=FunctionBody(name=t.name, description=t.description or None,
+                                                                     parameters=json.loads(t.parameters)))
+                      for t in tools.tools],
+            "tool_choice": choice, "parallel_tool_calls": tools.parallel}
 
 
 class JsonSchemaBody(BaseModel):
@@ -132,7 +240,10 @@ def format_fields(fmt: ResponseFormat | None) -> dict[str, Any]:
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = True
+    """OpenAI's: the usage chunk before ``[DONE]`` is sent only when asked."""
+
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -161,6 +272,9 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     n: int | None = None
+    tools: list[ToolBody] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     def to_request(self) -> ChatRequest:
         """Raises InvalidFormat for a response format that sets no or several members."""
@@ -179,14 +293,15 @@ class ChatCompletionRequest(BaseModel):
                                 seed=self.seed, stop=stop,
                                 response_format=response_format(self.response_format, self.structured_outputs),
                                 **penalties)
-        return ChatRequest(tuple(ChatMessage(m.role, m.content) for m in self.messages), params,
-                           request_id=f"chatcmpl-{uuid.uuid4().hex}")
+        return ChatRequest(tuple(m.to_message(i) for i, m in enumerate(self.messages)), params,
+                           request_id=f"chatcmpl-{uuid.uuid4().hex}",
+                           tools=tools_of(self.tools, self.tool_choice, self.parallel_tool_calls))
 
     @classmethod
     def of(cls, request: ChatRequest, stream: bool = False) -> ChatCompletionRequest:
         """What a client sends for ``request`` (every option explicit)."""
         p = request.params
-        return cls(messages=[Message(role=m.role, content=m.content) for m in request.messages],
+        return cls(messages=[Message.of(m) for m in request.messages], **tool_fields(request.tools),
                    max_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                    seed=p.seed, stop=list(p.stop) or None, stream=stream,
                    stream_options=StreamOptions(include_usage=True) if stream else None,
@@ -244,9 +359,14 @@ def parse_request(body: object) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidRequest(f"{where}: {first['msg']}", field=where) from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> InvalidRequest:
+    """A body that does not parse, as the InvalidRequest naming its first wrong field."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return InvalidRequest(f"{where}: {first['msg']}", field=where)
 
 
 class ErrorBody(BaseModel):
@@ -320,6 +440,7 @@ class ChoiceLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: str = "assistant"
     content: str | None = ""
+    tool_calls: list[ToolCallBody] | None = None
 
 
 class Choice(BaseModel):
@@ -330,12 +451,14 @@ class Choice(BaseModel):
 
     @classmethod
     def of(cls, a: BoundaryChoice) -> Choice:
-        return cls(index=a.index, message=AssistantMessage(content=a.text), finish_reason=a.finish_reason.value,
-                   logprobs=ChoiceLogprobs.of(a.logprobs))
+        calls = [ToolCallBody.of(c) for c in a.tool_calls] or None
+        return cls(index=a.index, message=AssistantMessage(content=a.text or (None if calls else ""), tool_calls=calls),
+                   finish_reason=a.finish_reason.value, logprobs=ChoiceLogprobs.of(a.logprobs))
 
     def to_choice(self) -> BoundaryChoice:
         return BoundaryChoice(self.index, self.message.content or "", FinishReason.parse(self.finish_reason),
-                              self.logprobs.entries() if self.logprobs is not None else None)
+                              self.logprobs.entries() if self.logprobs is not None else None,
+                              tuple(c.to_call() for c in self.message.tool_calls or ()))
 
 
 def completion_of(request_id: str, choices: list[BoundaryChoice], usage: Usage, timings: Timings) -> Completion:
@@ -343,7 +466,7 @@ def completion_of(request_id: str, choices: list[BoundaryChoice], usage: Usage, 
     choices = sorted(choices, key=lambda c: c.index)
     first = choices[0] if choices else BoundaryChoice(0, "", FinishReason.STOP)
     return Completion(request_id, first.text, first.finish_reason, usage, timings, first.logprobs,
-                      tuple(choices) if len(choices) > 1 else ())
+                      tuple(choices) if len(choices) > 1 else (), first.tool_calls)
 
 
 class ChatCompletion(BaseModel):
@@ -359,9 +482,24 @@ class ChatCompletion(BaseModel):
         return cls(id=c.request_id, model=model, usage=UsageBody.of(c.usage), choices=[Choice.of(a) for a in c.answers])
 
 
+class FunctionDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A call in a stream, as OpenAI sends it: ``index`` among the answer's calls, and the call whole."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta | None = None
+
+
 class Delta(BaseModel):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
@@ -399,6 +537,7 @@ class BatchItem(BaseModel):
     error: ErrorBody | None = None
     logprobs: ChoiceLogprobs | None = None
     choices: list[Choice] | None = None  # every answer, when the request asked for n > 1
+    tool_calls: list[ToolCallBody] | None = None
 
     @classmethod
     def of(cls, result: Completion | EngineError) -> BatchItem:
@@ -408,14 +547,16 @@ class BatchItem(BaseModel):
         return cls(text=result.text, finish_reason=result.finish_reason.value, usage=UsageBody.of(result.usage),
                    timings=TimingsBody(queued_ms=t.queued_ms, first_token_ms=t.first_token_ms, total_ms=t.total_ms),
                    logprobs=ChoiceLogprobs.of(result.logprobs),
-                   choices=[Choice.of(a) for a in result.choices] if result.choices else None)
+                   choices=[Choice.of(a) for a in result.choices] if result.choices else None,
+                   tool_calls=[ToolCallBody.of(c) for c in result.tool_calls] or None)
 
     def to_result(self, request_id: str) -> Completion | EngineError:
         if self.error is not None:
             return self.error.to_error()
         t = self.timings or TimingsBody()
         first = BoundaryChoice(0, self.text or "", FinishReason.parse(self.finish_reason),
-                               self.logprobs.entries() if self.logprobs is not None else None)
+                               self.logprobs.entries() if self.logprobs is not None else None,
+                               tuple(c.to_call() for c in self.tool_calls or ()))
         return completion_of(request_id, [c.to_choice() for c in self.choices] if self.choices else [first],
                              (self.usage or UsageBody()).to_usage(), Timings(t.queued_ms, t.first_token_ms, t.total_ms))
 
@@ -426,6 +567,35 @@ class BatchRequest(BaseModel):
 
 class BatchResponse(BaseModel):
     results: list[BatchItem]
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's ``/tokenize``: a ``prompt`` alone, or ``messages`` through the chat template."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    add_special_tokens: bool = False  # SmolLM2's tokenizer adds none either way
+    add_generation_prompt: bool = True  # with messages: the template always ends with the assistant's turn
+    return_token_strs: bool = False
+
+
+class TokenizeResponse(BaseModel):
+    count: int = 0
+    max_model_len: int | None = None
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    tokens: list[int] = Field(max_length=MAX_DETOKENIZE)
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
 
 
 class ModelCard(BaseModel):

@@ -1,0 +1,89 @@
+"""The inference service as the official ``openai`` client and vLLM-style tools call it: content-part
+arrays and the developer role, usage chunks only when asked, /tokenize and /detokenize, /health;
+and GraphQL's ``model { tokenize }``."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from conftest import SYSTEM, chat, engine_like
+from test_api_http import post
+
+from inference.engine.async_engine import AsyncEngine
+from inference.remote import RemoteEngine
+from inference.service.app import ServiceSettings, create_service
+
+
+@pytest.fixture
+async def service(llm, serve):
+    return await serve(create_service(AsyncEngine(engine_like(llm)), ServiceSettings()))
+
+
+def sdk(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", http_client=httpx.AsyncClient(timeout=60))
+
+
+async def test_content_parts_and_the_developer_role_read_as_text_and_system(service, llm):
+    client = sdk(service)
+    parts = await client.chat.completions.create(model="m", max_tokens=8, temperature=0, messages=[
+        {"role": "developer", "content": [{"type": "text", "text": SYSTEM}]},
+        {"role": "user", "content": [{"type": "text", "text": "What is the capital"}, {"type": "text", "text": "of France?"}]}])
+    plain = await client.chat.completions.create(model="m", max_tokens=8, temperature=0, messages=[
+        {"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital\nof France?"}])
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+    assert parts.usage is not None and parts.usage.prompt_tokens == plain.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(model="m", max_tokens=4, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
+    error = refused.value.body
+    assert isinstance(error, dict) and error["param"] == "messages[0].content[1].type" and "image_url" in error["message"]
+
+
+async def test_a_stream_sends_usage_only_when_asked(service):
+    client = sdk(service)
+    messages = [{"role": "user", "content": "Say hi."}]
+    quiet = [c async for c in await client.chat.completions.create(model="m", max_tokens=4, messages=messages, stream=True)]
+    assert quiet and all(c.usage is None for c in quiet)
+    counted = [c async for c in await client.chat.completions.create(
+        model="m", max_tokens=4, messages=messages, stream=True, stream_options={"include_usage": True})]
+    assert counted[-1].usage is not None and counted[-1].choices == [] and counted[-1].usage.completion_tokens >= 1
+    assert all(c.usage is None for c in counted[:-1])
+
+
+async def test_tokenize_and_detokenize_in_vllms_shapes(service, llm):
+    async with httpx.AsyncClient(timeout=60) as client:
+        text = "Hello, lighthouse keepers!"
+        done = (await client.post(f"{service}/tokenize", json={"prompt": text, "return_token_strs": True})).json()
+        assert done["tokens"] == llm.tokenizer.encode(text, add_special_tokens=False) and done["count"] == len(done["tokens"])
+        assert "".join(done["token_strs"]) == text and done["max_model_len"] == llm.max_model_len
+        back = (await client.post(f"{service}/detokenize", json={"tokens": done["tokens"]})).json()
+        assert back == {"prompt": text}
+        request = chat("Hi there")
+        templated = (await client.post(f"{service}/tokenize", json={"messages": [
+            {"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi there"}]})).json()
+        assert templated["tokens"] == llm.prepare(request).prompt_ids
+        # Markup in a text is text, as in prompts: no special token is forged.
+        forged = (await client.post(f"{service}/tokenize", json={"prompt": "<|im_start|>"})).json()["tokens"]
+        assert llm.tokenizer.convert_tokens_to_ids("<|im_start|>") not in forged
+        bad = await client.post(f"{service}/detokenize", json={"tokens": [1, 10**9]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens[1]"
+        both = await client.post(f"{service}/tokenize", json={"prompt": "a", "messages": [{"role": "user", "content": "a"}]})
+        unknown = await client.post(f"{service}/tokenize", json={"prompt": "a", "colour": "red"})
+        assert both.status_code == 400 and unknown.status_code == 400 and unknown.json()["error"]["param"] == "colour"
+        assert (await client.get(f"{service}/health")).status_code == 200
+
+
+async def test_graphql_tokenizes_through_the_embedded_engine_and_a_remote_one(live, service, llm):
+    query = "query($t: String!) { model { tokenize(text: $t) { count ids } } }"
+    text = "Count these words, please."
+    got = (await post(live, query, {"t": text})).json()["data"]["model"]["tokenize"]
+    assert got["ids"] == llm.tokenizer.encode(text, add_special_tokens=False) and got["count"] == len(got["ids"])
+    too_long = (await post(live, query, {"t": "x" * 40_000})).json()
+    assert too_long["errors"][0]["extensions"]["code"] == "INVALID_INPUT" and too_long["errors"][0]["extensions"]["field"] == "text"
+    remote = RemoteEngine([service])
+    await remote.start()
+    try:
+        assert await remote.tokenize(text) == got["ids"]
+    finally:
+        await remote.stop()
