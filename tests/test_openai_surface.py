@@ -87,3 +87,28 @@ async def test_graphql_tokenizes_through_the_embedded_engine_and_a_remote_one(li
         assert await remote.tokenize(text) == got["ids"]
     finally:
         await remote.stop()
+
+
+async def test_text_completions_take_a_raw_prompt_with_echo_logprobs_n_stop_and_a_stream(service, llm):
+    client = sdk(service)
+    prompt = "The capital of France is"
+    done = await client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, logprobs=2)
+    choice = done.choices[0]
+    ids = llm.tokenizer.encode(prompt, add_special_tokens=False)
+    assert done.usage is not None and done.usage.prompt_tokens == len(ids)  # no chat template around it
+    assert choice.logprobs is not None and "".join(choice.logprobs.tokens or []) == choice.text
+    assert all(len(t) == 2 for t in choice.logprobs.top_logprobs or []) and choice.logprobs.text_offset[0] == 0
+    echoed = await client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, echo=True)
+    assert echoed.choices[0].text == prompt + choice.text
+    stopped = await client.completions.create(model="m", prompt="1, 2, 3, 4,", max_tokens=20, temperature=0, stop=[" 7"])
+    assert " 7" not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
+    several = await client.completions.create(model="m", prompt=["Once upon a time", "The sea is"], max_tokens=6,
+                                              temperature=1.0, seed=3, n=2)
+    assert [c.index for c in several.choices] == [0, 1, 2, 3]
+    streamed = ""
+    async for chunk in await client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, stream=True):
+        streamed += "".join(c.text for c in chunk.choices)
+    assert streamed == choice.text
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.completions.create(model="m", prompt=prompt, max_tokens=1, echo=True, logprobs=1)
+    assert refused.value.body["param"] == "echo"

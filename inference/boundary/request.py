@@ -34,6 +34,7 @@ class ChatRequest:
     request_id: str = ""
     priority: int = INTERACTIVE
     tools: Tools | None = None  # the functions the model may call, and how
+    template: bool = True  # False: the one message's content is the raw prompt (a text completion), no chat template
 
     def validate(self, max_new_tokens_cap: int) -> None:
         """Raise InvalidRequest naming the first thing wrong (neutral field names)."""

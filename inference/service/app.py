@@ -3,6 +3,8 @@
 - ``POST /v1/chat/completions``: OpenAI-compatible, ``stream`` as SSE (a usage chunk when
   ``stream_options.include_usage`` asks).
   Errors in OpenAI's shape: 400 for invalid input, 429 when overloaded, 503 when unavailable.
+- ``POST /v1/completions``: OpenAI's text completion (a raw prompt or a list of them, ``echo``,
+  ``logprobs``, ``n``, ``stop``, ``stream``), as evaluation harnesses call it.
 - ``POST /generate_batch``: ``{"requests": [...]}`` of chat completion requests, answered as
   ``{"results": [...]}`` with a result or an ``error`` per item, in order; one bad item never
   sinks the batch. This is what the GraphQL tier sends one DataLoader batch as.
@@ -44,6 +46,9 @@ from .wire import (
     ChatCompletionChunk,
     ChoiceLogprobs,
     ChunkChoice,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
     Delta,
     DetokenizeRequest,
     DetokenizeResponse,
@@ -52,6 +57,7 @@ from .wire import (
     FunctionDelta,
     ModelCard,
     ModelList,
+    TextCompletion,
     TokenizeRequest,
     TokenizeResponse,
     ToolCallDelta,
@@ -119,6 +125,37 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
             return error_response(result)
         return reply(ChatCompletion.of(result, model))
 
+    async def completions(request: Request) -> Response:
+        try:
+            body = CompletionRequest.model_validate(await _json(request))
+            requests = body.to_requests()
+            if body.stream and len(requests) > 1:
+                raise InvalidRequest("a stream takes one prompt", field="prompt")
+        except ValidationError as exc:
+            return error_response(invalid(exc))
+        except EngineError as exc:
+            return error_response(exc)
+        if body.stream:
+            [entry] = await engine.submit(requests)
+            if isinstance(entry, EngineError):
+                return error_response(entry)
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            return StreamingResponse(_completion_sse(entry, model, body, include_usage), media_type="text/event-stream")
+        results = await engine.generate_batch(requests)
+        failed = next((r for r in results if isinstance(r, EngineError)), None)
+        if failed is not None:
+            return error_response(failed)
+        done = [r for r in results if isinstance(r, Completion)]
+        choices = [CompletionChoice(
+            index=i * len(c.answers) + a.index, text=(text if body.echo else "") + a.text, finish_reason=a.finish_reason.value,
+            logprobs=None if a.logprobs is None else CompletionLogprobs.of(a.logprobs, len(text) if body.echo else 0,
+                                                                            bool(body.logprobs)))
+            for i, (text, c) in enumerate(zip(body.prompts, done, strict=True)) for a in c.answers]
+        usage = UsageBody(prompt_tokens=sum(c.usage.prompt_tokens for c in done),
+                          completion_tokens=sum(c.usage.completion_tokens for c in done),
+                          total_tokens=sum(c.usage.total_tokens for c in done))
+        return reply(TextCompletion(id=done[0].request_id, model=model, choices=choices, usage=usage))
+
     async def generate_batch(request: Request) -> Response:
         try:
             batch = BatchRequest.model_validate(await _json(request))
@@ -178,6 +215,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+              Route("/v1/completions", completions, methods=["POST"]),
               Route("/v1/models", models), Route("/healthz", healthz), Route("/readyz", readyz),
               Route("/health", readyz),  # what routers and vLLM's, TGI's and llama.cpp's clients probe
               Route("/tokenize", tokenize, methods=["POST"]), Route("/detokenize", detokenize, methods=["POST"]),
@@ -255,6 +293,37 @@ async def _sse(ticket: Ticket, model: str, include_usage: bool, logprobs: bool =
                     yield chunk(answer.index, finish=answer.finish_reason.value)
                 if include_usage:
                     yield _event(ChatCompletionChunk(id=rid, model=model, usage=UsageBody.of(event.usage)))
+    except EngineError as exc:
+        yield _event(ChatCompletionChunk(id=rid, model=model, error=ErrorBody.of(exc)))
+    yield "data: [DONE]\n\n"
+
+
+async def _completion_sse(ticket: Ticket, model: str, body: CompletionRequest, include_usage: bool) -> AsyncIterator[str]:
+    """A text completion's chunks (OpenAI's legacy shape), each answer's under its ``index``; the
+    prompt first when ``echo`` asks."""
+    rid = f"cmpl-{ticket.seq_ids[0]}"
+    offsets = [len(body.prompts[0]) if body.echo else 0] * len(ticket.seq_ids)
+
+    def chunk(choice: CompletionChoice) -> str:
+        return f"data: {TextCompletion(id=rid, model=model, choices=[choice]).model_dump_json(exclude_none=True)}\n\n"
+
+    if body.echo:
+        for index in range(len(ticket.seq_ids)):
+            yield chunk(CompletionChoice(index=index, text=body.prompts[0]))
+    try:
+        async for event in ticket.events():
+            if isinstance(event, TokenDelta):
+                logprobs = None
+                if body.logprobs is not None:
+                    logprobs = CompletionLogprobs.of(event.logprobs, offsets[event.choice], bool(body.logprobs))
+                offsets[event.choice] += len(event.text)
+                yield chunk(CompletionChoice(index=event.choice, text=event.text, logprobs=logprobs))
+            elif isinstance(event, Completion):
+                for answer in event.answers:
+                    yield chunk(CompletionChoice(index=answer.index, text="", finish_reason=answer.finish_reason.value))
+                if include_usage:
+                    usage = TextCompletion(id=rid, model=model, choices=[], usage=UsageBody.of(event.usage))
+                    yield f"data: {usage.model_dump_json(exclude_none=True)}\n\n"
     except EngineError as exc:
         yield _event(ChatCompletionChunk(id=rid, model=model, error=ErrorBody.of(exc)))
     yield "data: [DONE]\n\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -609,3 +610,93 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelCard]
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's (legacy) text completion, as lm-eval-harness and other harnesses call it: a raw
+    prompt, no chat template. As in OpenAI's API, ``max_tokens`` defaults to 16 and temperature to 1;
+    ``logprobs`` is the number of alternatives (0 to 5) and asks for the generated tokens'. ``echo``
+    puts the prompt before the answer; with ``logprobs`` it would need the prompt's own logprobs,
+    which this server does not compute, and is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    prompt: str | list[str]
+    max_tokens: int | None = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: bool = False
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+
+    def to_requests(self) -> list[ChatRequest]:
+        """One raw-prompt request per prompt; raises InvalidRequest naming what is wrong."""
+        if self.echo and self.logprobs is not None:
+            raise InvalidRequest("echo with logprobs needs the prompt's logprobs, which this server does not compute",
+                                 field="echo")
+        if not 1 <= len(self.prompts) <= MAX_PROMPTS:
+            raise InvalidRequest(f"prompt takes 1 to {MAX_PROMPTS} strings, got {len(self.prompts)}", field="prompt")
+        for i, text in enumerate(self.prompts):
+            if not text.strip():
+                raise InvalidRequest(f"prompt{'' if isinstance(self.prompt, str) else f'[{i}]'} must not be blank", field="prompt")
+        chat = ChatCompletionRequest(
+            messages=[Message(role="user", content="-")], max_tokens=self.max_tokens, temperature=self.temperature,
+            top_p=self.top_p, top_k=self.top_k, min_p=self.min_p, seed=self.seed, stop=self.stop, n=self.n,
+            logprobs=True if self.logprobs is not None else None, top_logprobs=self.logprobs or None,
+            repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty, logit_bias=self.logit_bias)
+        base = chat.to_request()
+        return [replace(base, messages=(ChatMessage("user", text),), template=False, request_id=f"cmpl-{uuid.uuid4().hex}")
+                for text in self.prompts]
+
+
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
+
+
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy logprobs: parallel lists over the generated tokens."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+    @classmethod
+    def of(cls, entries: tuple[TokenLogprob, ...], start: int, top: bool) -> CompletionLogprobs:
+        offsets, at = [], start
+        for e in entries:
+            offsets.append(at)
+            at += len(e.token)
+        return cls(tokens=[e.token for e in entries], token_logprobs=[e.logprob for e in entries],
+                   top_logprobs=[dict(e.top) for e in entries] if top else None, text_offset=offsets)
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: str | None = None
+    logprobs: CompletionLogprobs | None = None
+
+
+class TextCompletion(BaseModel):
+    id: str
+    object: str = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str = ""
+    choices: list[CompletionChoice]
+    usage: UsageBody | None = None
