@@ -5,11 +5,31 @@ from __future__ import annotations
 
 import schemathesis
 from fakes import FakeEngine
+from graphql.language import (
+    BooleanValueNode,
+    IntValueNode,
+    ListValueNode,
+    NameNode,
+    NullValueNode,
+    ObjectFieldNode,
+    ObjectValueNode,
+    StringValueNode,
+)
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from graphql_api.app import create_app
 from graphql_api.settings import ApiSettings
 
+# The JSON scalar (schemas, tool arguments): any JSON value, written as GraphQL literals.
+leaves = st.one_of(st.text(max_size=8).map(lambda v: StringValueNode(value=v)),
+                   st.integers(-10, 10).map(lambda v: IntValueNode(value=str(v))),
+                   st.booleans().map(lambda v: BooleanValueNode(value=v)), st.just(NullValueNode()))
+schemathesis.graphql.scalar("JSON", st.recursive(leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=3).map(lambda v: ListValueNode(values=tuple(v))),
+    st.dictionaries(st.sampled_from(["type", "properties", "a", "required"]), inner, max_size=3).map(
+        lambda d: ObjectValueNode(fields=tuple(ObjectFieldNode(name=NameNode(value=k), value=v) for k, v in d.items())))),
+    max_leaves=6))
 app = create_app(ApiSettings(), engine=FakeEngine())
 schema = schemathesis.graphql.from_asgi("/graphql", app)
 
