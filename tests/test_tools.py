@@ -22,7 +22,7 @@ from inference.service.app import ServiceSettings, create_service
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
            "required": ["city"], "additionalProperties": False}
-TIME = {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}
+TIME = {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"], "additionalProperties": False}
 TOOLS = [{"name": "get_weather", "description": "Get the current weather in a city", "parameters": WEATHER},
          {"name": "get_time", "description": "Get the current time in a timezone", "parameters": TIME}]
 SCHEMAS = {t["name"]: t["parameters"] for t in TOOLS}
@@ -156,3 +156,24 @@ async def test_the_remote_client_passes_tools_to_its_upstream(service):
         assert isinstance(final, Completion) and final.tool_calls[0].name == result.tool_calls[0].name
     finally:
         await remote.stop()
+
+
+async def test_chat_stream_streams_the_calls_text_and_ends_with_the_parsed_call(live):
+    from httpx_sse import aconnect_sse
+
+    query = ("subscription($input: ChatInput!) { chatStream(input: $input) { __typename ... on ChatToken { delta choice } "
+             "... on ChatSuccess { response finishReason toolCalls { name arguments } } ... on ChatError { code message } } }")
+    payload = {"query": query, "variables": {"input": {"chatId": "ts", "userPrompt": "What time is it in Oslo?", "tools": TOOLS,
+                                                       "toolChoice": {"tool": "get_time"}, "options": {"maxTokens": 60}}}}
+    events = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with aconnect_sse(client, "POST", f"{live.url}/graphql", json=payload) as source:
+            async for sse in source.aiter_sse():
+                if sse.event == "next":
+                    events.append(json.loads(sse.data)["data"]["chatStream"])
+    final = events[-1]
+    assert final["__typename"] == "ChatSuccess" and final["finishReason"] == "TOOL_CALLS", final
+    text = "".join(e["delta"] for e in events[:-1])
+    _, [call] = parse_calls(text)
+    assert final["toolCalls"] == [{"name": "get_time", "arguments": json.loads(call.arguments)}] and final["response"] == ""
+    jsonschema.validate(final["toolCalls"][0]["arguments"], TIME)
