@@ -109,6 +109,26 @@ async def test_text_completions_take_a_raw_prompt_with_echo_logprobs_n_stop_and_
     async for chunk in await client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, stream=True):
         streamed += "".join(c.text for c in chunk.choices)
     assert streamed == choice.text
+
+async def test_echo_with_logprobs_scores_the_prompt_as_lm_eval_harness_asks(service, llm):
+    import math
+
+    import torch
+
+    client = sdk(service)
+    text = "The capital of France is Paris"
+    scored = (await client.completions.create(model="m", prompt=text, max_tokens=0, echo=True, logprobs=1, temperature=0)).choices[0]
+    ids = llm.tokenizer.encode(text, add_special_tokens=False)
+    with torch.inference_mode():
+        reference = llm.model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    assert scored.text == text and scored.logprobs is not None and scored.logprobs.token_logprobs[0] is None
+    assert len(scored.logprobs.tokens) == len(ids) and "".join(scored.logprobs.tokens) == text
+    for i, got in enumerate(scored.logprobs.token_logprobs[1:], start=1):
+        assert math.isclose(got, float(reference[i - 1, ids[i]]), abs_tol=0.05), (i, got)  # quantized blocks against fp32
+    greedy = [max(top, key=top.get) for top in scored.logprobs.top_logprobs[1:]]
+    assert sum(g == t for g, t in zip(greedy, scored.logprobs.tokens[1:], strict=True)) >= 1  # "Paris" after "is"
+    again = (await client.completions.create(model="m", prompt=text, max_tokens=0, echo=True, logprobs=1)).choices[0]
+    assert again.logprobs.token_logprobs == scored.logprobs.token_logprobs  # a cached prefix is not taken for it
     with pytest.raises(openai.BadRequestError) as refused:
-        await client.completions.create(model="m", prompt=prompt, max_tokens=1, echo=True, logprobs=1)
-    assert refused.value.body["param"] == "echo"
+        await client.completions.create(model="m", prompt=text, max_tokens=0)
+    assert refused.value.body["param"] == "max_tokens"

@@ -97,6 +97,7 @@ class Completion:
     logprobs: tuple[TokenLogprob, ...] | None = None  # every generated token's, when the request asked
     choices: tuple[Choice, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()  # with finish_reason TOOL_CALLS; ``text`` is what came before them
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None  # the prompt's tokens but the first, when the request asked
 
     @property
     def answers(self) -> tuple[Choice, ...]:

@@ -104,7 +104,9 @@ class BlockManager:
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         """Blocks holding the KV of ``seq``'s leading full blocks; at least one token is left to
         compute (its logits give the next token)."""
-        hits = []
+        hits: list[int] = []
+        if seq.prompt_logprobs is not None:  # every prompt row's logits are wanted: nothing is taken as computed
+            return hits
         for key, tokens in self._keys(seq, (seq.num_tokens - 1) // self.block_size):
             block_id = self._by_hash.get(key)
             if block_id is None or self.blocks[block_id].tokens != tokens:
@@ -115,7 +117,7 @@ class BlockManager:
     def _partial(self, seq: Sequence, hits: list[int]) -> tuple[int, int] | None:
         """``(block, n)``: a cached block under ``seq``'s last shared one whose first ``n`` tokens
         (at least one, leaving one to compute) are ``seq``'s next ones; the longest such."""
-        if self.copy_kv is None or not self.prefix_caching:
+        if self.copy_kv is None or not self.prefix_caching or seq.prompt_logprobs is not None:
             return None
         start = len(hits) * self.block_size
         limit = min(self.block_size, seq.num_tokens - 1 - start)

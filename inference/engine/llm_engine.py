@@ -159,7 +159,8 @@ class LLMEngine:
                        arrived=prepared.arrived, request_id=prepared.request.request_id, priority=prepared.request.priority,
                        text=IncrementalText(self.tokenizer, params.stop), matcher=prepared.matcher,
                        parent=None if parent is None else self._seqs.get(parent),
-                       calls=prepared.request.tools is not None and prepared.request.tools.active)
+                       calls=prepared.request.tools is not None and prepared.request.tools.active,
+                       prompt_logprobs=[] if prepared.request.prompt_logprobs else None)
         self._seqs[seq_id] = seq
         self.scheduler.add(seq)
         return seq_id
@@ -241,12 +242,16 @@ class LLMEngine:
         """The TokenLogprob of the token just sampled, kept on the sequence for its Completion too."""
         if seq.logprob is None:
             return ()
-        token, logprob, top_ids, top_values = seq.logprob
+        entry = self._entry(seq.logprob)
         seq.logprob = None
-        piece = self._piece
-        entry = TokenLogprob(piece(token), logprob, tuple((piece(t), v) for t, v in zip(top_ids, top_values, strict=True)))
         seq.logprobs.append(entry)
         return (entry,)
+
+    def _entry(self, kept: tuple[int, float, list[int], list[float]]) -> TokenLogprob:
+        """The TokenLogprob of a (token, logprob, top ids, top logprobs) the model runner kept."""
+        token, logprob, top_ids, top_values = kept
+        piece = self._piece
+        return TokenLogprob(piece(token), logprob, tuple((piece(t), v) for t, v in zip(top_ids, top_values, strict=True)))
 
     def _piece(self, token: int) -> str:
         """A token's text alone (its logprob entry's), decoded once per token id."""
@@ -272,6 +277,7 @@ class LLMEngine:
             Timings(ms(seq.scheduled_at), ms(seq.first_token_at), (now - seq.arrived) * 1000.0),
             tuple(seq.logprobs) if seq.params.logprobs else None,
             tool_calls=calls,
+            prompt_logprobs=None if seq.prompt_logprobs is None else tuple(self._entry(e) for e in seq.prompt_logprobs),
         )
         return StepOutput(seq_id, rest, completion)
 

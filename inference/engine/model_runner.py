@@ -188,10 +188,44 @@ class ModelRunner:
         """Compute the plan's tokens; return the next token (or why sampling failed) of each entry
         whose ``samples`` is set."""
         ids, positions, layout, keep = self._pack(plan)
+        scored = self._prompt_rows(plan)
+        if scored:
+            keep = torch.cat([keep, self._long([row for _, rows, _ in scored for row in rows])])
         started = time.perf_counter()
         logits = self.llama.forward(ids, positions, layout, self.pool, keep)
         self.last_forward_seconds = time.perf_counter() - started
-        return self._sample(logits, [s.seq for s in plan if s.samples])
+        sampled = [s.seq for s in plan if s.samples]
+        if scored:
+            self._score_prompts(logits[len(sampled):], scored)
+            logits = logits[:len(sampled)]
+        return self._sample(logits, sampled)
+
+    @staticmethod
+    def _prompt_rows(plan: list[Scheduled]) -> list[tuple[Sequence, list[int], list[int]]]:
+        """For each prefilling sequence that asks for its prompt's logprobs: the packed rows whose
+        logits predict one of its prompt tokens, and those tokens (a row predicts the next token)."""
+        out, start = [], 0
+        for s in plan:
+            seq, p0 = s.seq, s.seq.num_computed
+            if seq.prompt_logprobs is not None and p0 < len(seq.prompt_ids):
+                last = min(p0 + s.num_new, len(seq.prompt_ids) - 1)  # the last prompt row predicts the answer
+                if last > p0:
+                    out.append((seq, list(range(start, start + last - p0)), seq.prompt_ids[p0 + 1:last + 1]))
+            start += s.num_new
+        return out
+
+    @staticmethod
+    def _score_prompts(logits: torch.Tensor, scored: list[tuple[Sequence, list[int], list[int]]]) -> None:
+        """Append each prompt token's (token, logprob, top ids, top logprobs) to its sequence."""
+        tokens = [t for _, _, ts in scored for t in ts]
+        k = max(seq.params.top_logprobs for seq, _, _ in scored)
+        picked, ids, values = logprob_rows(logits.float(), tokens, k)
+        at = 0
+        for seq, _, ts in scored:
+            n = seq.params.top_logprobs
+            assert seq.prompt_logprobs is not None  # chosen by _prompt_rows for that
+            seq.prompt_logprobs += [(t, picked[at + i], ids[at + i][:n], values[at + i][:n]) for i, t in enumerate(ts)]
+            at += len(ts)
 
     def _pack(self, plan: list[Scheduled]) -> tuple[torch.Tensor, torch.Tensor, StepLayout, torch.Tensor]:
         size = self.block_size
@@ -274,20 +308,24 @@ class ModelRunner:
         return gen
 
 
-def keep_logprobs(raw: torch.Tensor, seqs: list, tokens: list[int | Exception]) -> None:
-    """Each row's chosen token's log probability under ``raw`` (logits) and its ``top_logprobs``
-    likeliest, for all rows at once: one log-sum-exp, one gather, one top-k of the largest asked,
-    one copy to Python; kept on each sequence as ``seq.logprob``."""
+def logprob_rows(raw: torch.Tensor, tokens: list[int], k: int) -> tuple[list[float], list[list[int]], list[list[float]]]:
+    """Per row of logits: the log probability of ``tokens[row]``, and the ``k`` likeliest tokens'
+    ids and log probabilities (one log-sum-exp, one gather, one top-k by blocks, one copy to Python)."""
     peak = raw.amax(-1, keepdim=True)
     lse = (raw - peak).exp_().sum(-1, keepdim=True).log_() + peak
-    chosen = torch.tensor([t if isinstance(t, int) else 0 for t in tokens], dtype=torch.long, device=raw.device)
+    chosen = torch.tensor(tokens, dtype=torch.long, device=raw.device)
     picked = (raw.gather(1, chosen[:, None]) - lse)[:, 0].tolist()
-    k = max(seq.params.top_logprobs for seq in seqs)
-    values: list[list[float]] = [[] for _ in seqs]
-    ids: list[list[int]] = [[] for _ in seqs]
-    if k:
-        top_values, top_ids = top_k(raw, k)
-        values, ids = (top_values - lse).tolist(), top_ids.tolist()
+    if not k:
+        return picked, [[] for _ in tokens], [[] for _ in tokens]
+    top_values, top_ids = top_k(raw, k)
+    return picked, top_ids.tolist(), (top_values - lse).tolist()
+
+
+def keep_logprobs(raw: torch.Tensor, seqs: list, tokens: list[int | Exception]) -> None:
+    """Each row's chosen token's log probability under ``raw`` (logits) and its ``top_logprobs``
+    likeliest, kept on each sequence as ``seq.logprob``."""
+    picked, ids, values = logprob_rows(raw, [t if isinstance(t, int) else 0 for t in tokens],
+                                       max(seq.params.top_logprobs for seq in seqs))
     for r, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
         if isinstance(token, int):
             n = seq.params.top_logprobs

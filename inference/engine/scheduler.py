@@ -108,6 +108,8 @@ class Scheduler:
         self.running.remove(seq)
         self.blocks.free(seq)
         seq.num_computed = 0
+        if seq.prompt_logprobs is not None:
+            seq.prompt_logprobs = []  # recomputed with the prompt
         seq.status = Status.WAITING
         self.waiting.appendleft(seq)
         self.preemptions += 1

@@ -47,6 +47,7 @@ class Sequence:
     logprob: Any = None  # (token, logprob, top ids, top logprobs) of the last sampled token, when the params ask
     logprobs: list[Any] = field(default_factory=list)  # TokenLogprob of every generated token, when asked
     penalty: Any = None  # penalties.TokenCounts, made by the model runner on first use when the params ask
+    prompt_logprobs: list[Any] | None = None  # when asked: (token, logprob, top ids, top logprobs) of prompt tokens 1..
     calls: bool = False  # the chat offers tools: its answer is read for calls at the end
     parent: Sequence | None = None  # another answer to the same prompt, whose prefill this one shares; None once admitted
 

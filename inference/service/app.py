@@ -131,6 +131,8 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
             requests = body.to_requests()
             if body.stream and len(requests) > 1:
                 raise InvalidRequest("a stream takes one prompt", field="prompt")
+            if body.stream and body.echo and body.logprobs is not None:
+                raise InvalidRequest("echo with logprobs is answered whole, not streamed", field="stream")
         except ValidationError as exc:
             return error_response(invalid(exc))
         except EngineError as exc:
@@ -146,14 +148,24 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         if failed is not None:
             return error_response(failed)
         done = [r for r in results if isinstance(r, Completion)]
-        choices = [CompletionChoice(
-            index=i * len(c.answers) + a.index, text=(text if body.echo else "") + a.text, finish_reason=a.finish_reason.value,
-            logprobs=None if a.logprobs is None else CompletionLogprobs.of(a.logprobs, len(text) if body.echo else 0,
-                                                                            bool(body.logprobs)))
-            for i, (text, c) in enumerate(zip(body.prompts, done, strict=True)) for a in c.answers]
-        usage = UsageBody(prompt_tokens=sum(c.usage.prompt_tokens for c in done),
-                          completion_tokens=sum(c.usage.completion_tokens for c in done),
-                          total_tokens=sum(c.usage.total_tokens for c in done))
+        prompt_only = body.max_tokens == 0  # echo alone: the one token generated is not part of the answer
+        choices = []
+        for i, (text, c) in enumerate(zip(body.prompts, done, strict=True)):
+            first = engine.detokenize((await engine.tokenize(text))[:1]) if c.prompt_logprobs is not None else None
+            for a in c.answers:
+                generated = () if prompt_only else a.logprobs or ()
+                logprobs = None
+                if c.prompt_logprobs is not None:
+                    logprobs = CompletionLogprobs.of(c.prompt_logprobs + generated, 0, bool(body.logprobs), first)
+                elif a.logprobs is not None:
+                    logprobs = CompletionLogprobs.of(a.logprobs, len(text) if body.echo else 0, bool(body.logprobs))
+                choices.append(CompletionChoice(
+                    index=i * len(c.answers) + a.index, text=(text if body.echo else "") + ("" if prompt_only else a.text),
+                    finish_reason="length" if prompt_only else a.finish_reason.value, logprobs=logprobs))
+        completion_tokens = 0 if prompt_only else sum(c.usage.completion_tokens for c in done)
+        prompt_tokens = sum(c.usage.prompt_tokens for c in done)
+        usage = UsageBody(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          total_tokens=prompt_tokens + completion_tokens)
         return reply(TextCompletion(id=done[0].request_id, model=model, choices=choices, usage=usage))
 
     async def generate_batch(request: Request) -> Response:

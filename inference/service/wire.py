@@ -616,8 +616,9 @@ class CompletionRequest(BaseModel):
     """OpenAI's (legacy) text completion, as lm-eval-harness and other harnesses call it: a raw
     prompt, no chat template. As in OpenAI's API, ``max_tokens`` defaults to 16 and temperature to 1;
     ``logprobs`` is the number of alternatives (0 to 5) and asks for the generated tokens'. ``echo``
-    puts the prompt before the answer; with ``logprobs`` it would need the prompt's own logprobs,
-    which this server does not compute, and is refused."""
+    puts the prompt before the answer; with ``logprobs`` the prompt's tokens come with theirs (the
+    first one's is null), which is how lm-eval-harness scores log-likelihoods, with ``max_tokens``
+    0 (the prompt alone)."""
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
@@ -646,23 +647,23 @@ class CompletionRequest(BaseModel):
 
     def to_requests(self) -> list[ChatRequest]:
         """One raw-prompt request per prompt; raises InvalidRequest naming what is wrong."""
-        if self.echo and self.logprobs is not None:
-            raise InvalidRequest("echo with logprobs needs the prompt's logprobs, which this server does not compute",
-                                 field="echo")
+        if self.max_tokens == 0 and not self.echo:
+            raise InvalidOption("max_tokens", "may be 0 only with echo (the prompt alone), got 0")
         if not 1 <= len(self.prompts) <= MAX_PROMPTS:
             raise InvalidRequest(f"prompt takes 1 to {MAX_PROMPTS} strings, got {len(self.prompts)}", field="prompt")
         for i, text in enumerate(self.prompts):
             if not text.strip():
                 raise InvalidRequest(f"prompt{'' if isinstance(self.prompt, str) else f'[{i}]'} must not be blank", field="prompt")
         chat = ChatCompletionRequest(
-            messages=[Message(role="user", content="-")], max_tokens=self.max_tokens, temperature=self.temperature,
+            messages=[Message(role="user", content="-")], max_tokens=self.max_tokens or (1 if self.max_tokens == 0 else None),
+            temperature=self.temperature,
             top_p=self.top_p, top_k=self.top_k, min_p=self.min_p, seed=self.seed, stop=self.stop, n=self.n,
             logprobs=True if self.logprobs is not None else None, top_logprobs=self.logprobs or None,
             repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty, logit_bias=self.logit_bias)
         base = chat.to_request()
-        return [replace(base, messages=(ChatMessage("user", text),), template=False, request_id=f"cmpl-{uuid.uuid4().hex}")
-                for text in self.prompts]
+        return [replace(base, messages=(ChatMessage("user", text),), template=False, request_id=f"cmpl-{uuid.uuid4().hex}",
+                        prompt_logprobs=self.echo and self.logprobs is not None) for text in self.prompts]
 
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
@@ -677,13 +678,17 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
 
     @classmethod
-    def of(cls, entries: tuple[TokenLogprob, ...], start: int, top: bool) -> CompletionLogprobs:
+    def of(cls, entries: tuple[TokenLogprob, ...], start: int, top: bool, first: str | None = None) -> CompletionLogprobs:
+        """``first``: a leading token without a logprob (an echoed prompt's first), null in the lists."""
+        tokens = ([first] if first is not None else []) + [e.token for e in entries]
         offsets, at = [], start
-        for e in entries:
+        for token in tokens:
             offsets.append(at)
-            at += len(e.token)
-        return cls(tokens=[e.token for e in entries], token_logprobs=[e.logprob for e in entries],
-                   top_logprobs=[dict(e.top) for e in entries] if top else None, text_offset=offsets)
+            at += len(token)
+        lead: list[float | None] = [None] if first is not None else []
+        return cls(tokens=tokens, token_logprobs=lead + [e.logprob for e in entries],
+                   top_logprobs=([{}] if first is not None else []) + [dict(e.top) for e in entries] if top else None,
+                   text_offset=offsets)
 
 
 class CompletionChoice(BaseModel):
