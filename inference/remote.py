@@ -41,6 +41,7 @@ from .boundary import (
     ErrorCode,
     FinishReason,
     InvalidFormat,
+    InvalidRequest,
     PromptTooLong,
     RequestTimeout,
     SamplingParams,
@@ -95,6 +96,9 @@ OPTION_MEMBERS: dict[str, frozenset[str]] = {
     "openai-compatible": frozenset({"frequency_penalty", "presence_penalty", "logit_bias", "n"}),
 }
 DEFAULTS = SamplingParams()
+# Upstreams that call tools. llama.cpp's server renders tools only through a chat template that has
+# them, and SmolLM2's has none: it takes the field and answers in text (benchmarks/tools.py), so it is refused.
+TOOL_UPSTREAMS = frozenset({"smollm-graphql", "vllm", "openai-compatible"})
 
 
 def upstream_kind(card: ModelCard | None) -> str:
@@ -285,11 +289,15 @@ class RemoteEngine:
         honoured = ", ".join(sorted(FORMAT_MEMBERS[self.kind]))
         return InvalidFormat(f"is not supported by the inference upstream ({self.kind}); it supports {honoured}", fmt.kind)
 
-    def refused_option(self, request: ChatRequest) -> InvalidOption | None:
-        """The error for a sampling option the upstream does not honour (set to other than its default), or None."""
+    def refused_option(self, request: ChatRequest) -> InvalidRequest | None:
+        """The error for a sampling option the upstream does not honour (set to other than its
+        default), or for tools offered to one that does not call them; or None."""
         for name in sorted(OPTIONS - OPTION_MEMBERS[self.kind]):
             if getattr(request.params, name) != getattr(DEFAULTS, name):
                 return InvalidOption(name, f"is not supported by the inference upstream ({self.kind})")
+        if request.tools is not None and request.tools.active and self.kind not in TOOL_UPSTREAMS:
+            return InvalidRequest(f"tools are not supported by the inference upstream ({self.kind}): it answers "
+                                  "in text without them", field="tools")
         return None
 
     async def tokenize(self, text: str) -> list[int]:

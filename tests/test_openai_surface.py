@@ -132,3 +132,20 @@ async def test_echo_with_logprobs_scores_the_prompt_as_lm_eval_harness_asks(serv
     with pytest.raises(openai.BadRequestError) as refused:
         await client.completions.create(model="m", prompt=text, max_tokens=0)
     assert refused.value.body["param"] == "max_tokens"
+
+
+async def test_the_openai_client_reads_logprobs_and_an_auto_tool_choice_answered_in_text(service):
+    client = sdk(service)
+    messages = [{"role": "user", "content": "Write a haiku about the sea."}]
+    reply = await client.chat.completions.create(model="m", messages=messages, max_tokens=8, temperature=0,
+                                                 logprobs=True, top_logprobs=2)
+    content = reply.choices[0].logprobs.content
+    assert content and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Get the weather in a city",
+                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    auto = await client.chat.completions.create(model="m", messages=messages, tools=tools, tool_choice="auto",
+                                                max_tokens=24, temperature=0)
+    choice = auto.choices[0]
+    # In AUTO the answer is text or a call; a haiku needs no tool, and the 135M model writes text.
+    assert choice.message.tool_calls is None and choice.message.content and not choice.message.content.startswith("<")

@@ -165,3 +165,11 @@ def test_the_remote_client_refuses_what_its_upstream_kind_does_not_honour():
     assert engine.refused_option(chat("Hi", min_p=0.1)).field == "min_p"
     engine.kind = "vllm"
     assert engine.refused_option(request) is None
+    from inference.boundary import Tool, ToolMode, Tools
+
+    tools = Tools((Tool.of("f", None, None, 0),), ToolMode.REQUIRED)
+    with_tools = ChatRequest(request.messages, tools=tools)
+    assert engine.refused_option(with_tools) is None
+    engine.kind = "llama.cpp"  # it takes the field and answers in text with this model's template
+    assert engine.refused_option(with_tools).field == "tools"
+    assert engine.refused_option(ChatRequest(request.messages, tools=Tools(tools.tools, ToolMode.NONE))) is None
