@@ -117,3 +117,17 @@ def test_a_vllm_context_error_is_prompt_too_long():
             b'3000 tokens.", "type": "BadRequestError", "param": null, "code": 400}}')
     error = upstream_error(400, body)
     assert error.code is ErrorCode.PROMPT_TOO_LONG and "2048" in error.message and error.field == "messages"
+
+
+def test_every_boundary_type_resolves_its_annotations():
+    """No name is left to a TYPE_CHECKING import (an import circle's workaround): tools that read
+    annotations at run time (pydantic, typing.get_type_hints) see every type."""
+    import dataclasses
+    import typing
+
+    import inference.boundary as boundary
+
+    types = [getattr(boundary, n) for n in boundary.__all__ if dataclasses.is_dataclass(getattr(boundary, n))]
+    assert len(types) >= 10
+    for cls in types:
+        assert typing.get_type_hints(cls), cls

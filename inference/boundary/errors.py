@@ -97,3 +97,12 @@ class UpstreamError(EngineError):
     def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.code = code
+
+
+class InvalidOption(InvalidRequest):
+    """An option out of range. ``detail`` lacks the option's name, so that each edge can say it in
+    its own words (``maxTokens must be …``, ``max_tokens must be …``)."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field} {detail}", field=field)
+        self.detail = detail

@@ -12,8 +12,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import EngineError, ErrorCode
-from .options import InvalidOption
+from .errors import EngineError, ErrorCode, InvalidOption
 from .result import Choice, Completion, FinishReason
 
 MAX_SCHEMA_CHARS = 16_000  # the schema as compact JSON text

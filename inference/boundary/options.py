@@ -9,12 +9,11 @@ each edge's table and input type, and use it in the engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
-from .errors import InvalidRequest
+from .errors import InvalidOption
+from .formats import ResponseFormat
 
-if TYPE_CHECKING:
-    from .formats import ResponseFormat  # formats imports InvalidOption from here
+__all__ = ["OPTION_NAMES", "InvalidOption", "SamplingParams"]  # InvalidOption lives in errors; imported from here too
 
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 64
@@ -28,15 +27,6 @@ MAX_BIAS = 100.0  # OpenAI's range for a bias: -100 to 100
 MAX_TOP_LOGPROBS = 20  # OpenAI's
 MAX_CHOICES = 16  # n; an edge may set a lower limit of its own
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (as in vLLM): dividing by them overflows
-
-
-class InvalidOption(InvalidRequest):
-    """An option out of range. ``detail`` lacks the option's name, so that each edge can say it in
-    its own words (``maxTokens must be …``, ``max_tokens must be …``)."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field} {detail}", field=field)
-        self.detail = detail
 
 
 @dataclass(frozen=True)

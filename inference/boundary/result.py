@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .tools import ToolCall  # tools imports formats, which imports this module
 
 
 class FinishReason(enum.StrEnum):
@@ -70,6 +66,16 @@ class Timings:
     queued_ms: float | None
     first_token_ms: float | None
     total_ms: float
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made: ``arguments`` is JSON text (valid against the tool's schema when the
+    engine constrained it)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidRequest
 from .formats import MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH, nesting
+from .result import ToolCall
 
 MAX_TOOLS = 128  # OpenAI's limit
 MAX_NAME_CHARS = 64
@@ -62,16 +63,6 @@ class Tool:
             raise InvalidRequest(f"{where}.parameters ({name}) has {len(text)} characters as JSON; the limit is "
                                  f"{MAX_SCHEMA_CHARS}", field=f"{where}.parameters")
         return cls(name, description or "", text)
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A call the model made: ``arguments`` is JSON text (valid against the tool's schema when the
-    engine constrained it)."""
-
-    id: str
-    name: str
-    arguments: str
 
 
 @dataclass(frozen=True)

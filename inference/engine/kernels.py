@@ -23,15 +23,13 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch  # first: the kernels' OpenMP runtime resolves to the one torch already loaded
 
 from .gguf_weights import Q4Weight, Q8Weight
 from .kv_cache import Decodes
-
-if TYPE_CHECKING:
-    from .llama import Shape
+from .shape import Shape
 
 SOURCE = Path(__file__).with_name("ggml_kernels.c")
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-lm")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .gguf_weights import NativeWeights, Q4Weight
 from .kernels import Kernels
 from .kv_cache import KVPool, StepLayout, paged_attention, prefill_attention
+from .shape import Shape
 
 
 class Projection(Protocol):
@@ -79,24 +80,6 @@ class Layer:
     o: Projection
     gate_up: Projection
     down: Projection
-
-
-@dataclass(frozen=True)
-class Shape:
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    eps: float
-
-    @classmethod
-    def of(cls, config: Any) -> Shape:
-        return cls(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-                   config.num_key_value_heads,
-                   getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
-                   config.intermediate_size, config.rms_norm_eps)
 
 
 class Llama:

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from ..boundary import SamplingParams
 from .config import EngineConfig
 from .kv_cache import Decodes, KVPool, Prefill, StepLayout
-from .llama import Llama, Quantized, Shape
+from .llama import Llama, Quantized
 from .model_loader import ModelSource, file_digest
 from .penalties import apply_penalties
 from .scheduler import Scheduled
 from .sequence import Sequence
+from .shape import Shape
 from .structured import FormatMasks  # structured output (issue 15)
 from .topk import argmax, top_k
 
