@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from inference.boundary import ChatRequest, Completion, EngineClient, EngineError, EngineInfo, EngineStats, Ticket, TokenDelta, Unavailable
 
-LOADING = EngineInfo("loading", "", 0, 0, "", "", 0, 0, 0, 0)
+LOADING = EngineInfo(name="loading")
 
 
 class EngineHandle:

@@ -184,8 +184,8 @@ class RemoteEngine:
         try:
             card = ModelList.model_validate_json((await self._send("GET", "/v1/models")).content).data[0]
             self.kind = upstream_kind(card)
-            self._info = card.smollm or EngineInfo(card.id, "remote", 0, card.max_model_len or 0, "remote", "",
-                                                   0, 0, 0, 0)
+            self._info = card.smollm or EngineInfo(name=card.id, source="remote", context_length=card.max_model_len or 0,
+                                                   device="remote")
         except (EngineError, IndexError, ValidationError) as exc:
             log.warning("model info not available from %s: %s", ", ".join(u.url for u in self.upstreams), exc)
 

@@ -55,7 +55,8 @@ class FakeEngine:
         return EngineStats(running=self.open_streams)
 
     def info(self) -> EngineInfo:
-        return EngineInfo("fake", "", 1, 2048, "cpu", "float32", self.max_new_tokens_cap, 256, 64, 256)
+        return EngineInfo(name="fake", parameters=1, context_length=2048, device="cpu", dtype="float32",
+                          max_new_tokens_cap=self.max_new_tokens_cap, default_max_new_tokens=256, max_running=64, max_waiting=256)
 
     def _answer(self, request: ChatRequest) -> Completion | EngineError:
         try:

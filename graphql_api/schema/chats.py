@@ -24,8 +24,8 @@ from inference.boundary import (
     Tools,
     conclude,
 )
+from inference.boundary.options import DEFAULT_MAX_NEW_TOKENS
 from inference.boundary.request import check_text
-from inference.engine.config import EngineConfig
 
 from ..observability import log_operation
 from ..quotas import estimate_tokens
@@ -50,7 +50,6 @@ from .types import (
 from .types import ToolCall as GraphQLToolCall
 
 # Reserved for a chat without maxTokens when the engine does not say its default (a foreign upstream).
-DEFAULT_MAX_NEW_TOKENS: int = EngineConfig.model_fields["default_max_new_tokens"].default
 
 
 def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatRequest | ChatError:

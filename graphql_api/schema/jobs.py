@@ -24,8 +24,8 @@ from strawberry.types import Info
 
 from inference.boundary import EngineError, ErrorCode, UpstreamError
 from inference.boundary.formats import nesting
+from inference.boundary.options import MAX_NEW_TOKENS_CAP
 from inference.boundary.request import encodable
-from inference.engine.config import EngineConfig
 
 from ..jobs.intake import Checker, file_items
 from ..jobs.service import Jobs
@@ -44,7 +44,6 @@ MAX_POSITION = 2**31  # an item's position in its job is a 32-bit integer in the
 MAX_TIME = 1e11  # UNIX seconds (the year 5138): any later is no job's
 MAX_PAGE = {"results": 1000, "batchJobs": 100}
 PROGRESS_POLL_S = 0.5  # batchJobProgress: at most two updates a second
-MAX_NEW_TOKENS_CAP: int = EngineConfig.model_fields["max_new_tokens_cap"].default  # while the engine loads
 
 
 class JobRequestError(GraphQLError):

@@ -5,18 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineInfo:
+    """Built by keyword only: 0 and "" mean unknown (a foreign upstream, an engine still loading)."""
+
     name: str
-    source: str  # a file name or "remote", never a path or an upstream URL
-    parameters: int
-    context_length: int
-    device: str
-    dtype: str
-    max_new_tokens_cap: int
-    default_max_new_tokens: int
-    max_running: int
-    max_waiting: int
+    source: str = ""  # a file name or "remote", never a path or an upstream URL
+    parameters: int = 0
+    context_length: int = 0
+    device: str = ""
+    dtype: str = ""
+    max_new_tokens_cap: int = 0
+    default_max_new_tokens: int = 0
+    max_running: int = 0
+    max_waiting: int = 0
     max_batch_items: int = 0  # the largest batch one submit may carry upstream; 0: no limit
     weights: str = ""  # "exact" or "native" (the GGUF's own 4-bit weights); "" where unknown
     kv_cache_tokens: int = 0  # the KV pool's size in tokens; 0 where unknown
@@ -24,7 +26,7 @@ class EngineInfo:
 
     @classmethod
     def unknown(cls, name: str) -> EngineInfo:
-        return cls(name, name, 0, 0, "", "", 0, 0, 0, 0)
+        return cls(name=name, source=name)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from .formats import ResponseFormat
 
 __all__ = ["OPTION_NAMES", "InvalidOption", "SamplingParams"]  # InvalidOption lives in errors; imported from here too
 
+DEFAULT_MAX_NEW_TOKENS = 256  # an engine's default for a request that gives none (EngineConfig's, and the API's while it loads)
+MAX_NEW_TOKENS_CAP = 1024  # an engine's default cap
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 64
 MAX_TOP_K = 1000

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..boundary.options import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_CAP
+
 
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "smollm-graphql"
@@ -35,8 +37,8 @@ class EngineConfig(BaseSettings):
     max_running: int = Field(256, ge=1, le=4096, description="Most sequences decoded together (the KV pool may allow fewer).")
     max_waiting: int = Field(256, ge=0, le=1_000_000, description="Requests queued beyond the running ones.")
     max_model_len: int = Field(2048, ge=16, description="Prompt + new tokens per sequence.")
-    max_new_tokens_cap: int = Field(1024, ge=1, description="Largest max_new_tokens a request may ask.")
-    default_max_new_tokens: int = Field(256, ge=1, description="max_new_tokens when a request gives none.")
+    max_new_tokens_cap: int = Field(MAX_NEW_TOKENS_CAP, ge=1, description="Largest max_new_tokens a request may ask.")
+    default_max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="max_new_tokens when a request gives none.")
     kv_cache_tokens: int = Field(
         24576, ge=64, description="Tokens of KV the pool holds, all sequences together (allocated at start-up)."
     )
