@@ -149,3 +149,17 @@ async def test_the_openai_client_reads_logprobs_and_an_auto_tool_choice_answered
     choice = auto.choices[0]
     # In AUTO the answer is text or a call; a haiku needs no tool, and the 135M model writes text.
     assert choice.message.tool_calls is None and choice.message.content and not choice.message.content.startswith("<")
+
+
+async def test_completions_take_token_id_prompts_as_lm_eval_harness_sends_them(service, llm):
+    text = "The capital of France is Paris"
+    ids = llm.tokenizer.encode(text, add_special_tokens=False)
+    async with httpx.AsyncClient(timeout=60) as client:
+        by_text = (await client.post(f"{service}/v1/completions", json={
+            "prompt": text, "max_tokens": 0, "echo": True, "logprobs": 1})).json()["choices"][0]
+        by_ids = (await client.post(f"{service}/v1/completions", json={
+            "prompt": [ids, ids[:3]], "max_tokens": 0, "echo": True, "logprobs": 1})).json()["choices"]
+        bad = await client.post(f"{service}/v1/completions", json={"prompt": [1, 10**9], "max_tokens": 2})
+    assert by_ids[0]["text"] == text and by_ids[0]["logprobs"]["token_logprobs"] == by_text["logprobs"]["token_logprobs"]
+    assert len(by_ids[1]["logprobs"]["tokens"]) == 3
+    assert bad.status_code == 400 and "prompt[0][1]" in bad.json()["error"]["message"]

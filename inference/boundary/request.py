@@ -35,6 +35,7 @@ class ChatRequest:
     priority: int = INTERACTIVE
     tools: Tools | None = None  # the functions the model may call, and how
     template: bool = True  # False: the one message's content is the raw prompt (a text completion), no chat template
+    prompt_ids: tuple[int, ...] | None = None  # with template False: the prompt as token ids (its text is the message's)
     prompt_logprobs: bool = False  # the prompt tokens' logprobs too (with params.top_logprobs alternatives); no prefix cache
 
     def validate(self, max_new_tokens_cap: int) -> None:

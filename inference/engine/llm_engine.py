@@ -130,8 +130,12 @@ class LLMEngine:
         """Validate and tokenize; raise InvalidRequest or PromptTooLong. Safe from any thread."""
         request.validate(self.config.max_new_tokens_cap)
         request.params.check_vocabulary(self.model.config.vocab_size)
-        ids = self.prompts.encode(prompt_messages(request)) if request.template else \
-            self.prompts.encode_text(request.messages[-1].content)
+        if request.prompt_ids is not None:
+            ids = list(request.prompt_ids)
+        elif request.template:
+            ids = self.prompts.encode(prompt_messages(request))
+        else:
+            ids = self.prompts.encode_text(request.messages[-1].content)
         max_new = request.params.max_new_tokens or self.config.default_max_new_tokens
         if len(ids) + max_new > self.max_model_len:
             raise PromptTooLong(len(ids), max_new, self.max_model_len)

@@ -128,7 +128,8 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
     async def completions(request: Request) -> Response:
         try:
             body = CompletionRequest.model_validate(await _json(request))
-            requests = body.to_requests()
+            texts = [p if isinstance(p, str) else decoded(engine, p, i) for i, p in enumerate(body.prompts)]
+            requests = body.to_requests(texts)
             if body.stream and len(requests) > 1:
                 raise InvalidRequest("a stream takes one prompt", field="prompt")
             if body.stream and body.echo and body.logprobs is not None:
@@ -142,7 +143,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
             if isinstance(entry, EngineError):
                 return error_response(entry)
             include_usage = body.stream_options is not None and body.stream_options.include_usage
-            return StreamingResponse(_completion_sse(entry, model, body, include_usage), media_type="text/event-stream")
+            return StreamingResponse(_completion_sse(entry, model, body, texts[0], include_usage), media_type="text/event-stream")
         results = await engine.generate_batch(requests)
         failed = next((r for r in results if isinstance(r, EngineError)), None)
         if failed is not None:
@@ -150,8 +151,9 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
         done = [r for r in results if isinstance(r, Completion)]
         prompt_only = body.max_tokens == 0  # echo alone: the one token generated is not part of the answer
         choices = []
-        for i, (text, c) in enumerate(zip(body.prompts, done, strict=True)):
-            first = engine.detokenize((await engine.tokenize(text))[:1]) if c.prompt_logprobs is not None else None
+        for i, (text, given, c) in enumerate(zip(texts, body.prompts, done, strict=True)):
+            ids = given if not isinstance(given, str) else await engine.tokenize(given)
+            first = engine.detokenize(ids[:1]) if c.prompt_logprobs is not None else None
             for a in c.answers:
                 generated = () if prompt_only else a.logprobs or ()
                 logprobs = None
@@ -310,18 +312,19 @@ async def _sse(ticket: Ticket, model: str, include_usage: bool, logprobs: bool =
     yield "data: [DONE]\n\n"
 
 
-async def _completion_sse(ticket: Ticket, model: str, body: CompletionRequest, include_usage: bool) -> AsyncIterator[str]:
+async def _completion_sse(ticket: Ticket, model: str, body: CompletionRequest, prompt: str,
+                          include_usage: bool) -> AsyncIterator[str]:
     """A text completion's chunks (OpenAI's legacy shape), each answer's under its ``index``; the
     prompt first when ``echo`` asks."""
     rid = f"cmpl-{ticket.seq_ids[0]}"
-    offsets = [len(body.prompts[0]) if body.echo else 0] * len(ticket.seq_ids)
+    offsets = [len(prompt) if body.echo else 0] * len(ticket.seq_ids)
 
     def chunk(choice: CompletionChoice) -> str:
         return f"data: {TextCompletion(id=rid, model=model, choices=[choice]).model_dump_json(exclude_none=True)}\n\n"
 
     if body.echo:
         for index in range(len(ticket.seq_ids)):
-            yield chunk(CompletionChoice(index=index, text=body.prompts[0]))
+            yield chunk(CompletionChoice(index=index, text=prompt))
     try:
         async for event in ticket.events():
             if isinstance(event, TokenDelta):
@@ -339,6 +342,15 @@ async def _completion_sse(ticket: Ticket, model: str, body: CompletionRequest, i
     except EngineError as exc:
         yield _event(ChatCompletionChunk(id=rid, model=model, error=ErrorBody.of(exc)))
     yield "data: [DONE]\n\n"
+
+
+def decoded(engine: AsyncEngine, ids: list[int], index: int) -> str:
+    """A prompt given as token ids, as text; an id outside the vocabulary is an error naming it."""
+    vocab = engine.engine.model.config.vocab_size
+    for j, token in enumerate(ids):
+        if not 0 <= token < vocab:
+            raise InvalidRequest(f"prompt[{index}][{j}] must be a token id from 0 to {vocab - 1}, got {token}", field="prompt")
+    return engine.detokenize(ids)
 
 
 def _event(chunk: ChatCompletionChunk) -> str:

@@ -622,7 +622,7 @@ class CompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]  # texts, or token ids (lm-eval-harness sends ids)
     max_tokens: int | None = 16
     temperature: float = 1.0
     top_p: float = 1.0
@@ -642,16 +642,22 @@ class CompletionRequest(BaseModel):
     user: str | None = None
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts, each a text or a list of token ids."""
+        given: Any = self.prompt
+        if isinstance(given, str) or (given and isinstance(given[0], int)):
+            return [given]  # one prompt
+        return list(given)
 
-    def to_requests(self) -> list[ChatRequest]:
-        """One raw-prompt request per prompt; raises InvalidRequest naming what is wrong."""
+    def to_requests(self, texts: list[str] | None = None) -> list[ChatRequest]:
+        """One raw-prompt request per prompt; raises InvalidRequest naming what is wrong. ``texts``:
+        the prompts as text, where they came as token ids (the service decodes them)."""
         if self.max_tokens == 0 and not self.echo:
             raise InvalidOption("max_tokens", "may be 0 only with echo (the prompt alone), got 0")
         if not 1 <= len(self.prompts) <= MAX_PROMPTS:
             raise InvalidRequest(f"prompt takes 1 to {MAX_PROMPTS} strings, got {len(self.prompts)}", field="prompt")
-        for i, text in enumerate(self.prompts):
+        texts = texts if texts is not None else [p for p in self.prompts if isinstance(p, str)]
+        for i, text in enumerate(texts):
             if not text.strip():
                 raise InvalidRequest(f"prompt{'' if isinstance(self.prompt, str) else f'[{i}]'} must not be blank", field="prompt")
         chat = ChatCompletionRequest(
@@ -663,7 +669,9 @@ class CompletionRequest(BaseModel):
             presence_penalty=self.presence_penalty, logit_bias=self.logit_bias)
         base = chat.to_request()
         return [replace(base, messages=(ChatMessage("user", text),), template=False, request_id=f"cmpl-{uuid.uuid4().hex}",
-                        prompt_logprobs=self.echo and self.logprobs is not None) for text in self.prompts]
+                        prompt_ids=None if isinstance(given, str) else tuple(given),
+                        prompt_logprobs=self.echo and self.logprobs is not None)
+                for text, given in zip(texts, self.prompts, strict=True)]
 
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
