@@ -21,7 +21,6 @@ import gc
 import hashlib
 import os
 import secrets
-import socket
 import statistics
 import tempfile
 import time
@@ -29,8 +28,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
-import uvicorn
 
+from benchmarks.serving import serve, wait_ready
 from graphql_api.app import create_app
 from graphql_api.settings import ApiSettings
 from inference.boundary import (
@@ -44,7 +43,6 @@ from inference.boundary import (
     TokenDelta,
     Usage,
 )
-from inference.http_server import uvicorn_config
 
 CHAT = """mutation($input: ChatInput!) { chat(input: $input) { __typename
   ... on ChatSuccess { response } ... on ChatError { code message } } }"""
@@ -100,32 +98,6 @@ class InstantEngine:
         yield self._answer(request)
 
 
-async def serve(app) -> tuple[uvicorn.Server, asyncio.Task, str]:
-    """``app`` on a free loopback port, in this event loop, configured as the real server is."""
-    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
-    # accepted sockets inherit it; with Nagle on, every response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, read_timeout_s=10.0, max_message_bytes=1_000_000))
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError("a benchmark server did not start")
-        await asyncio.sleep(0.01)
-    return server, task, f"http://127.0.0.1:{port}/graphql"
-
-
-async def wait_ready(client: httpx.AsyncClient, url: str) -> None:
-    base = url.removesuffix("/graphql")
-    deadline = time.monotonic() + 30
-    while (await client.get(f"{base}/readyz")).status_code != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{base} did not get ready")
-        await asyncio.sleep(0.01)
-
-
 async def chat_once(client: httpx.AsyncClient, url: str, i: int, headers: dict[str, str]) -> dict:
     response = await client.post(url, headers=headers, json={"query": CHAT, "variables": {"input": {
         "chatId": f"c{i}", "userPrompt": "Say hello.", "options": {"maxTokens": 1}}}})
@@ -158,14 +130,14 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         keys_file = Path(tmp) / "api-keys"
         keys_file.write_text(f"bench:{hashlib.sha256(key.encode()).hexdigest()}:rpm={huge},tpm={huge},streams=1000\n")
-        servers = [await serve(create_app(ApiSettings(), engine=engine)),
-                   await serve(create_app(ApiSettings(api_keys_file=str(keys_file)), engine=engine))]
-        urls = {"keys off": servers[0][2], "keys on": servers[1][2]}
+        servers = [await serve(create_app(ApiSettings(), engine=engine), max_message_bytes=1_000_000),
+                   await serve(create_app(ApiSettings(api_keys_file=str(keys_file)), engine=engine), max_message_bytes=1_000_000)]
+        urls = {"keys off": servers[0][2] + "/graphql", "keys on": servers[1][2] + "/graphql"}
         headers = {"Authorization": f"Bearer {key}"}
         try:
             async with httpx.AsyncClient(timeout=30) as client:
                 for url in urls.values():
-                    await wait_ready(client, url)
+                    await wait_ready(client, url.removesuffix("/graphql"))
                 refused = await chat_once(client, urls["keys on"], 0, {})
                 if refused.get("__typename") == "ChatSuccess":
                     raise RuntimeError("keys on, yet a chat without a key was served: the benchmark would measure nothing")

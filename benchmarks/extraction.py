@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import httpx
 import jsonschema
 
 from benchmarks.extraction_set import CASES, SCHEMAS, prompt, score
+from benchmarks.serving import serve, stop, wait_ready
 
 SYSTEM = "You are a helpful assistant."
 MAX_TOKENS = 200
@@ -96,33 +96,15 @@ async def run(ask, url: str, variant: str) -> dict[str, float]:
             "tokens": sum(r[3] for r in results) / len(results)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def serve_ours():
-    """Our GraphQL API with the embedded engine (default settings), on a free loopback port."""
-    import uvicorn
-
+    """Our GraphQL API with the embedded engine (default settings), on a free loopback port, ready."""
     from graphql_api.app import create_app
     from graphql_api.settings import ApiSettings
-    from inference.http_server import uvicorn_config
 
     app = create_app(ApiSettings())
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, read_timeout_s=10, max_message_bytes=2**24))
-    task = asyncio.ensure_future(server.serve())
-    url = f"http://127.0.0.1:{port}"
+    server, task, url = await serve(app)
     async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
+        await wait_ready(http, url)
     return app, server, task, url
 
 
@@ -143,8 +125,7 @@ async def main(args: argparse.Namespace) -> None:
                 rows.append(("peer", "its own", variant, await run(ask_peer, args.peer, variant)))
                 print(*rows[-1], flush=True)
     finally:
-        server.should_exit = True
-        await task
+        await stop(server, task)
     print(f"\n{len(CASES)} cases, greedy, max_tokens {MAX_TOKENS}, {CLIENTS} at a time; peer: {args.peer or 'none'}\n")
     print("| server | JSON whitespace | prompt | valid | field accuracy | tokens per answer |")
     print("|---|---|---|---|---|---|")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import jsonschema
 
-from benchmarks.extraction import free_port
+from benchmarks.serving import serve, stop, wait_ready
 
 TOOLS: list[dict[str, Any]] = [
     {"name": "get_weather", "description": "Get the current weather in a city",
@@ -98,27 +98,15 @@ async def run(url: str, choice: str) -> dict[str, int]:
 
 
 async def serve_ours() -> tuple[Any, asyncio.Task, str]:
-    import uvicorn
-
+    """Our inference service with the embedded engine (default settings), on a free loopback port, ready."""
     from inference.engine.async_engine import AsyncEngine
     from inference.engine.config import EngineConfig
     from inference.engine.llm_engine import LLMEngine
-    from inference.http_server import uvicorn_config
     from inference.service.app import ServiceSettings, create_service
 
-    app = create_service(AsyncEngine(LLMEngine.from_config(EngineConfig())), ServiceSettings())
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, read_timeout_s=10, max_message_bytes=2**24))
-    task = asyncio.ensure_future(server.serve())
-    url = f"http://127.0.0.1:{port}"
+    server, task, url = await serve(create_service(AsyncEngine(LLMEngine.from_config(EngineConfig())), ServiceSettings()))
     async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
+        await wait_ready(http, url)
     return server, task, url
 
 
@@ -132,8 +120,7 @@ async def main(args: argparse.Namespace) -> None:
                     rows.append((name, choice, await run(where, choice)))
                     print(*rows[-1], flush=True)
     finally:
-        server.should_exit = True
-        await task
+        await stop(server, task)
     print(f"\n{len(FITTING)} prompts a tool fits, {len(UNFITTING)} none fits; greedy; peer: {args.peer or 'none'}\n")
     print("| server | tool_choice | called when a tool fits | right tool | no call when none fits | valid arguments | errors |")
     print("|---|---|---|---|---|---|---|")
