@@ -237,12 +237,12 @@ class AsyncEngine:
         request.validate(self.engine.config.max_new_tokens_cap)
         return self.engine.prompts.encode(prompt_messages(request))
 
-    def detokenize(self, ids: Sequence[int]) -> str:
-        """Raises InvalidRequest naming the first id outside the vocabulary."""
+    def detokenize(self, ids: Sequence[int], field: str = "tokens") -> str:
+        """Raises InvalidRequest naming the first id outside the vocabulary (``field[i]``)."""
         vocab = self.engine.model.config.vocab_size
         for i, token in enumerate(ids):
             if not 0 <= token < vocab:
-                raise InvalidRequest(f"tokens[{i}] must be a token id from 0 to {vocab - 1}, got {token}", field=f"tokens[{i}]")
+                raise InvalidRequest(f"{field}[{i}] must be a token id from 0 to {vocab - 1}, got {token}", field=f"{field}[{i}]")
         return self.engine.tokenizer.decode(list(ids))
 
     @staticmethod

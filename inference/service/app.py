@@ -128,7 +128,7 @@ def create_service(engine: AsyncEngine, settings: ServiceSettings | None = None)
     async def completions(request: Request) -> Response:
         try:
             body = CompletionRequest.model_validate(await _json(request))
-            texts = [p if isinstance(p, str) else decoded(engine, p, i) for i, p in enumerate(body.prompts)]
+            texts = [p if isinstance(p, str) else engine.detokenize(p, f"prompt[{i}]") for i, p in enumerate(body.prompts)]
             requests = body.to_requests(texts)
             if body.stream and len(requests) > 1:
                 raise InvalidRequest("a stream takes one prompt", field="prompt")
@@ -342,15 +342,6 @@ async def _completion_sse(ticket: Ticket, model: str, body: CompletionRequest, p
     except EngineError as exc:
         yield _event(ChatCompletionChunk(id=rid, model=model, error=ErrorBody.of(exc)))
     yield "data: [DONE]\n\n"
-
-
-def decoded(engine: AsyncEngine, ids: list[int], index: int) -> str:
-    """A prompt given as token ids, as text; an id outside the vocabulary is an error naming it."""
-    vocab = engine.engine.model.config.vocab_size
-    for j, token in enumerate(ids):
-        if not 0 <= token < vocab:
-            raise InvalidRequest(f"prompt[{index}][{j}] must be a token id from 0 to {vocab - 1}, got {token}", field="prompt")
-    return engine.detokenize(ids)
 
 
 def _event(chunk: ChatCompletionChunk) -> str:

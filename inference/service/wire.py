@@ -247,15 +247,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's chat completion request that matters here. As in OpenAI's API,
-    temperature defaults to 1; send 0 for greedy."""
+class SamplingFields(BaseModel):
+    """The sampling fields OpenAI's chat and text completion requests share, read one way."""
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
-    messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = None
-    max_completion_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -263,37 +260,48 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    response_format: ResponseFormatBody | None = None
-    structured_outputs: StructuredOutputs | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+    n: int | None = None
+
+    def sampling(self, max_new_tokens: int | None, logprobs: bool, top_logprobs: int | None,
+                 fmt: ResponseFormat | None = None) -> SamplingParams:
+        """The boundary's SamplingParams of these fields (absent ones keep the boundary's defaults)."""
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        given: dict[str, Any] = {name: getattr(self, name) for name in PENALTY_FIELDS if getattr(self, name) is not None}
+        if self.logit_bias:
+            given["logit_bias"] = logit_bias(self.logit_bias)
+        if logprobs:
+            given["logprobs"] = True
+        if top_logprobs is not None:
+            given["top_logprobs"] = top_logprobs
+        if self.n is not None:
+            given["n"] = self.n
+        return SamplingParams(max_new_tokens=max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                              top_k=self.top_k, seed=self.seed, stop=stop, response_format=fmt, **given)
+
+
+class ChatCompletionRequest(SamplingFields):
+    """The subset of OpenAI's chat completion request that matters here. As in OpenAI's API,
+    temperature defaults to 1; send 0 for greedy."""
+
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    response_format: ResponseFormatBody | None = None
+    structured_outputs: StructuredOutputs | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    n: int | None = None
     tools: list[ToolBody] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
     def to_request(self) -> ChatRequest:
         """Raises InvalidFormat for a response format that sets no or several members."""
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        penalties = {name: getattr(self, name) for name in PENALTY_FIELDS if getattr(self, name) is not None}
-        if self.logit_bias:
-            penalties["logit_bias"] = logit_bias(self.logit_bias)
-        if self.logprobs:
-            penalties["logprobs"] = True
-        if self.top_logprobs is not None:
-            penalties["top_logprobs"] = self.top_logprobs
-        if self.n is not None:
-            penalties["n"] = self.n
-        params = SamplingParams(max_new_tokens=self.max_completion_tokens or self.max_tokens,
-                                temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                                seed=self.seed, stop=stop,
-                                response_format=response_format(self.response_format, self.structured_outputs),
-                                **penalties)
+        params = self.sampling(self.max_completion_tokens or self.max_tokens, bool(self.logprobs), self.top_logprobs,
+                               response_format(self.response_format, self.structured_outputs))
         return ChatRequest(tuple(m.to_message(i) for i, m in enumerate(self.messages)), params,
                            request_id=f"chatcmpl-{uuid.uuid4().hex}",
                            tools=tools_of(self.tools, self.tool_choice, self.parallel_tool_calls))
@@ -612,7 +620,7 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(SamplingFields):
     """OpenAI's (legacy) text completion, as lm-eval-harness and other harnesses call it: a raw
     prompt, no chat template. As in OpenAI's API, ``max_tokens`` defaults to 16 and temperature to 1;
     ``logprobs`` is the number of alternatives (0 to 5) and asks for the generated tokens'. ``echo``
@@ -620,25 +628,10 @@ class CompletionRequest(BaseModel):
     first one's is null), which is how lm-eval-harness scores log-likelihoods, with ``max_tokens``
     0 (the prompt alone)."""
 
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
     prompt: str | list[str] | list[int] | list[list[int]]  # texts, or token ids (lm-eval-harness sends ids)
     max_tokens: int | None = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    n: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
     user: str | None = None
 
     @property
@@ -660,14 +653,9 @@ class CompletionRequest(BaseModel):
         for i, text in enumerate(texts):
             if not text.strip():
                 raise InvalidRequest(f"prompt{'' if isinstance(self.prompt, str) else f'[{i}]'} must not be blank", field="prompt")
-        chat = ChatCompletionRequest(
-            messages=[Message(role="user", content="-")], max_tokens=self.max_tokens or (1 if self.max_tokens == 0 else None),
-            temperature=self.temperature,
-            top_p=self.top_p, top_k=self.top_k, min_p=self.min_p, seed=self.seed, stop=self.stop, n=self.n,
-            logprobs=True if self.logprobs is not None else None, top_logprobs=self.logprobs or None,
-            repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
-            presence_penalty=self.presence_penalty, logit_bias=self.logit_bias)
-        base = chat.to_request()
+        params = self.sampling(self.max_tokens or (1 if self.max_tokens == 0 else None), self.logprobs is not None,
+                               self.logprobs or None)
+        base = ChatRequest((), params)
         return [replace(base, messages=(ChatMessage("user", text),), template=False, request_id=f"cmpl-{uuid.uuid4().hex}",
                         prompt_ids=None if isinstance(given, str) else tuple(given),
                         prompt_logprobs=self.echo and self.logprobs is not None)
