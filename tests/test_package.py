@@ -36,7 +36,7 @@ from inference.engine.config import EngineConfig
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smollm-graphql"
 TORCH = "torch==2.13.0"  # as the Makefile: the CPU build on this machine's disk, installed before the wheel
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "inference", "graphql_api")  # what the build reads
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "inference", "graphql_api")  # what the build reads
 KEEP_VENVS = 2  # the current venv and the newest other (another checkout, or the tree before an edit)
 # Alembic's env.py runs migrations when imported: Alembic runs it, nothing imports it.
 SCRIPTS = {"graphql_api.jobs.migrations.env"}
@@ -72,7 +72,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in SOURCES:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.o", "_kernels*"))
         else:
             shutil.copy2(ROOT / name, src / name)
     out = tmp_path_factory.mktemp("wheel")
@@ -156,6 +156,27 @@ def test_every_module_imports_from_the_wheel_without_extras(venv: Path):
             for top in ("inference", "graphql_api") for p in (ROOT / top).rglob("*.py")
             if (p.parent / "__init__.py").exists()}
     assert ours - SCRIPTS <= set(report["names"]), f"not in the wheel: {sorted(ours - SCRIPTS - set(report['names']))}"
+
+
+KERNELS = """
+import json, torch
+from inference.engine.kernels import load
+from inference.engine.gguf_weights import Q4Weight
+k = load()
+g = torch.Generator().manual_seed(0)
+w = Q4Weight(torch.randint(0, 256, (16, 64), dtype=torch.uint8, generator=g), torch.rand(16, 4, generator=g), torch.rand(16, 4, generator=g))
+x = torch.randn(3, 128, generator=g)
+print(json.dumps({"error": float((k.q4_1(x, w) - x @ w.dequantize().T).abs().max()), "module": k._lib.__name__}))
+"""
+
+
+@pytest.mark.package
+def test_the_wheel_carries_the_block_kernels_built_at_install(wheel: Path, venv: Path):
+    """Built when the wheel is built (setup.py), not at first use: nothing is compiled in the venv."""
+    with zipfile.ZipFile(wheel) as z:
+        assert any(n.startswith("inference/engine/_kernels") and n.endswith(".so") for n in z.namelist())
+    report = json.loads(in_venv(venv, KERNELS).stdout.strip().splitlines()[-1])
+    assert report["error"] < 1e-3
 
 
 APP_IN_REMOTE_MODE = """

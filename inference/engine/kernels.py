@@ -1,43 +1,49 @@
-"""Matrix products on a GGUF's blocks as stored (``ggml_kernels.c``), built once with the system's C
-compiler into the model cache and loaded with ctypes.
+"""Matrix products on a GGUF's blocks as stored, and the rest of a native layer, in C (``csrc/``),
+called through the cffi binding built at install (``kernels_build.py``).
 
 Why our own: torch's CPU int4 kernel takes bf16 activations only (bf16 GEMMs are slow past a row or
 two on CPUs without AVX-512 BF16) and has no Q8_0 at all. These take fp32 activations and
-dequantize each weight as the dequantized model holds it: a decode step reads 6 bits per weight
-(the block's 4-bit quants and its two scales, held as fp32; 9 bits for the head), and from 8 rows
-up each weight is dequantized once for all rows (panels), near the FMA peak of the cores. Besides
-the products, the file holds the rest of a native layer (norm, rotary, KV write, SiLU, paged
-attention), and a step's layers in one call where every row attends alone.
-They need x86-64 with AVX2 and FMA and a C compiler with OpenMP; ``load`` says why not otherwise, and
-the engine then runs ``exact``.
+dequantize each weight as the dequantized model holds it; a decode step reads 6 bits per weight
+(the block's 4-bit quants and its two scales; 9 bits for the Q8_0 head), and from 8 rows up each
+weight is dequantized once for all rows (panels). Besides the products: norm, rotary, KV write,
+SiLU, paged decode attention, and a step's layers in one call where every row attends alone.
+
+Each call checks what the C side cannot: that every tensor is on the CPU, of the dtype its C
+pointer type names (cffi refuses a pointer of another type), contiguous where the C reads rows of
+a width, and of the shapes the arguments imply. The kernels' scratch memory comes from a buffer
+per thread, sized by the kernel's own ``*_work`` function.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import os
 import platform
-import shutil
-import subprocess
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch  # first: the kernels' OpenMP runtime resolves to the one torch already loaded
 
 from .gguf_weights import Q4Weight, Q8Weight
+from .kernels_build import digest
 from .kv_cache import Decodes
 from .shape import Shape
 
-SOURCE = Path(__file__).with_name("ggml_kernels.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-lm")
+__all__ = ["Kernels", "KernelsUnavailable", "digest", "load"]
+
 CPU_FLAGS = ("avx2", "fma")
+NO_KERNELS = ("WEIGHTS=exact runs the dense weights here, or INFERENCE_URL can point the API at llama.cpp's or vLLM's "
+              "server, which have kernels for this machine")
+C_TYPES = {torch.float32: "float *", torch.uint8: "uint8_t *", torch.int8: "int8_t *", torch.bfloat16: "uint16_t *",
+           torch.int64: "int64_t *"}
 
 
 class KernelsUnavailable(RuntimeError):
-    """This machine cannot build or run the block kernels."""
+    """This machine cannot run the block kernels (the message says why, and what to use instead)."""
+
+
+class KernelError(RuntimeError):
+    """A kernel was called with arguments it refuses (a bug in the caller, never the user's input)."""
 
 
 def _cpu_flags() -> set[str]:
@@ -50,32 +56,14 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def digest() -> str:
-    """Of the source and the flags: names the built library (and keys the kernel calibration)."""
-    return hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-
-
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
-
-
 class Kernels:
-    """Thin typed calls; every tensor must be contiguous where the C side says rows of a width
-    (checked by the callers' construction, not here: these run hundreds of times a step)."""
+    """The C kernels with checked arguments. Tensors are taken as they are: ``x`` arguments must
+    already be contiguous fp32 on the CPU (the callers own them), so a call copies nothing."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        p, i, f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-        self._q4 = _fn(lib.q4_1_matmul, p, i, i, p, p, p, i, p, ctypes.c_int)
-        self._q8 = _fn(lib.q8_0_matmul, p, i, i, p, p, i, p, ctypes.c_int)
-        self._rms_norm = _fn(lib.rms_norm, p, i, i, p, f, p)
-        self._rope = _fn(lib.rope, p, i, i, i, i, p, p, p)
-        self._kv_write = _fn(lib.kv_write, p, i, i, i, i, i, p, p, p)
-        self._silu_mul = _fn(lib.silu_mul, p, i, i, p)
-        self._decode_attention = _fn(lib.decode_attention, p, i, p, i, p, i, p, i, p, p, i, i, i, f, p)
-        self._decode_layers = _fn(lib.decode_layers, p, i, p, i, i, i, i, i, i, f, f, p, p, p, p, p, p, i, p, i,
-                                  p, p, p, p, p)
-        self.max_group = ctypes.c_int64.in_dll(lib, "max_group").value  # query heads per KV head, at most
-        self.layer_fields = ctypes.c_int64.in_dll(lib, "layer_fields").value  # addresses per layer, in order
+    def __init__(self, ffi: Any, lib: Any) -> None:
+        self._ffi, self._lib = ffi, lib
+        self.max_group: int = lib.MAX_GROUP  # query heads per KV head, at most
+        self._local = threading.local()
 
     def unfit(self, shape: Shape) -> str | None:
         """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
@@ -86,39 +74,88 @@ class Kernels:
             return f"{s.heads} heads over {s.kv_heads} KV heads of {s.head_dim} do not fit the C attention"
         return None
 
+    # ---- arguments ----
+
+    def ptr(self, t: torch.Tensor, name: str, shape: tuple[int, ...] | None = None, rows: bool = False) -> Any:
+        """``t``'s memory as the C pointer type of its dtype. ``shape``: the shape it must have;
+        ``rows``: only its last dimension must be dense (a row stride is passed beside it), else
+        the whole tensor must be contiguous."""
+        if not t.is_cpu or t.dtype not in C_TYPES:
+            raise KernelError(f"{name}: a CPU tensor of {', '.join(map(str, C_TYPES))} is needed, not {t.dtype} on {t.device}")
+        if shape is not None and tuple(t.shape) != shape:
+            raise KernelError(f"{name}: shape {tuple(t.shape)}, expected {shape}")
+        if not (t.stride(-1) == 1 if rows else t.is_contiguous()):
+            raise KernelError(f"{name}: must be {'dense along its rows' if rows else 'contiguous'}")
+        return self._ffi.cast(C_TYPES[t.dtype], t.data_ptr())
+
+    def _work(self, floats: int) -> tuple[Any, int]:
+        """This thread's scratch buffer, of at least ``floats`` fp32 (grown, never shrunk)."""
+        buf: torch.Tensor | None = getattr(self._local, "work", None)
+        if buf is None or buf.numel() < floats:
+            buf = self._local.work = torch.empty(max(floats, 1 << 16), dtype=torch.float32)
+        return self._ffi.cast("float *", buf.data_ptr()), buf.numel()
+
+    @staticmethod
+    def _done(name: str, need: int) -> None:
+        if need:
+            raise KernelError(f"{name}: the scratch buffer was short of {need} floats")
+
+    # ---- products ----
+
     def q4_1(self, x: torch.Tensor, w: Q4Weight, out: torch.Tensor | None = None) -> torch.Tensor:
         """``x [M, K] @ W.T`` for fp32 ``x``; with ``out``, added to it in place."""
         x = x.contiguous()
-        y = x.new_empty(x.shape[0], w.d.shape[0]) if out is None else out
-        if x.shape[0]:
-            self._q4(_ptr(x), x.shape[0], x.shape[1], _ptr(w.qs), _ptr(w.d), _ptr(w.m), y.shape[1], _ptr(y), out is not None)
+        m, k = x.shape
+        n = w.d.shape[0]
+        y = x.new_empty(m, n) if out is None else out
+        if m:
+            work, floats = self._work(self._lib.matmul_work(m, k))
+            self._done("q4_1_matmul", self._lib.q4_1_matmul(
+                self.ptr(x, "x"), m, k, self.ptr(w.qs, "qs", (n, k // 2)), self.ptr(w.d, "d", (n, k // 32)),
+                self.ptr(w.m, "m", (n, k // 32)), n, self.ptr(y, "out", (m, n)), out is not None, work, floats))
         return y
 
     def q8_0(self, x: torch.Tensor, w: Q8Weight) -> torch.Tensor:
         x = x.contiguous()
-        y = x.new_empty(x.shape[0], w.d.shape[0])
-        if x.shape[0]:
-            self._q8(_ptr(x), x.shape[0], x.shape[1], _ptr(w.qs), _ptr(w.d), y.shape[1], _ptr(y), False)
+        m, k = x.shape
+        n = w.d.shape[0]
+        y = x.new_empty(m, n)
+        if m:
+            work, floats = self._work(self._lib.matmul_work(m, k))
+            self._done("q8_0_matmul", self._lib.q8_0_matmul(
+                self.ptr(x, "x"), m, k, self.ptr(w.qs, "qs", (n, k)), self.ptr(w.d, "d", (n, k // 32)), n,
+                self.ptr(y, "out"), False, work, floats))
         return y
+
+    # ---- the rest of a layer ----
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         y = torch.empty_like(x)
-        self._rms_norm(_ptr(x), x.shape[0], x.shape[1], _ptr(weight), eps, _ptr(y))
+        self._lib.rms_norm(self.ptr(x, "x"), x.shape[0], x.shape[1], self.ptr(weight, "weight", (x.shape[1],)), eps,
+                           self.ptr(y, "out"))
         return y
 
     def rope(self, x: torch.Tensor, heads: int, dim: int, positions: torch.Tensor, cos: torch.Tensor,
              sin: torch.Tensor) -> None:
         """In place on the first ``heads`` heads of each row of ``x`` (queries, then keys)."""
-        self._rope(_ptr(x), x.shape[0], x.stride(0), heads, dim, _ptr(positions), _ptr(cos), _ptr(sin))
+        if x.shape[1] < heads * dim or cos.shape[1] != dim:
+            raise KernelError(f"rope: rows of {x.shape[1]} hold no {heads} heads of {dim}")
+        self._lib.rope(self.ptr(x, "x", rows=True), x.shape[0], x.stride(0), heads, dim,
+                       self.ptr(positions, "positions", (x.shape[0],)), self.ptr(cos, "cos"), self.ptr(sin, "sin", tuple(cos.shape)))
 
     def kv_write(self, x: torch.Tensor, k_off: int, v_off: int, width: int, slots: torch.Tensor,
                  k_pool: torch.Tensor, v_pool: torch.Tensor) -> None:
-        self._kv_write(_ptr(x), x.shape[0], x.stride(0), k_off, v_off, width, _ptr(slots), _ptr(k_pool), _ptr(v_pool))
+        """Row ``r``'s keys at ``x[r, k_off:k_off + width]`` and values at ``v_off`` into the pools'
+        rows ``slots[r]`` (each ``width`` wide, bf16)."""
+        if max(k_off, v_off) + width > x.shape[1] or k_pool[0].numel() != width:
+            raise KernelError(f"kv_write: {width} keys at {k_off} and values at {v_off} do not fit")
+        self._lib.kv_write(self.ptr(x, "x", rows=True), x.shape[0], x.stride(0), k_off, v_off, width,
+                           self.ptr(slots, "slots", (x.shape[0],)), self.ptr(k_pool, "k_pool"), self.ptr(v_pool, "v_pool", tuple(k_pool.shape)))
 
     def silu_mul(self, x: torch.Tensor) -> torch.Tensor:
         half = x.shape[1] // 2
         y = x.new_empty(x.shape[0], half)
-        self._silu_mul(_ptr(x), x.shape[0], half, _ptr(y))
+        self._lib.silu_mul(self.ptr(x, "x"), x.shape[0], half, self.ptr(y, "out"))
         return y
 
     def decode_attention(self, q: torch.Tensor, index: torch.Tensor, tables: torch.Tensor, lengths: torch.Tensor,
@@ -126,58 +163,60 @@ class Kernels:
                          scale: float, out: torch.Tensor) -> None:
         """Rows ``index`` of ``out [N, heads * dim]`` from the queries at the same rows of ``q``
         (row stride ``q.stride(0)``), each over its sequence's first ``lengths`` keys in the pool."""
-        self._decode_attention(_ptr(q), q.stride(0), _ptr(index), index.shape[0], _ptr(tables), tables.stride(0),
-                               _ptr(lengths), block_size, _ptr(k_pool), _ptr(v_pool), heads, k_pool.shape[-2], dim,
-                               scale, _ptr(out))
+        b, kv_heads = index.shape[0], k_pool.shape[-2]
+        if q.shape[1] < heads * dim or out.shape[1] != heads * dim or k_pool.shape[-1] != dim:
+            raise KernelError(f"decode_attention: {heads} heads of {dim} do not match q, out or the pool")
+        lens = self.ptr(lengths, "lengths", (b,))
+        work, floats = self._work(self._lib.attention_work(lens, b, heads, kv_heads, dim))
+        self._done("decode_attention", self._lib.decode_attention(
+            self.ptr(q, "q", rows=True), q.stride(0), self.ptr(index, "index", (b,)), b,
+            self.ptr(tables, "tables", rows=True), tables.stride(0), lens, block_size, self.ptr(k_pool, "k_pool"),
+            self.ptr(v_pool, "v_pool", tuple(k_pool.shape)), heads, kv_heads, dim, scale, self.ptr(out, "out"), work, floats))
 
-    def decode_layers(self, x: torch.Tensor, layers: torch.Tensor, shape: Shape, positions: torch.Tensor,
+    # ---- a step's layers in one call ----
+
+    def layer_blocks(self, layers: list[dict[str, torch.Tensor]]) -> Any:
+        """``LayerBlocks[]`` (kernels.h) of each layer's tensors, by field name: a name the struct
+        lacks, or a tensor whose dtype is not the field's pointer type, raises here."""
+        blocks = self._ffi.new("LayerBlocks[]", len(layers))
+        for block, fields in zip(blocks, layers, strict=True):
+            for name, t in fields.items():
+                setattr(block, name, self.ptr(t, name))
+        return blocks
+
+    def decode_layers(self, x: torch.Tensor, layers: Any, shape: Shape, positions: torch.Tensor,
                       cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor, decodes: Decodes, block_size: int,
                       scale: float) -> None:
         """``x [M, hidden]`` through every layer in place, for a step whose rows all attend alone
-        (``decodes.index`` holds every row once). ``layers [L, layer_fields]``: each layer's
-        addresses, as ``LayerBlocks`` in the C source orders them."""
-        n = x.shape[0]
-        assert decodes.index.shape[0] == n, "every row must attend alone"
-        q_dim, kv_dim = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-        h, attn = torch.empty_like(x), x.new_empty(n, q_dim)
-        qkv, gu, act = x.new_empty(n, q_dim + 2 * kv_dim), x.new_empty(n, 2 * shape.intermediate), x.new_empty(n, shape.intermediate)
-        self._decode_layers(_ptr(x), n, _ptr(layers), layers.shape[0], shape.hidden, shape.heads, shape.kv_heads,
-                            shape.head_dim, shape.intermediate, shape.eps, scale, _ptr(positions), _ptr(cos), _ptr(sin),
-                            _ptr(slots), _ptr(decodes.index), _ptr(decodes.tables), decodes.tables.stride(0),
-                            _ptr(decodes.lengths), block_size, _ptr(h), _ptr(qkv), _ptr(attn), _ptr(gu), _ptr(act))
-
-
-def _fn(f: Any, *argtypes: Any) -> Any:
-    f.argtypes, f.restype = list(argtypes), None
-    return f
+        (``decodes.index`` holds every row once). ``layers``: from ``layer_blocks``."""
+        s, n = shape, x.shape[0]
+        if decodes.index.shape[0] != n or len(layers) != s.layers:
+            raise KernelError("decode_layers: every row must attend alone, through every layer")
+        lens = self.ptr(decodes.lengths, "lengths", (n,))
+        work, floats = self._work(self._lib.decode_layers_work(n, s.hidden, s.heads, s.kv_heads, s.head_dim,
+                                                               s.intermediate, lens))
+        self._done("decode_layers", self._lib.decode_layers(
+            self.ptr(x, "x", (n, s.hidden)), n, layers, len(layers), s.hidden, s.heads, s.kv_heads, s.head_dim,
+            s.intermediate, s.eps, scale, self.ptr(positions, "positions", (n,)), self.ptr(cos, "cos"),
+            self.ptr(sin, "sin", tuple(cos.shape)), self.ptr(slots, "slots", (n,)), self.ptr(decodes.index, "index"),
+            self.ptr(decodes.tables, "tables", rows=True), decodes.tables.stride(0), lens, block_size, work, floats))
 
 
 @functools.cache
-def load(cache_dir: Path) -> Kernels:
-    """The kernels, compiled into ``cache_dir`` on first use (about a second); raises
-    ``KernelsUnavailable`` with the reason on a machine that cannot have them."""
+def load(module: str = "inference.engine._kernels") -> Kernels:
+    """The kernels built at install; raises ``KernelsUnavailable`` saying why not, and what to use
+    instead, on a machine that cannot have them. ``module``: another build of them (the tests'
+    sanitized one)."""
     if platform.machine() not in ("x86_64", "AMD64"):
-        raise KernelsUnavailable(f"the block kernels are x86-64 (AVX2) code; this is {platform.machine()}")
+        raise KernelsUnavailable(f"the block kernels are x86-64 (AVX2) code and this is {platform.machine()}; {NO_KERNELS}")
     missing = [f for f in CPU_FLAGS if f not in _cpu_flags()]
     if missing:
-        raise KernelsUnavailable(f"this CPU lacks {', '.join(missing)}")
-    target = cache_dir / f"ggml_kernels-{digest()}.so"
-    if not target.is_file():
-        _build(target)
-    return Kernels(ctypes.CDLL(str(target)))
+        raise KernelsUnavailable(f"this CPU lacks {', '.join(missing)}, which the block kernels need; {NO_KERNELS}")
+    import importlib
 
-
-def _build(target: Path) -> None:
-    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        raise KernelsUnavailable("no C compiler (gcc or $CC) to build the block kernels")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".tmp-", suffix=".so", delete=False) as f:
-        tmp = Path(f.name)
     try:
-        done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise KernelsUnavailable(f"{compiler} could not build {SOURCE.name}: {done.stderr.strip()[-500:]}")
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        built = importlib.import_module(module)
+    except ImportError as exc:
+        raise KernelsUnavailable(f"the block kernels were not built at install ({exc}): reinstall the package where gcc "
+                                 f"with OpenMP is present (pip install --force-reinstall --no-deps), or {NO_KERNELS}") from exc
+    return Kernels(built.ffi, built.lib)

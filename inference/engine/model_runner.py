@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..boundary import SamplingParams
 from .config import EngineConfig
 from .kv_cache import Decodes, KVPool, Prefill, StepLayout
-from .llama import Llama, Quantized
+from .llama import Llama
 from .model_loader import ModelSource, file_digest
 from .penalties import apply_penalties
 from .scheduler import Scheduled
@@ -69,7 +69,7 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
 
     shape = Shape.of(model.config)
     try:
-        kernels = load(config.model_cache_dir)
+        kernels = load()
         why = kernels.unfit(shape)
         if why:
             raise KernelsUnavailable(why)
@@ -125,9 +125,10 @@ def calibrate_int4_rows(llama: Llama) -> int:
     """The largest step (tokens) for which the 4-bit kernel beats the dense one, timed here on the
     largest projection: 4-bit weights win while a step is memory-bound, dense fp32 (MKL) once it
     is compute-bound. The crossover depends on the CPU, so it is measured, not assumed."""
-    proj = llama.layers[0].gate_up
-    assert isinstance(proj, Quantized)
-    best = crossover(INT4_CALIBRATION_ROWS, llama.shape.hidden, lambda x: proj(x, True), lambda x: proj.dense(x, False),
+    layer = llama.layers[0]
+    assert layer.blocks is not None
+    blocks, dense = layer.blocks.gate_up, layer.dense.gate_up
+    best = crossover(INT4_CALIBRATION_ROWS, llama.shape.hidden, blocks, dense,
                      repeats=5, reps=6)
     log.info("4-bit kernel for steps of up to %d tokens, dense above", best)
     return max(best, 1)

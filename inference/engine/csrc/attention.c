@@ -1,0 +1,205 @@
+/* Decode attention over the paged bf16 pool: scores, softmax and sums in fp32. Each (sequence, KV
+ * head) is one task: the query heads sharing that KV head read each key and value once. SmolLM2's
+ * shape (3 query heads per KV head, head dim 64) has its own path, whose sums stay in registers;
+ * every other shape takes the general one. */
+#include "kernels.h"
+#include "simd.h"
+
+/* Rows base .. base+n of one KV head in the pool. Attention is latency-bound (each sequence's keys
+ * are a fresh read from memory), so the next block's keys and this block's values are prefetched
+ * while this block's keys are summed. */
+static inline void prefetch_rows(const uint16_t *pool, int64_t base, int64_t n, int64_t kv_heads, int64_t kh, int64_t dim) {
+    for (int64_t j = 0; j < n; j++) {
+        const char *p = (const char *)(pool + ((base + j) * kv_heads + kh) * dim);
+        for (int64_t o = 0; o < dim * 2; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+    }
+}
+
+/* What one task reads: its sequence's block table and length, its KV head, the shapes. */
+typedef struct {
+    const int64_t *table;
+    int64_t L, Lp, block_size, kv_heads, kh, dim, group;
+    float scale;
+    const uint16_t *kpool, *vpool;
+} Task;
+
+static inline void prefetch_block(const Task *a, int64_t blk, int64_t t) {
+    if (t + a->block_size < a->L) prefetch_rows(a->kpool, a->table[blk + 1] * a->block_size, a->block_size, a->kv_heads, a->kh, a->dim);
+    prefetch_rows(a->vpool, a->table[blk] * a->block_size, a->block_size, a->kv_heads, a->kh, a->dim);
+}
+
+static inline const uint16_t *row(const Task *a, const uint16_t *pool, int64_t base, int64_t j) {
+    return pool + ((base + j) * a->kv_heads + a->kh) * a->dim;
+}
+
+/* scores [group, Lp]: the scaled dot products of the group's queries qb with each key. */
+static void scores_any(const Task *a, const float *qb, float *scores) {
+    const int64_t dim = a->dim, group = a->group, Lp = a->Lp;
+    for (int64_t t = 0, blk = 0; t < a->L; blk++) {
+        const int64_t base = a->table[blk] * a->block_size;
+        prefetch_block(a, blk, t);
+        for (int64_t j = 0; j < a->block_size && t < a->L; j++, t++) {
+            const uint16_t *k = row(a, a->kpool, base, j);
+            __m256 acc[MAX_GROUP];
+            for (int64_t h = 0; h < group; h++) acc[h] = _mm256_setzero_ps();
+            for (int64_t i = 0; i < dim; i += 8) {
+                __m256 kv = bf16x8(k + i);
+                for (int64_t h = 0; h < group; h++) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qb + h * dim + i), kv, acc[h]);
+            }
+            for (int64_t h = 0; h < group; h++) scores[h * Lp + t] = hsum(acc[h]) * a->scale;
+        }
+    }
+}
+
+/* The same for 3 query heads: 4 keys x 3 heads of sums in registers, reduced together. */
+static void scores_group3(const Task *a, const float *qb, float *scores) {
+    const int64_t dim = a->dim, Lp = a->Lp, stride = a->kv_heads * dim;
+    const __m128 sc = _mm_set1_ps(a->scale);
+    for (int64_t t = 0, blk = 0; t < a->L; blk++) {
+        const int64_t base = a->table[blk] * a->block_size;
+        prefetch_block(a, blk, t);
+        int64_t j = 0;
+        for (; j + 4 <= a->block_size && t + 4 <= a->L; j += 4, t += 4) {
+            const uint16_t *k0 = row(a, a->kpool, base, j), *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+            __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
+            __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
+            for (int64_t i = 0; i < dim; i += 8) {
+                const __m256 q0 = _mm256_loadu_ps(qb + i), q1 = _mm256_loadu_ps(qb + dim + i);
+                const __m256 q2 = _mm256_loadu_ps(qb + 2 * dim + i);
+                __m256 kv = bf16x8(k0 + i);
+                s00 = _mm256_fmadd_ps(q0, kv, s00); s10 = _mm256_fmadd_ps(q1, kv, s10); s20 = _mm256_fmadd_ps(q2, kv, s20);
+                kv = bf16x8(k1 + i);
+                s01 = _mm256_fmadd_ps(q0, kv, s01); s11 = _mm256_fmadd_ps(q1, kv, s11); s21 = _mm256_fmadd_ps(q2, kv, s21);
+                kv = bf16x8(k2 + i);
+                s02 = _mm256_fmadd_ps(q0, kv, s02); s12 = _mm256_fmadd_ps(q1, kv, s12); s22 = _mm256_fmadd_ps(q2, kv, s22);
+                kv = bf16x8(k3 + i);
+                s03 = _mm256_fmadd_ps(q0, kv, s03); s13 = _mm256_fmadd_ps(q1, kv, s13); s23 = _mm256_fmadd_ps(q2, kv, s23);
+            }
+            _mm_storeu_ps(scores + t, _mm_mul_ps(sum4(s00, s01, s02, s03), sc));
+            _mm_storeu_ps(scores + Lp + t, _mm_mul_ps(sum4(s10, s11, s12, s13), sc));
+            _mm_storeu_ps(scores + 2 * Lp + t, _mm_mul_ps(sum4(s20, s21, s22, s23), sc));
+        }
+        for (; j < a->block_size && t < a->L; j++, t++) {
+            const uint16_t *k = row(a, a->kpool, base, j);
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
+            for (int64_t i = 0; i < dim; i += 8) {
+                const __m256 kv = bf16x8(k + i);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + i), kv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + dim + i), kv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 2 * dim + i), kv, a2);
+            }
+            scores[t] = hsum(a0) * a->scale;
+            scores[Lp + t] = hsum(a1) * a->scale;
+            scores[2 * Lp + t] = hsum(a2) * a->scale;
+        }
+    }
+}
+
+/* Each head's scores in place as e^(s - max) (the padding to Lp as 0), and 1 / their sum in inv. */
+static void softmax(const Task *a, float *scores, float *inv) {
+    for (int64_t h = 0; h < a->group; h++) {
+        float *sh = scores + h * a->Lp;
+        for (int64_t t = a->L; t < a->Lp; t++) sh[t] = -__builtin_inff();
+        __m256 mv = _mm256_set1_ps(-__builtin_inff());
+        for (int64_t t = 0; t < a->Lp; t += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sh + t));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        __m256 mx = _mm256_set1_ps(_mm_cvtss_f32(m4)), sum = _mm256_setzero_ps();
+        for (int64_t t = 0; t < a->Lp; t += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sh + t), mx));
+            _mm256_storeu_ps(sh + t, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        inv[h] = 1.0f / hsum(sum);
+    }
+}
+
+/* acc [group, dim] = the weights in scores times the values. */
+static void values_any(const Task *a, const float *scores, float *acc) {
+    const int64_t dim = a->dim, group = a->group;
+    for (int64_t i = 0; i < group * dim; i++) acc[i] = 0.0f;
+    for (int64_t t = 0, blk = 0; t < a->L; blk++) {
+        const int64_t base = a->table[blk] * a->block_size;
+        for (int64_t j = 0; j < a->block_size && t < a->L; j++, t++) {
+            const uint16_t *v = row(a, a->vpool, base, j);
+            for (int64_t i = 0; i < dim; i += 8) {
+                __m256 vv = bf16x8(v + i);
+                for (int64_t h = 0; h < group; h++) {
+                    float *ah = acc + h * dim + i;
+                    _mm256_storeu_ps(ah, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * a->Lp + t]), vv, _mm256_loadu_ps(ah)));
+                }
+            }
+        }
+    }
+}
+
+/* The same for 3 query heads and dim % 32 == 0: 32 columns at a time, the sums in 12 registers. */
+static void values_group3(const Task *a, const float *scores, float *acc) {
+    const int64_t dim = a->dim, Lp = a->Lp;
+    for (int64_t i0 = 0; i0 < dim; i0 += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        __m256 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+        for (int64_t t = 0, blk = 0; t < a->L; blk++) {
+            const int64_t base = a->table[blk] * a->block_size;
+            for (int64_t j = 0; j < a->block_size && t < a->L; j++, t++) {
+                const uint16_t *v = row(a, a->vpool, base, j) + i0;
+                const __m256 v0 = bf16x8(v), v1 = bf16x8(v + 8), v2 = bf16x8(v + 16), v3 = bf16x8(v + 24);
+                __m256 p = _mm256_set1_ps(scores[t]);
+                a0 = _mm256_fmadd_ps(p, v0, a0); a1 = _mm256_fmadd_ps(p, v1, a1);
+                a2 = _mm256_fmadd_ps(p, v2, a2); a3 = _mm256_fmadd_ps(p, v3, a3);
+                p = _mm256_set1_ps(scores[Lp + t]);
+                b0 = _mm256_fmadd_ps(p, v0, b0); b1 = _mm256_fmadd_ps(p, v1, b1);
+                b2 = _mm256_fmadd_ps(p, v2, b2); b3 = _mm256_fmadd_ps(p, v3, b3);
+                p = _mm256_set1_ps(scores[2 * Lp + t]);
+                c0 = _mm256_fmadd_ps(p, v0, c0); c1 = _mm256_fmadd_ps(p, v1, c1);
+                c2 = _mm256_fmadd_ps(p, v2, c2); c3 = _mm256_fmadd_ps(p, v3, c3);
+            }
+        }
+        _mm256_storeu_ps(acc + i0, a0); _mm256_storeu_ps(acc + i0 + 8, a1);
+        _mm256_storeu_ps(acc + i0 + 16, a2); _mm256_storeu_ps(acc + i0 + 24, a3);
+        _mm256_storeu_ps(acc + dim + i0, b0); _mm256_storeu_ps(acc + dim + i0 + 8, b1);
+        _mm256_storeu_ps(acc + dim + i0 + 16, b2); _mm256_storeu_ps(acc + dim + i0 + 24, b3);
+        _mm256_storeu_ps(acc + 2 * dim + i0, c0); _mm256_storeu_ps(acc + 2 * dim + i0 + 8, c1);
+        _mm256_storeu_ps(acc + 2 * dim + i0 + 16, c2); _mm256_storeu_ps(acc + 2 * dim + i0 + 24, c3);
+    }
+}
+
+static inline int64_t padded_length(int64_t L) { return (L + 7) & ~(int64_t)7; }
+
+/* A task's scratch: its scores [group, Lp] and its sums [group, dim]. */
+static inline int64_t task_work(int64_t L, int64_t group, int64_t dim) { return padded_length(L) * group + group * dim; }
+
+int64_t attention_work(const int64_t *lengths, int64_t B, int64_t heads, int64_t kv_heads, int64_t dim) {
+    int64_t longest = 0;
+    for (int64_t b = 0; b < B; b++) longest = lengths[b] > longest ? lengths[b] : longest;
+    return threads() * task_work(longest, heads / kv_heads, dim);
+}
+
+int64_t decode_attention(const float *q, int64_t q_stride, const int64_t *index, int64_t B,
+                         const int64_t *tables, int64_t t_stride, const int64_t *lengths, int64_t block_size,
+                         const uint16_t *kpool, const uint16_t *vpool, int64_t heads, int64_t kv_heads, int64_t dim,
+                         float scale, float *out, float *work, int64_t work_floats) {
+    const int64_t need = attention_work(lengths, B, heads, kv_heads, dim);
+    if (work_floats < need) return need;
+    const int64_t group = heads / kv_heads, slice = need / threads();
+    const int group3 = group == 3 && dim % 32 == 0;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (B * kv_heads > 2)
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t kh = 0; kh < kv_heads; kh++) {
+            const Task a = {tables + b * t_stride, lengths[b], padded_length(lengths[b]), block_size, kv_heads, kh, dim,
+                            group, scale, kpool, vpool};
+            const float *qb = q + index[b] * q_stride + kh * group * dim;
+            float *scores = work + omp_get_thread_num() * slice, *acc = scores + a.Lp * group, inv[MAX_GROUP];
+            if (group3) scores_group3(&a, qb, scores);
+            else scores_any(&a, qb, scores);
+            softmax(&a, scores, inv);
+            if (group3) values_group3(&a, scores, acc);
+            else values_any(&a, scores, acc);
+            float *ob = out + index[b] * heads * dim + kh * group * dim;
+            for (int64_t h = 0; h < group; h++)
+                for (int64_t i = 0; i < dim; i++) ob[h * dim + i] = acc[h * dim + i] * inv[h];
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,404 @@
+/* Products with W as a GGUF stores it (Q4_1 or Q8_0, blocks of 32 along K): fp32 activations, fp32
+ * accumulation, each weight dequantized in registers exactly as the dequantized model holds it
+ * (d * q + m, rounded twice: no FMA contraction). OpenMP over output features.
+ *
+ * One row (a decode step of one sequence) is a dot product per output feature. A few rows run by
+ * tiles of 2 output features x MT rows: the 4 dequantized vectors serve every row of the tile, so
+ * the 4-bit weights are read and unpacked once per MT rows. From PANEL_ROWS rows on, panels. */
+#include "kernels.h"
+#include "simd.h"
+#define MT 4 /* rows of x per tile */
+/* Products of a few rows stream each weight matrix once and are memory-bound, and the hardware
+ * prefetcher alone does not keep the memory busy: the loops prefetch this many bytes ahead in the
+ * quants (a quarter of it in the scales). docs/performance.md has the measurement. */
+#define AHEAD 2048
+
+/* Two output features n, n+1 (w1 may equal w0 for an odd tail) over rows r0..r0+mt-1; each step of
+ * the inner loop covers weights h*8..h*8+7 (a) and 16+h*8..16+h*8+7 (b) of block g. */
+#define TILE_BODY(DEQ, PF)                                                               \
+    __m256 acc0[MT], acc1[MT];                                                           \
+    for (int r = 0; r < MT; r++) { acc0[r] = _mm256_setzero_ps(); acc1[r] = _mm256_setzero_ps(); } \
+    for (int g = 0; g < G; g++) {                                                        \
+        PF                                                                               \
+        for (int h = 0; h < 2; h++) {                                                    \
+            __m256 w0a, w0b, w1a, w1b;                                                   \
+            DEQ                                                                          \
+            for (int r = 0; r < MT; r++) {                                               \
+                if (r < mt) {                                                            \
+                    const float *xr = x + (int64_t)(r0 + r) * K + g * QK + h * 8;        \
+                    __m256 xa = _mm256_loadu_ps(xr), xb = _mm256_loadu_ps(xr + 16);      \
+                    acc0[r] = _mm256_fmadd_ps(w0a, xa, acc0[r]);                         \
+                    acc1[r] = _mm256_fmadd_ps(w1a, xa, acc1[r]);                         \
+                    acc0[r] = _mm256_fmadd_ps(w0b, xb, acc0[r]);                         \
+                    acc1[r] = _mm256_fmadd_ps(w1b, xb, acc1[r]);                         \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    for (int r = 0; r < mt; r++) {                                                       \
+        float *yr = y + (int64_t)(r0 + r) * N + n;                                       \
+        yr[0] = (add ? yr[0] : 0.0f) + hsum(acc0[r]);                                    \
+        if (two) yr[1] = (add ? yr[1] : 0.0f) + hsum(acc1[r]);                           \
+    }
+
+/* Q4_1: byte j of a block holds weight j (low nibble) and weight j + 16 (high nibble). */
+#define Q4_PAIR(WA, WB, Q, D, M)                                                         \
+    {                                                                                    \
+        __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * 16 + h * 8))); \
+        __m256 dv = _mm256_set1_ps((D)[g]), mv = _mm256_set1_ps((M)[g]);                  \
+        WA = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15))), dv), mv); \
+        WB = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), dv), mv); \
+    }
+#define Q8_PAIR(WA, WB, Q, D)                                                            \
+    {                                                                                    \
+        __m256 dv = _mm256_set1_ps((D)[g]);                                              \
+        WA = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * QK + h * 8)))), dv); \
+        WB = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * QK + 16 + h * 8)))), dv); \
+    }
+
+static inline __attribute__((always_inline)) void q4_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
+        const uint8_t *qs, const float *d, const float *m, int64_t n, int two, int add, float *y) {
+    const int G = (int)(K / QK);
+    const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
+    const float *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
+    TILE_BODY(Q4_PAIR(w0a, w0b, q0, d0, m0) Q4_PAIR(w1a, w1b, q1, d1, m1),
+              _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
+              _mm_prefetch((const char *)(d0 + g) + AHEAD / 4, _MM_HINT_T0);
+              _mm_prefetch((const char *)(m0 + g) + AHEAD / 4, _MM_HINT_T0);)
+}
+
+static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
+        const int8_t *qs, const float *d, int64_t n, int two, int add, float *y) {
+    const int G = (int)(K / QK);
+    const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
+    const float *d0 = d + n * G, *d1 = two ? d0 + G : d0;
+    TILE_BODY(Q8_PAIR(w0a, w0b, q0, d0) Q8_PAIR(w1a, w1b, q1, d1),
+              _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);)
+}
+
+/* One matrix as stored: Q4_1 (q4, d, m) or Q8_0 (q8, d). */
+typedef struct {
+    const uint8_t *q4;
+    const int8_t *q8;
+    const float *d, *m;
+} Blocks;
+
+/* ---- steps of many rows: panels ----
+ * Past PANEL_ROWS rows, NR output features at a time are dequantized whole into an fp32 buffer
+ * (once for all rows), and a 16-row x NR micro-kernel runs over x transposed (rows along the
+ * vector lanes): per k, 2 loads of x, NR broadcasts of weights, 2*NR FMAs, all in registers. */
+#define NR 6
+#define PANEL_ROWS 8
+#define PANEL_CHUNK 64 /* rows of x per pass over the panels */
+
+/* Columns k0 .. k0+kc of output features n0 .. n0+nr of w (Q4_1 or Q8_0), dequantized into buf [nr, kc]. */
+static void dequant_rows(const Blocks *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, float *buf) {
+    const int64_t G = K / QK;
+    for (int j = 0; j < nr; j++) {
+        const uint8_t *q4 = w->q4 ? w->q4 + (n0 + j) * (K / 2) : 0;
+        const int8_t *q8 = w->q8 ? w->q8 + (n0 + j) * K : 0;
+        const float *dr = w->d + (n0 + j) * G, *mr = w->m ? w->m + (n0 + j) * G : 0;
+        for (int64_t g = k0 / QK; g < (k0 + kc) / QK; g++)
+            for (int h = 0; h < 2; h++) {
+                __m256 wa, wb;
+                if (q4) Q4_PAIR(wa, wb, q4, dr, mr)
+                else Q8_PAIR(wa, wb, q8, dr)
+                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + h * 8, wa);
+                _mm256_storeu_ps(buf + j * kc + g * QK - k0 + 16 + h * 8, wb);
+            }
+    }
+}
+
+/* K is taken in chunks of at most KC_MAX (whole blocks, near-equal): a chunk's dequantized panel
+ * (NR x kc floats) and x's rows for one micro-tile (kc x 16) stay in L1 across the tile. */
+#define KC_MAX 576
+static inline int64_t k_chunk(int64_t K) {
+    const int64_t chunks = (K + KC_MAX - 1) / KC_MAX;
+    return ((K / QK + chunks - 1) / chunks) * QK;
+}
+
+/* y[m0 .. m0+16 (or 8), n0 .. n0+nr] (+)= xT-rows . buf-rows; rows at or past M are padding. */
+static inline __attribute__((always_inline)) void micro(const float *xT, int64_t Mp, int64_t K, const float *buf,
+        const int nr, const int two, int64_t m0, int64_t M, float *y, int64_t N, int64_t n0, int add) {
+    __m256 acc[NR][2];
+    for (int j = 0; j < NR; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m256 a0 = _mm256_loadu_ps(xT + k * Mp + m0);
+        __m256 a1 = two ? _mm256_loadu_ps(xT + k * Mp + m0 + 8) : a0;
+        for (int j = 0; j < NR; j++) {
+            if (j < nr) {
+                __m256 w = _mm256_broadcast_ss(buf + j * K + k);
+                acc[j][0] = _mm256_fmadd_ps(w, a0, acc[j][0]);
+                if (two) acc[j][1] = _mm256_fmadd_ps(w, a1, acc[j][1]);
+            }
+        }
+    }
+    for (int j = 0; j < nr; j++) {
+        float out[16];
+        _mm256_storeu_ps(out, acc[j][0]);
+        _mm256_storeu_ps(out + 8, acc[j][1]);
+        for (int r = 0; r < (two ? 16 : 8) && m0 + r < M; r++) {
+            float *yr = y + (m0 + r) * N + n0 + j;
+            *yr = (add ? *yr : 0.0f) + out[r];
+        }
+    }
+}
+
+/* The full 6-feature x 16-row micro-tile, its 12 accumulators named so that they stay in registers. */
+static inline void micro6x16(const float *xT, int64_t Mp, int64_t K, const float *buf, int64_t m0, int64_t M,
+                             float *y, int64_t N, int64_t n0, int add) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const float *b0 = buf, *b1 = buf + K, *b2 = buf + 2 * K, *b3 = buf + 3 * K, *b4 = buf + 4 * K, *b5 = buf + 5 * K;
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 a0 = _mm256_loadu_ps(xT + k * Mp + m0), a1 = _mm256_loadu_ps(xT + k * Mp + m0 + 8);
+        __m256 w = _mm256_broadcast_ss(b0 + k);
+        c00 = _mm256_fmadd_ps(w, a0, c00); c01 = _mm256_fmadd_ps(w, a1, c01);
+        w = _mm256_broadcast_ss(b1 + k);
+        c10 = _mm256_fmadd_ps(w, a0, c10); c11 = _mm256_fmadd_ps(w, a1, c11);
+        w = _mm256_broadcast_ss(b2 + k);
+        c20 = _mm256_fmadd_ps(w, a0, c20); c21 = _mm256_fmadd_ps(w, a1, c21);
+        w = _mm256_broadcast_ss(b3 + k);
+        c30 = _mm256_fmadd_ps(w, a0, c30); c31 = _mm256_fmadd_ps(w, a1, c31);
+        w = _mm256_broadcast_ss(b4 + k);
+        c40 = _mm256_fmadd_ps(w, a0, c40); c41 = _mm256_fmadd_ps(w, a1, c41);
+        w = _mm256_broadcast_ss(b5 + k);
+        c50 = _mm256_fmadd_ps(w, a0, c50); c51 = _mm256_fmadd_ps(w, a1, c51);
+    }
+    float out[NR][16];
+    _mm256_storeu_ps(out[0], c00); _mm256_storeu_ps(out[0] + 8, c01);
+    _mm256_storeu_ps(out[1], c10); _mm256_storeu_ps(out[1] + 8, c11);
+    _mm256_storeu_ps(out[2], c20); _mm256_storeu_ps(out[2] + 8, c21);
+    _mm256_storeu_ps(out[3], c30); _mm256_storeu_ps(out[3] + 8, c31);
+    _mm256_storeu_ps(out[4], c40); _mm256_storeu_ps(out[4] + 8, c41);
+    _mm256_storeu_ps(out[5], c50); _mm256_storeu_ps(out[5] + 8, c51);
+    for (int r = 0; r < 16 && m0 + r < M; r++) {
+        float *yr = y + (m0 + r) * N + n0;
+        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
+    }
+}
+
+static inline void micro6x8(const float *xT, int64_t Mp, int64_t K, const float *buf, int64_t m0, int64_t M,
+                            float *y, int64_t N, int64_t n0, int add) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    const float *b0 = buf, *b1 = buf + K, *b2 = buf + 2 * K, *b3 = buf + 3 * K, *b4 = buf + 4 * K, *b5 = buf + 5 * K;
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 a = _mm256_loadu_ps(xT + k * Mp + m0);
+        c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(b0 + k), a, c0);
+        c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(b1 + k), a, c1);
+        c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(b2 + k), a, c2);
+        c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(b3 + k), a, c3);
+        c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(b4 + k), a, c4);
+        c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(b5 + k), a, c5);
+    }
+    float out[NR][8];
+    _mm256_storeu_ps(out[0], c0); _mm256_storeu_ps(out[1], c1); _mm256_storeu_ps(out[2], c2);
+    _mm256_storeu_ps(out[3], c3); _mm256_storeu_ps(out[4], c4); _mm256_storeu_ps(out[5], c5);
+    for (int r = 0; r < 8 && m0 + r < M; r++) {
+        float *yr = y + (m0 + r) * N + n0;
+        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
+    }
+}
+
+/* Rows m_begin .. m_end (multiples of 8) of output features n0 .. n0+nr. */
+static void panel(const float *xT, int64_t Mp, int64_t M, int64_t K, const float *buf, int nr, float *y, int64_t N,
+                  int64_t n0, int add, int64_t m_begin, int64_t m_end) {
+    for (int64_t m0 = m_begin; m0 < m_end; m0 += 16) {
+        int two = m_end - m0 >= 16;
+        if (nr == NR && two) micro6x16(xT, Mp, K, buf, m0, M, y, N, n0, add);
+        else if (nr == NR) micro6x8(xT, Mp, K, buf, m0, M, y, N, n0, add);
+        else if (two) micro(xT, Mp, K, buf, nr, 1, m0, M, y, N, n0, add);
+        else micro(xT, Mp, K, buf, nr, 0, m0, M, y, N, n0, add);
+    }
+}
+
+/* How many of M rows the panels take: none below PANEL_ROWS; else all, but for a remainder of
+ * fewer than TAIL_TILE_ROWS past a multiple of 8, which row tiles take for less than a padded
+ * 8-row micro-tile costs. */
+#define TAIL_TILE_ROWS 4
+static inline int64_t panel_rows(int64_t M) {
+    if (M < PANEL_ROWS) return 0;
+    return M % 8 < TAIL_TILE_ROWS ? M - M % 8 : M;
+}
+
+static inline int64_t padded_rows(int64_t M) { return (M + 7) & ~(int64_t)7; }
+
+/* x [M, K] as xT [K, mp] (mp: M rounded up to 8, zero rows after M). */
+static void transpose(const float *x, int64_t M, int64_t K, float *xT) {
+    const int64_t mp = padded_rows(M);
+    #pragma omp parallel for schedule(static) if (M * K > 16384)
+    for (int64_t k0 = 0; k0 < K; k0 += 8) { /* K % 32 == 0: 8 columns of x, read a row at a time */
+        for (int64_t r = 0; r < M; r++) {
+            float v[8];
+            _mm256_storeu_ps(v, _mm256_loadu_ps(x + r * K + k0));
+            for (int i = 0; i < 8; i++) xT[(k0 + i) * mp + r] = v[i];
+        }
+        for (int i = 0; i < 8; i++)
+            for (int64_t r = M; r < mp; r++) xT[(k0 + i) * mp + r] = 0.0f;
+    }
+}
+
+/* One Q4_1 block's quants . x (x0..x3: the block's 32 activations), unscaled. */
+static inline __m256 q4_block_dot(const uint8_t *q, __m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+    const __m256i f = _mm256_set1_epi32(15);
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q));
+    const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8)));
+    __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, f)), x0);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(u, f)), x1, t);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), x2, t);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4)), x3, t);
+}
+
+/* One Q8_0 block's quants . x, unscaled. */
+static inline __m256 q8_block_dot(const int8_t *q, __m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+    const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+    __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), x0);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), x1, t);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), x2, t);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), x3, t);
+}
+
+/* One row (a decode step of one sequence): y[n] = sum_g d[n,g] * (q[n,g] . x[g]) + m[n,g] * sum(x[g]),
+ * so a block costs its unpacking, 4 FMAs and one scaling, two output features at a time. */
+static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float *d, const float *m, int64_t N,
+                      float *y, int add, float *xs /* [K / QK] */) {
+    const int64_t G = K / QK;
+    for (int64_t g = 0; g < G; g++) {
+        __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x + g * QK), _mm256_loadu_ps(x + g * QK + 8)),
+                                 _mm256_add_ps(_mm256_loadu_ps(x + g * QK + 16), _mm256_loadu_ps(x + g * QK + 24)));
+        xs[g] = hsum(a);
+    }
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        const int two = n + 1 < N;
+        const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
+        const float *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        float s0 = 0.0f, s1 = 0.0f;
+        for (int64_t g = 0; g < G; g++) {
+            const float *xg = x + g * QK;
+            const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
+            const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
+            _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)(d0 + g) + AHEAD / 4, _MM_HINT_T0);
+            _mm_prefetch((const char *)(m0 + g) + AHEAD / 4, _MM_HINT_T0);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), q4_block_dot(q0 + g * 16, x0, x1, x2, x3), acc0);
+            s0 += m0[g] * xs[g];
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), q4_block_dot(q1 + g * 16, x0, x1, x2, x3), acc1);
+            s1 += m1[g] * xs[g];
+        }
+        y[n] = (add ? y[n] : 0.0f) + hsum(acc0) + s0;
+        if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1) + s1;
+    }
+}
+
+/* One row of Q8_0: y[n] = sum_g d[n,g] * (q[n,g] . x[g]), two output features at a time. */
+static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y, int add) {
+    const int64_t G = K / QK;
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        const int two = n + 1 < N;
+        const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
+        const float *d0 = d + n * G, *d1 = two ? d0 + G : d0;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        for (int64_t g = 0; g < G; g++) {
+            const float *xg = x + g * QK;
+            const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
+            const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
+            _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), q8_block_dot(q0 + g * QK, x0, x1, x2, x3), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), q8_block_dot(q1 + g * QK, x0, x1, x2, x3), acc1);
+        }
+        y[n] = (add ? y[n] : 0.0f) + hsum(acc0);
+        if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1);
+    }
+}
+
+/* Rows 0 .. P of y (P >= PANEL_ROWS) by panels; work: x transposed, then one panel buffer per thread. */
+static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *work) {
+    const int64_t Mp = padded_rows(P), kc_max = k_chunk(K);
+    float *xT = work;
+    transpose(x, P, K, xT);
+    #pragma omp parallel
+    {
+        float *buf = work + K * Mp + omp_get_thread_num() * NR * kc_max;
+        for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
+            int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
+            #pragma omp for schedule(static)
+            for (int64_t n0 = 0; n0 < N; n0 += NR) {
+                int nr = N - n0 < NR ? (int)(N - n0) : NR;
+                for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+                    const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
+                    dequant_rows(w, K, n0, nr, k0, kc, buf);
+                    panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
+                }
+            }
+        }
+    }
+}
+
+/* Rows 0 .. M of y (M small) by row tiles: two output features at a time, MT rows a tile. */
+static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        int two = n + 1 < N;
+        for (int r0 = 0; r0 < M; r0 += MT) {
+            int mt = M - r0 < MT ? (int)(M - r0) : MT;
+            if (w->q4) {
+                switch (mt) {
+                    case 1: q4_tile(x, K, N, r0, 1, w->q4, w->d, w->m, n, two, add, y); break;
+                    case 2: q4_tile(x, K, N, r0, 2, w->q4, w->d, w->m, n, two, add, y); break;
+                    case 3: q4_tile(x, K, N, r0, 3, w->q4, w->d, w->m, n, two, add, y); break;
+                    default: q4_tile(x, K, N, r0, MT, w->q4, w->d, w->m, n, two, add, y); break;
+                }
+            } else {
+                switch (mt) {
+                    case 1: q8_tile(x, K, N, r0, 1, w->q8, w->d, n, two, add, y); break;
+                    case 2: q8_tile(x, K, N, r0, 2, w->q8, w->d, n, two, add, y); break;
+                    case 3: q8_tile(x, K, N, r0, 3, w->q8, w->d, n, two, add, y); break;
+                    default: q8_tile(x, K, N, r0, MT, w->q8, w->d, n, two, add, y); break;
+                }
+            }
+        }
+    }
+}
+
+static void matmul(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *work) {
+    const int64_t P = panel_rows(M);
+    if (P) panels(x, P, K, w, N, y, add, work);
+    if (P < M) tiles(x + P * K, M - P, K, w, N, y + P * N, add); /* the rows left: row tiles */
+}
+
+/* One row: the block sums of x (Q4_1's gemv). More rows: the panels' transposed x and buffers. */
+int64_t matmul_work(int64_t M, int64_t K) {
+    if (M == 1) return K / QK;
+    const int64_t P = panel_rows(M);
+    return P ? K * padded_rows(P) + threads() * NR * k_chunk(K) : 0;
+}
+
+int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const float *d, const float *m,
+                    int64_t N, float *y, int add, float *work, int64_t work_floats) {
+    const int64_t need = matmul_work(M, K);
+    if (work_floats < need) return need;
+    if (M == 1) {
+        q4_1_gemv(x, K, qs, d, m, N, y, add, work);
+        return 0;
+    }
+    const Blocks w = {qs, 0, d, m};
+    matmul(x, M, K, &w, N, y, add, work);
+    return 0;
+}
+
+int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y,
+                    int add, float *work, int64_t work_floats) {
+    const int64_t need = matmul_work(M, K);
+    if (work_floats < need) return need;
+    if (M == 1) {
+        q8_0_gemv(x, K, qs, d, N, y, add);
+        return 0;
+    }
+    const Blocks w = {0, qs, d, 0};
+    matmul(x, M, K, &w, N, y, add, work);
+    return 0;
+}
