@@ -1,14 +1,13 @@
 """Constrained decoding for structured output, with llguidance.
 
-Why llguidance (``python -m benchmarks.grammar_libs`` measured both on this model's tokenizer):
-it compiles the test schemas in under 1 ms where xgrammar 0.2.8 takes 116-320 ms (schemas come
-from clients, per request, so compile time is latency), it is a small wheel with no dependencies
-(xgrammar needs triton and tvm-ffi), and it is what vLLM and llama.cpp use. xgrammar fills masks
-faster once compiled; llguidance's masks at batch 64 cost about 8 ms of a 270 ms step here, 3%
-(``benchmarks/structured.py`` measures that share).
+Why llguidance: schemas come from clients, per request, so compile time is latency, and
+llguidance compiles them far faster than xgrammar; it is a small wheel with no dependencies
+(xgrammar needs triton and tvm-ffi), and it is what vLLM and llama.cpp use. The comparison
+(``python -m benchmarks.grammar_libs``) and the masks' share of a step (``benchmarks/structured.py``)
+are in docs/structured-output.md.
 
 - ``FormatCompiler`` (one per engine): the tokenizer adapter, built once per tokenizer (about
-  0.7 s, in a background thread from the engine's start: it holds the GIL, so startup pays for
+  a second, in a background thread from the engine's start: it holds the GIL, so startup pays for
   it rather than the first formatted chat and every chat running beside it), and compiled grammars cached by format text. Compile
   work is bounded by llguidance's own fuel limits (``LIMITS``) and the boundary's size limits; an
   unsupported or too large schema is ``InvalidFormat`` with the library's reason.
