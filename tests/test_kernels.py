@@ -30,11 +30,11 @@ def kernels() -> Kernels:
 
 def q4(n: int, k: int, g: torch.Generator) -> Q4Weight:
     return Q4Weight(torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=g),
-                    torch.rand(n, k // 32, generator=g) / 100, -torch.rand(n, k // 32, generator=g) / 50)
+                    (torch.rand(n, k // 32, generator=g) / 100).half(), (-torch.rand(n, k // 32, generator=g) / 50).half())
 
 
 def q8(n: int, k: int, g: torch.Generator) -> Q8Weight:
-    return Q8Weight(torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g), torch.rand(n, k // 32, generator=g) / 100)
+    return Q8Weight(torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g), (torch.rand(n, k // 32, generator=g) / 100).half())
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9, 16, 17, 24, 70, 130])
@@ -179,6 +179,8 @@ def test_the_binding_refuses_what_the_c_would_misread(kernels: Kernels):
         kernels.q4_1(x, w, out=torch.zeros(2, 9))
     with pytest.raises(KernelError, match="contiguous"):
         kernels.rms_norm(torch.randn(64, 4).T, torch.ones(64), 1e-5)
+    with pytest.raises(TypeError):  # cffi: bf16 (the KV pool's type) where fp16 scales go
+        kernels.q4_1(x, Q4Weight(w.qs, w.d.bfloat16(), w.m))
     with pytest.raises(TypeError):  # cffi: a float pointer where the struct holds bytes
         kernels.layer_blocks([{"qkv_q": torch.zeros(4)}])
     with pytest.raises(AttributeError):  # a field kernels.h does not declare
@@ -226,7 +228,7 @@ import torch
 from inference.engine.kernels import load
 k = load("_kernels_sanitized")
 x, y, work = torch.randn(20, 64), torch.zeros(20, 8), torch.empty(1000)
-qs, d, m = torch.zeros(8, 32, dtype=torch.uint8), torch.ones(8, 2), torch.ones(8, 2)
+qs, d, m = torch.zeros(8, 32, dtype=torch.uint8), torch.ones(8, 2).half(), torch.ones(8, 2).half()
 p = k.ptr
 k._lib.q4_1_matmul(p(x, "x"), 20, 64, p(qs, "q"), p(d, "d"), p(m, "m"), 8, p(y, "y"), 0, p(work, "w"), 10**6)
 """

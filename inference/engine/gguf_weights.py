@@ -3,8 +3,8 @@
 Every linear layer of the packaged SmolLM2 is Q4_1: blocks of 32 weights along the input dimension,
 each ``w = d * q + m`` with ``q`` in 0..15 and ``d``, ``m`` in fp16; byte ``j`` of a block holds
 weight ``j`` in its low nibble and weight ``j + 16`` in its high one. The tied embedding / lm_head is
-Q8_0: ``w = d * q`` with ``q`` an int8. Both are kept exactly so (``d`` and ``m`` widened to fp32),
-nothing is re-quantized. llama.cpp's converter permutes the rows of the query and key projections
+Q8_0: ``w = d * q`` with ``q`` an int8. Both are kept exactly so, scales in fp16 (the kernels widen
+them as they read them, which is exact), nothing is re-quantized. llama.cpp's converter permutes the rows of the query and key projections
 (its rotary layout); whole rows move, so their blocks move with them and are put back here.
 
 Opening the GGUF with the ``gguf`` package takes seconds, so the split tensors are cached as
@@ -44,26 +44,26 @@ class Q4Weight:
     """One (possibly fused) Q4_1 projection, ``out_features`` rows of ``in_features / 32`` blocks."""
 
     qs: torch.Tensor  # uint8 [out, in / 2], 16 bytes per block
-    d: torch.Tensor  # float32 [out, in / 32]
-    m: torch.Tensor  # float32 [out, in / 32]
+    d: torch.Tensor  # float16 [out, in / 32]
+    m: torch.Tensor  # float16 [out, in / 32]
 
     def dequantize(self) -> torch.Tensor:
         rows, blocks = self.d.shape
         qs = self.qs.view(rows, blocks, 16)
         q = torch.cat([qs & 0x0F, qs >> 4], dim=-1).float()
-        return (q * self.d[..., None] + self.m[..., None]).view(rows, blocks * GROUP_SIZE)
+        return (q * self.d[..., None].float() + self.m[..., None].float()).view(rows, blocks * GROUP_SIZE)
 
 
 @dataclass(frozen=True)
 class Q8Weight:
-    """A Q8_0 matrix: ``qs`` int8 ``[out, in]``, ``d`` float32 ``[out, in / 32]``."""
+    """A Q8_0 matrix: ``qs`` int8 ``[out, in]``, ``d`` float16 ``[out, in / 32]``."""
 
     qs: torch.Tensor
     d: torch.Tensor
 
     def dequantize(self) -> torch.Tensor:
         rows, blocks = self.d.shape
-        return (self.qs.view(rows, blocks, GROUP_SIZE).float() * self.d[..., None]).view(rows, -1)
+        return (self.qs.view(rows, blocks, GROUP_SIZE).float() * self.d[..., None].float()).view(rows, -1)
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,12 @@ class NativeWeights:
 
 
 def _fp16(blocks: np.ndarray, at: int) -> np.ndarray:
-    return np.ascontiguousarray(blocks[:, :, at:at + 2]).view(np.float16)[..., 0].astype(np.float32)
+    return np.ascontiguousarray(blocks[:, :, at:at + 2]).view(np.float16)[..., 0]
 
 
 def q4_1_split(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q4_1 rows ``[rows, blocks * 20]`` as ``qs [rows, blocks * 16]`` (uint8, two weights each),
-    ``d`` and ``m`` ``[rows, blocks]`` (float32)."""
+    ``d`` and ``m`` ``[rows, blocks]`` (float16)."""
     blocks = raw.reshape(raw.shape[0], -1, Q4_1_BLOCK_BYTES)
     return np.ascontiguousarray(blocks[:, :, 4:]).reshape(raw.shape[0], -1), _fp16(blocks, 0), _fp16(blocks, 2)
 
@@ -130,7 +130,7 @@ def read_native_weights(path: Path, layers: int, heads: int, kv_heads: int) -> N
 
 
 def cache_file(cache_dir: Path, stem: str, digest: str) -> Path:
-    return cache_dir / f"{stem}-{digest}-blocks.safetensors"
+    return cache_dir / f"{stem}-{digest}-blocks-f16.safetensors"  # f16: the scales as stored
 
 
 def load_native_weights(path: Path, digest: str, cache_dir: Path, layers: int, heads: int,

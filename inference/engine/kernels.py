@@ -3,8 +3,8 @@ called through the cffi binding built at install (``kernels_build.py``).
 
 Why our own: torch's CPU int4 kernel takes bf16 activations only (bf16 GEMMs are slow past a row or
 two on CPUs without AVX-512 BF16) and has no Q8_0 at all. These take fp32 activations and
-dequantize each weight as the dequantized model holds it; a decode step reads 6 bits per weight
-(the block's 4-bit quants and its two scales; 9 bits for the Q8_0 head), and from 8 rows up each
+dequantize each weight as the dequantized model holds it; a decode step reads 5 bits per weight
+(the block's 4-bit quants and its two fp16 scales; 8.5 bits for the Q8_0 head), as llama.cpp does, and from 8 rows up each
 weight is dequantized once for all rows (panels). Besides the products: norm, rotary, KV write,
 SiLU, paged decode attention, and a step's layers in one call where every row attends alone.
 
@@ -31,11 +31,11 @@ from .shape import Shape
 
 __all__ = ["Kernels", "KernelsUnavailable", "digest", "load"]
 
-CPU_FLAGS = ("avx2", "fma")
+CPU_FLAGS = ("avx2", "fma", "f16c")
 NO_KERNELS = ("WEIGHTS=exact runs the dense weights here, or INFERENCE_URL can point the API at llama.cpp's or vLLM's "
               "server, which have kernels for this machine")
-C_TYPES = {torch.float32: "float *", torch.uint8: "uint8_t *", torch.int8: "int8_t *", torch.bfloat16: "uint16_t *",
-           torch.int64: "int64_t *"}
+C_TYPES = {torch.float32: "float *", torch.float16: "f16 *", torch.uint8: "uint8_t *", torch.int8: "int8_t *",
+           torch.bfloat16: "uint16_t *", torch.int64: "int64_t *"}
 
 
 class KernelsUnavailable(RuntimeError):

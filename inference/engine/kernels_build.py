@@ -21,7 +21,7 @@ CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("blocks.c", "layer_ops.c", "attention.c", "decode_layers.c")
 HEADERS = ("kernels.h", "simd.h")
 MODULE = "inference.engine._kernels"
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-Wmissing-prototypes")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-Wmissing-prototypes")
 SANITIZE = ("-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g")
 
 

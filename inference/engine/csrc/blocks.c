@@ -45,33 +45,33 @@
 #define Q4_PAIR(WA, WB, Q, D, M)                                                         \
     {                                                                                    \
         __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * 16 + h * 8))); \
-        __m256 dv = _mm256_set1_ps((D)[g]), mv = _mm256_set1_ps((M)[g]);                  \
+        __m256 dv = _mm256_set1_ps(h2f((D)[g])), mv = _mm256_set1_ps(h2f((M)[g]));                  \
         WA = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15))), dv), mv); \
         WB = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), dv), mv); \
     }
 #define Q8_PAIR(WA, WB, Q, D)                                                            \
     {                                                                                    \
-        __m256 dv = _mm256_set1_ps((D)[g]);                                              \
+        __m256 dv = _mm256_set1_ps(h2f((D)[g]));                                            \
         WA = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * QK + h * 8)))), dv); \
         WB = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * QK + 16 + h * 8)))), dv); \
     }
 
 static inline __attribute__((always_inline)) void q4_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
-        const uint8_t *qs, const float *d, const float *m, int64_t n, int two, int add, float *y) {
+        const uint8_t *qs, const f16 *d, const f16 *m, int64_t n, int two, int add, float *y) {
     const int G = (int)(K / QK);
     const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
-    const float *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
+    const f16 *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
     TILE_BODY(Q4_PAIR(w0a, w0b, q0, d0, m0) Q4_PAIR(w1a, w1b, q1, d1, m1),
               _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
-              _mm_prefetch((const char *)(d0 + g) + AHEAD / 4, _MM_HINT_T0);
-              _mm_prefetch((const char *)(m0 + g) + AHEAD / 4, _MM_HINT_T0);)
+              _mm_prefetch((const char *)(d0 + g) + AHEAD / 8, _MM_HINT_T0);
+              _mm_prefetch((const char *)(m0 + g) + AHEAD / 8, _MM_HINT_T0);)
 }
 
 static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
-        const int8_t *qs, const float *d, int64_t n, int two, int add, float *y) {
+        const int8_t *qs, const f16 *d, int64_t n, int two, int add, float *y) {
     const int G = (int)(K / QK);
     const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
-    const float *d0 = d + n * G, *d1 = two ? d0 + G : d0;
+    const f16 *d0 = d + n * G, *d1 = two ? d0 + G : d0;
     TILE_BODY(Q8_PAIR(w0a, w0b, q0, d0) Q8_PAIR(w1a, w1b, q1, d1),
               _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);)
 }
@@ -80,7 +80,7 @@ static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_
 typedef struct {
     const uint8_t *q4;
     const int8_t *q8;
-    const float *d, *m;
+    const f16 *d, *m;
 } Blocks;
 
 /* ---- steps of many rows: panels ----
@@ -97,7 +97,7 @@ static void dequant_rows(const Blocks *w, int64_t K, int64_t n0, int nr, int64_t
     for (int j = 0; j < nr; j++) {
         const uint8_t *q4 = w->q4 ? w->q4 + (n0 + j) * (K / 2) : 0;
         const int8_t *q8 = w->q8 ? w->q8 + (n0 + j) * K : 0;
-        const float *dr = w->d + (n0 + j) * G, *mr = w->m ? w->m + (n0 + j) * G : 0;
+        const f16 *dr = w->d + (n0 + j) * G, *mr = w->m ? w->m + (n0 + j) * G : 0;
         for (int64_t g = k0 / QK; g < (k0 + kc) / QK; g++)
             for (int h = 0; h < 2; h++) {
                 __m256 wa, wb;
@@ -261,7 +261,7 @@ static inline __m256 q8_block_dot(const int8_t *q, __m256 x0, __m256 x1, __m256 
 
 /* One row (a decode step of one sequence): y[n] = sum_g d[n,g] * (q[n,g] . x[g]) + m[n,g] * sum(x[g]),
  * so a block costs its unpacking, 4 FMAs and one scaling, two output features at a time. */
-static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float *d, const float *m, int64_t N,
+static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m, int64_t N,
                       float *y, int add, float *xs /* [K / QK] */) {
     const int64_t G = K / QK;
     for (int64_t g = 0; g < G; g++) {
@@ -273,7 +273,7 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float 
     for (int64_t n = 0; n < N; n += 2) {
         const int two = n + 1 < N;
         const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
-        const float *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
+        const f16 *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
         float s0 = 0.0f, s1 = 0.0f;
         for (int64_t g = 0; g < G; g++) {
@@ -281,12 +281,12 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float 
             const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
             const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
             _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
-            _mm_prefetch((const char *)(d0 + g) + AHEAD / 4, _MM_HINT_T0);
-            _mm_prefetch((const char *)(m0 + g) + AHEAD / 4, _MM_HINT_T0);
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), q4_block_dot(q0 + g * 16, x0, x1, x2, x3), acc0);
-            s0 += m0[g] * xs[g];
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), q4_block_dot(q1 + g * 16, x0, x1, x2, x3), acc1);
-            s1 += m1[g] * xs[g];
+            _mm_prefetch((const char *)(d0 + g) + AHEAD / 8, _MM_HINT_T0);
+            _mm_prefetch((const char *)(m0 + g) + AHEAD / 8, _MM_HINT_T0);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(d0[g])), q4_block_dot(q0 + g * 16, x0, x1, x2, x3), acc0);
+            s0 += h2f(m0[g]) * xs[g];
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(d1[g])), q4_block_dot(q1 + g * 16, x0, x1, x2, x3), acc1);
+            s1 += h2f(m1[g]) * xs[g];
         }
         y[n] = (add ? y[n] : 0.0f) + hsum(acc0) + s0;
         if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1) + s1;
@@ -294,21 +294,21 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const float 
 }
 
 /* One row of Q8_0: y[n] = sum_g d[n,g] * (q[n,g] . x[g]), two output features at a time. */
-static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y, int add) {
+static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const f16 *d, int64_t N, float *y, int add) {
     const int64_t G = K / QK;
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n += 2) {
         const int two = n + 1 < N;
         const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
-        const float *d0 = d + n * G, *d1 = two ? d0 + G : d0;
+        const f16 *d0 = d + n * G, *d1 = two ? d0 + G : d0;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
         for (int64_t g = 0; g < G; g++) {
             const float *xg = x + g * QK;
             const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
             const __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
             _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[g]), q8_block_dot(q0 + g * QK, x0, x1, x2, x3), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[g]), q8_block_dot(q1 + g * QK, x0, x1, x2, x3), acc1);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(d0[g])), q8_block_dot(q0 + g * QK, x0, x1, x2, x3), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(d1[g])), q8_block_dot(q1 + g * QK, x0, x1, x2, x3), acc1);
         }
         y[n] = (add ? y[n] : 0.0f) + hsum(acc0);
         if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1);
@@ -377,7 +377,7 @@ int64_t matmul_work(int64_t M, int64_t K) {
     return P ? K * padded_rows(P) + threads() * NR * k_chunk(K) : 0;
 }
 
-int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const float *d, const float *m,
+int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m,
                     int64_t N, float *y, int add, float *work, int64_t work_floats) {
     const int64_t need = matmul_work(M, K);
     if (work_floats < need) return need;
@@ -390,7 +390,7 @@ int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, con
     return 0;
 }
 
-int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y,
+int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const f16 *d, int64_t N, float *y,
                     int add, float *work, int64_t work_floats) {
     const int64_t need = matmul_work(M, K);
     if (work_floats < need) return need;

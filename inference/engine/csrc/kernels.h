@@ -16,23 +16,27 @@
 
 #define MAX_GROUP 8
 
+/* A block's scale as the GGUF stores it, fp16 (widened exactly when read). A type of its own, so that
+ * cffi refuses any other 16-bit tensor (the bf16 KV pool, say) in its place. */
+typedef struct { uint16_t bits; } f16;
+
 /* One layer's weights and KV pool rows, as decode_layers reads them. */
 typedef struct {
     const float *attn_norm, *mlp_norm;
-    const uint8_t *qkv_q; const float *qkv_d, *qkv_m;
-    const uint8_t *o_q; const float *o_d, *o_m;
-    const uint8_t *gate_up_q; const float *gate_up_d, *gate_up_m;
-    const uint8_t *down_q; const float *down_d, *down_m;
+    const uint8_t *qkv_q; const f16 *qkv_d, *qkv_m;
+    const uint8_t *o_q; const f16 *o_d, *o_m;
+    const uint8_t *gate_up_q; const f16 *gate_up_d, *gate_up_m;
+    const uint8_t *down_q; const f16 *down_d, *down_m;
     uint16_t *k, *v;
 } LayerBlocks;
 
 /* ---- block products (blocks.c): y[M, N] (+)= x[M, K] . W[N, K]^T ---- */
 int64_t matmul_work(int64_t M, int64_t K);
 /* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T. */
-int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const float *d, const float *m,
+int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m,
                     int64_t N, float *y, int add, float *work, int64_t work_floats);
 /* qs [N, K] int8, d [N, K/32]. */
-int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const float *d, int64_t N, float *y,
+int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const f16 *d, int64_t N, float *y,
                     int add, float *work, int64_t work_floats);
 
 /* ---- the rest of a layer (layer_ops.c) ---- */

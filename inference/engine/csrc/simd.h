@@ -5,10 +5,14 @@
 #include <omp.h>
 #include <stdint.h>
 
+#include "kernels.h"
+
 #define QK 32 /* weights per GGUF block */
 
 /* The team size a parallel region gets here, so per-thread slices of `work` cover every thread. */
 static inline int64_t threads(void) { return omp_get_max_threads(); }
+
+static inline float h2f(f16 h) { return _cvtsh_ss(h.bits); } /* exact: every fp16 is an fp32 */
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
