@@ -164,7 +164,8 @@ from inference.engine.kernels import load
 from inference.engine.gguf_weights import Q4Weight
 k = load()
 g = torch.Generator().manual_seed(0)
-w = Q4Weight(torch.randint(0, 256, (16, 64), dtype=torch.uint8, generator=g), torch.rand(16, 4, generator=g).half(), torch.rand(16, 4, generator=g).half())
+d, m = torch.rand(16, 4, generator=g).half(), torch.rand(16, 4, generator=g).half()
+w = Q4Weight(torch.randint(0, 256, (16, 64), dtype=torch.uint8, generator=g), d, m)
 x = torch.randn(3, 128, generator=g)
 print(json.dumps({"error": float((k.q4_1(x, w) - x @ w.dequantize().T).abs().max()), "module": k._lib.__name__}))
 """
