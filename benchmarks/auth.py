@@ -63,6 +63,8 @@ class InstantTicket:
 class InstantEngine:
     """Answers every chat with one token ("ok") at once: only the API's cost is left to measure."""
 
+    metrics = None  # no Prometheus series of its own
+
     def __init__(self) -> None:
         self._running = False
 
@@ -85,7 +87,8 @@ class InstantEngine:
 
     @staticmethod
     def _answer(request: ChatRequest) -> Completion:
-        return Completion(request.request_id, "ok", FinishReason.STOP, Usage(1, 1), Timings(0.0, 0.0, 0.0))
+        return Completion(request_id=request.request_id, text="ok", finish_reason=FinishReason.STOP,
+                          usage=Usage(prompt_tokens=1, completion_tokens=1), timings=Timings(queued_ms=0.0, first_token_ms=0.0, total_ms=0.0))
 
     async def submit(self, requests: Sequence[ChatRequest]) -> list[InstantTicket | EngineError]:
         return [InstantTicket(self._answer(r)) for r in requests]
@@ -94,7 +97,7 @@ class InstantEngine:
         return [len(word) for word in text.split()]  # one "token" per word
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[TokenDelta | Completion]:
-        yield TokenDelta(0, "ok")
+        yield TokenDelta(index=0, text="ok")
         yield self._answer(request)
 
 

@@ -22,7 +22,7 @@ from inference.engine.llm_engine import LLMEngine
 def prompt(round_: int, words: int) -> tuple[ChatMessage, ...]:
     """A prompt of its own per round, so no round finds the one before it in the prefix cache."""
     facts = " ".join(f"Note {round_}.{i}: shelf {i} holds books on subject {i * 7 % 31}." for i in range(words // 9))
-    return (ChatMessage("user", facts + " Summarise the notes in one sentence."),)
+    return (ChatMessage(role="user", content=facts + " Summarise the notes in one sentence."),)
 
 
 async def timed(engine: AsyncEngine, requests: list[ChatRequest]) -> tuple[float, int]:
@@ -41,12 +41,12 @@ async def main(args: argparse.Namespace) -> None:
     try:
         no_end = tuple((token, -100.0) for token in sorted(llm.eos_ids))
         params = lambda seed, n=1: SamplingParams(max_new_tokens=args.tokens, temperature=1.0, seed=seed, n=n, logit_bias=no_end)
-        await engine.generate(ChatRequest(prompt(-1, 50), params(1)))  # warm-up
+        await engine.generate(ChatRequest(messages=prompt(-1, 50), params=params(1)))  # warm-up
         ratios = []
         for i in range(args.rounds):
-            n_time, n_prefill = await timed(engine, [ChatRequest(prompt(2 * i, args.words), params(1, args.n))])
+            n_time, n_prefill = await timed(engine, [ChatRequest(messages=prompt(2 * i, args.words), params=params(1, args.n))])
             messages = prompt(2 * i + 1, args.words)
-            c_time, c_prefill = await timed(engine, [ChatRequest(messages, params(1 + k)) for k in range(args.n)])
+            c_time, c_prefill = await timed(engine, [ChatRequest(messages=messages, params=params(1 + k)) for k in range(args.n)])
             ratios.append(n_time / c_time)
             print(f"round {i + 1}: n={args.n} {n_time:.2f} s ({n_prefill} prompt tokens computed), "
                   f"{args.n} concurrent chats {c_time:.2f} s ({c_prefill}), ratio {ratios[-1]:.2f}x", flush=True)

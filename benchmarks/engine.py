@@ -51,8 +51,8 @@ PROMPTS = [task.format(subject) for task in TASKS for subject in SUBJECTS]  # 12
 
 
 def request(prompt: str, max_new_tokens: int) -> ChatRequest:
-    return ChatRequest((ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", prompt)),
-                       SamplingParams(max_new_tokens=max_new_tokens))
+    return ChatRequest(messages=(ChatMessage(role="system", content="You are a helpful assistant."), ChatMessage(role="user", content=prompt)),
+                       params=SamplingParams(max_new_tokens=max_new_tokens))
 
 
 @dataclass

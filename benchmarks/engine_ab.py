@@ -28,9 +28,9 @@ def side(repo: str, mode: str, chats: int) -> None:
     llm = LLMEngine.from_config(EngineConfig(max_running=64) if mode == "old" else EngineConfig(weights=mode))
     for i in range(chats):
         llm.add(llm.prepare(ChatRequest(
-            (ChatMessage("system", "You are a helpful assistant."),
-             ChatMessage("user", f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} and the number {i}.")),
-            SamplingParams(max_new_tokens=64))))
+            messages=(ChatMessage(role="system", content="You are a helpful assistant."),
+             ChatMessage(role="user", content=f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} and the number {i}.")),
+            params=SamplingParams(max_new_tokens=64))))
     started, tokens = time.perf_counter(), 0
     while llm.has_work():
         for out in llm.step():

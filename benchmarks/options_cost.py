@@ -25,7 +25,8 @@ HEAVY = SamplingParams(repetition_penalty=1.1, frequency_penalty=0.3, presence_p
 
 def requests(n: int, tokens: int, heavy: bool) -> list[ChatRequest]:
     params = dataclasses.replace(HEAVY if heavy else SamplingParams(), max_new_tokens=tokens)
-    return [ChatRequest((ChatMessage("user", f"Write a short paragraph about {TOPICS[i % 8]} and the number {i}."),), params)
+    return [ChatRequest(messages=(ChatMessage(role="user", content=f"Write a short paragraph about {TOPICS[i % 8]} and the number {i}."),),
+                        params=params)
             for i in range(n)]
 
 

@@ -29,8 +29,9 @@ FORMATS = [ResponseFormat.of(json_schema=s) for s in [*SCHEMAS.values(), PERSON]
 
 
 def request(i: int, formatted: bool, max_new: int) -> ChatRequest:
-    messages = (ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", PROMPTS[i] + " Answer as JSON."))
-    return ChatRequest(messages, SamplingParams(max_new_tokens=max_new, response_format=FORMATS[i % len(FORMATS)] if formatted else None))
+    messages = (ChatMessage(role="system", content="You are a helpful assistant."), ChatMessage(role="user", content=PROMPTS[i] + " Answer as JSON."))
+    fmt = FORMATS[i % len(FORMATS)] if formatted else None
+    return ChatRequest(messages=messages, params=SamplingParams(max_new_tokens=max_new, response_format=fmt))
 
 
 async def run_round(ae: AsyncEngine, formatted: bool, clients: int, max_new: list[int]) -> dict:

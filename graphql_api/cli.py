@@ -33,7 +33,7 @@ from inference.engine.config import EngineConfig  # noqa: E402
 from .settings import ApiSettings  # noqa: E402
 
 if TYPE_CHECKING:
-    from .app import State
+    from .state import State
 
 log = logging.getLogger("graphql_api")
 PROG = "smollm-graphql"

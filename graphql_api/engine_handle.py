@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from inference.boundary import ChatRequest, Completion, EngineClient, EngineError, EngineInfo, EngineStats, Ticket, TokenDelta, Unavailable
+from inference.boundary import (
+    ChatRequest,
+    Completion,
+    EngineClient,
+    EngineError,
+    EngineInfo,
+    EngineStats,
+    MetricsSource,
+    Ticket,
+    TokenDelta,
+    Unavailable,
+)
 
 LOADING = EngineInfo(name="loading")
 
@@ -26,8 +37,8 @@ class EngineHandle:
         return self.target is not None and self.target.running
 
     @property
-    def metrics(self):  # the embedded engine's Prometheus registry, if any
-        return getattr(self.target, "metrics", None)
+    def metrics(self) -> MetricsSource | None:
+        return self.target.metrics if self.target is not None else None
 
     def stats(self) -> EngineStats:
         return self.target.stats() if self.target is not None else EngineStats()

@@ -1,4 +1,5 @@
-"""Operation logs and the API's own Prometheus metrics (the log formats: ``inference.logs``)."""
+"""Operation logs, the API's own Prometheus metrics and its GraphQL spans (the log formats:
+``inference.logs``; the tracer provider: ``inference.tracing``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import json
 import logging
 import re
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
+
+from inference import tracing
 
 log = logging.getLogger("graphql_api.operations")
 
@@ -33,6 +37,18 @@ def log_operation(request_id: str, operation: str, outcomes: list[tuple[str, str
              duration_ms, chats,
              extra={"request_id": request_id, "key": key, "operation": operation, "duration_ms": duration_ms,
                     "chats": [{"chat_id": c, "outcome": o} for c, o in outcomes]})
+
+
+def tracing_extension() -> Any | None:
+    """Strawberry's OpenTelemetry extension on the installed provider (operation, parse, validate and
+    resolver spans), None when tracing is off; resolver arguments are left out, since they hold the
+    users' prompts."""
+    tracer_provider = tracing.provider()
+    if tracer_provider is None:
+        return None
+    from strawberry.extensions.tracing import OpenTelemetryExtension
+
+    return lambda: OpenTelemetryExtension(tracer_provider=tracer_provider, arg_filter=lambda args, info: {})
 
 
 PLAIN = re.compile(r"[\w.:/+@#-]+")

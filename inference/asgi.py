@@ -144,26 +144,6 @@ class _ClientGone(Exception):
     pass
 
 
-class HeadAsGet:
-    """HEAD answered as GET without the body (Starlette lists HEAD in ``Allow`` wherever GET is)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            return await self.app(scope, receive, send)
-
-        async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    return
-                message = {"type": "http.response.body", "body": b""}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
-
-
 class OriginPolicyMiddleware:
     """One origin policy for HTTP (GET, POST, SSE), the same one Strawberry applies to WebSocket
     handshakes: a request from a browser page on another origin gets 403 unless that origin is

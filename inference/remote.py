@@ -206,6 +206,11 @@ class RemoteEngine:
     def info(self) -> EngineInfo:
         return self._info
 
+    @property
+    def metrics(self) -> None:
+        """None: the upstream's series are at its own ``/metrics``."""
+        return None
+
     # --- batches --------------------------------------------------------------------------
 
     async def submit(self, requests: Sequence[ChatRequest]) -> list[RemoteTicket | EngineError]:
@@ -278,7 +283,7 @@ class RemoteEngine:
             return Unavailable("inference upstream answered with a malformed body")
         if not answer.choices:
             return Unavailable("inference upstream answered with no choices")
-        usage = answer.usage.to_usage() if answer.usage else Usage(0, 0)
+        usage = answer.usage.to_usage() if answer.usage else Usage(prompt_tokens=0, completion_tokens=0)
         return _completion(request, [c.to_choice() for c in answer.choices], usage, None, started)
 
     def refused_format(self, request: ChatRequest) -> InvalidFormat | None:
@@ -324,7 +329,7 @@ class RemoteEngine:
         self.in_flight += 1
         try:
             async with self._stream("/v1/chat/completions", body) as source:
-                first, usage = None, Usage(0, 0)
+                first, usage = None, Usage(prompt_tokens=0, completion_tokens=0)
                 answers: dict[int, Answer] = {}
                 async for sse in source.aiter_sse():
                     if sse.data == "[DONE]":
@@ -340,7 +345,8 @@ class RemoteEngine:
                         if choice.delta.content:
                             first = first or time.perf_counter()
                             answer.text.append(choice.delta.content)
-                            yield TokenDelta(answer.deltas, choice.delta.content, max(1, len(entries)), entries, choice.index)
+                            yield TokenDelta(index=answer.deltas, text=choice.delta.content, tokens=max(1, len(entries)),
+                                             logprobs=entries, choice=choice.index)
                             answer.deltas += 1
                         for call in choice.delta.tool_calls or ():  # OpenAI streams a call's arguments in pieces
                             entry = answer.calls.setdefault(call.index, ["", "", ""])
@@ -354,9 +360,7 @@ class RemoteEngine:
             raise Unavailable("inference upstream streamed a malformed chunk") from None
         finally:
             self.in_flight -= 1
-        yield _completion(request, [BoundaryChoice(i, "".join(a.text), FinishReason.parse(a.finish), a.logprobs,
-                                                   tuple(ToolCall(*a.calls[k]) for k in sorted(a.calls)))
-                                    for i, a in sorted(answers.items())], usage, first, started)
+        yield _completion(request, [a.choice(i) for i, a in sorted(answers.items())], usage, first, started)
 
     @asynccontextmanager
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
@@ -443,6 +447,12 @@ class Answer:
     deltas: int = 0
     calls: dict[int, list[str]] = field(default_factory=dict)  # index -> [id, name, arguments so far]
 
+    def choice(self, index: int) -> BoundaryChoice:
+        """The answer once its stream has ended."""
+        calls = tuple(ToolCall(id=i, name=n, arguments=a) for i, n, a in (self.calls[k] for k in sorted(self.calls)))
+        return BoundaryChoice(index=index, text="".join(self.text), finish_reason=FinishReason.parse(self.finish),
+                              logprobs=self.logprobs, tool_calls=calls)
+
 
 def _completion(request: ChatRequest, choices: list[BoundaryChoice], usage: Usage, first: float | None,
                 started: float) -> Completion:
@@ -450,7 +460,8 @@ def _completion(request: ChatRequest, choices: list[BoundaryChoice], usage: Usag
     ms = lambda t: (t - started) * 1000
     if not request.params.logprobs:
         choices = [replace(c, logprobs=None) for c in choices]
-    return completion_of(request.request_id, choices, usage, Timings(None, ms(first) if first else None, ms(time.perf_counter())))
+    timings = Timings(queued_ms=None, first_token_ms=ms(first) if first else None, total_ms=ms(time.perf_counter()))
+    return completion_of(request.request_id, choices, usage, timings)
 
 
 def _error_body(body: bytes) -> ErrorBody | None:

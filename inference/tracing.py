@@ -10,7 +10,7 @@ names the service (default: the tier's name).
 The provider is this module's, not OpenTelemetry's global one, so that a test can install an
 in-memory exporter and remove it again: every instrumented piece takes it at construction
 (``provider()``): the ASGI middleware of both tiers (HTTP server spans, continuing a caller's
-``traceparent``), Strawberry's extension (the GraphQL operation and its resolvers), the httpx
+``traceparent``), the GraphQL API's Strawberry extension (``graphql_api.observability``), the httpx
 client of remote mode (a client span per upstream call, which sends ``traceparent``), and the
 engine's span per request (``record_request``: queued, prefill and decode as child spans).
 Context propagation is OpenTelemetry's global W3C propagator.
@@ -115,17 +115,6 @@ def instrument_httpx(client: Any) -> None:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         HTTPXClientInstrumentor.instrument_client(client, tracer_provider=_provider)
-
-
-def graphql_extension() -> Any | None:
-    """Strawberry's OpenTelemetry extension on this provider (operation, parse, validate and resolver
-    spans); resolver arguments are left out, since they hold the users' prompts."""
-    if _provider is None:
-        return None
-    from strawberry.extensions.tracing import OpenTelemetryExtension
-
-    tracer_provider = _provider
-    return lambda: OpenTelemetryExtension(tracer_provider=tracer_provider, arg_filter=lambda args, info: {})
 
 
 def record_request(began_ns: int, request_id: str, result: Completion | EngineError | None, tokens: int) -> None:

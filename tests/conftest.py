@@ -34,8 +34,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def chat(prompt: str, system: str | None = SYSTEM, **params) -> ChatRequest:
-    messages = ((ChatMessage("system", system),) if system else ()) + (ChatMessage("user", prompt),)
-    return ChatRequest(messages, SamplingParams(**params))
+    messages = ((ChatMessage(role="system", content=system),) if system else ()) + (ChatMessage(role="user", content=prompt),)
+    return ChatRequest(messages=messages, params=SamplingParams(**params))
 
 
 def reference_text(engine: LLMEngine, request: ChatRequest, max_new_tokens: int) -> str:

@@ -34,6 +34,7 @@ class FakeEngine:
     """Answers "echo: <prompt>" word by word; validates options like the real engine."""
 
     max_new_tokens_cap = 1024
+    metrics = None  # no Prometheus series of its own
 
     def __init__(self, fail_with: Exception | None = None) -> None:
         self.batch_calls: list[int] = []
@@ -64,8 +65,9 @@ class FakeEngine:
         except EngineError as exc:
             return exc
         text = "echo: " + request.messages[-1].content
-        return Completion(request.request_id, text, FinishReason.STOP, Usage(3, len(text.split())),
-                          Timings(0.0, 1.0, 2.0))
+        return Completion(request_id=request.request_id, text=text, finish_reason=FinishReason.STOP,
+                          usage=Usage(prompt_tokens=3, completion_tokens=len(text.split())),
+                          timings=Timings(queued_ms=0.0, first_token_ms=1.0, total_ms=2.0))
 
     async def submit(self, requests: Sequence[ChatRequest]) -> list[FakeTicket | EngineError]:
         self.batch_calls.append(len(requests))
@@ -87,7 +89,7 @@ class FakeEngine:
             words = result.text.split(" ")
             for i, word in enumerate(words):
                 await asyncio.sleep(0.01)
-                yield TokenDelta(i, word if i == 0 else " " + word)
+                yield TokenDelta(index=i, text=word if i == 0 else " " + word)
             yield result
         finally:
             self.open_streams -= 1

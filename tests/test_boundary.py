@@ -60,10 +60,10 @@ def test_options_are_validated_once_under_neutral_names(params, field):
 
 def test_requests_name_what_is_wrong():
     with pytest.raises(InvalidRequest) as blank:
-        ChatRequest((ChatMessage("user", "  "),)).validate(1024)
+        ChatRequest(messages=(ChatMessage(role="user", content="  "),)).validate(1024)
     assert blank.value.field == "messages"
     with pytest.raises(InvalidRequest) as surrogate:
-        ChatRequest((ChatMessage("system", "\ud800"), ChatMessage("user", "hi"))).validate(1024)
+        ChatRequest(messages=(ChatMessage(role="system", content="\ud800"), ChatMessage(role="user", content="hi"))).validate(1024)
     assert surrogate.value.field == "messages[0].content" and "U+D800" in surrogate.value.message
 
 
@@ -80,14 +80,15 @@ def test_graphql_and_openai_edges_each_name_an_option_in_their_own_words():
 
 
 def test_wire_request_round_trips_a_chat_request():
-    request = ChatRequest((ChatMessage("system", "s"), ChatMessage("user", "hi")),
-                          SamplingParams(max_new_tokens=5, temperature=0.5, top_p=0.9, top_k=4, seed=7, stop=("x",)))
+    request = ChatRequest(messages=(ChatMessage(role="system", content="s"), ChatMessage(role="user", content="hi")),
+                          params=SamplingParams(max_new_tokens=5, temperature=0.5, top_p=0.9, top_k=4, seed=7, stop=("x",)))
     back = parse_request(ChatCompletionRequest.of(request).body()).to_request()
     assert back.messages == request.messages and back.params == request.params
 
 
 def test_wire_results_round_trip_completions_and_errors():
-    completion = Completion("r", "text", FinishReason.LENGTH, Usage(3, 4), Timings(None, 1.5, 9.0))
+    completion = Completion(request_id="r", text="text", finish_reason=FinishReason.LENGTH, usage=Usage(prompt_tokens=3, completion_tokens=4),
+                            timings=Timings(queued_ms=None, first_token_ms=1.5, total_ms=9.0))
     assert BatchItem.model_validate_json(BatchItem.of(completion).model_dump_json()).to_result("r") == completion
     error = BatchItem.of(EngineFault("boom")).to_result("r")
     assert error.code is ErrorCode.INTERNAL and error.message == "boom"

@@ -20,8 +20,8 @@ SUBSET = [c for s in SCHEMAS for c in [c for c in CASES if c["schema"] == s][:2]
 
 def request(case: dict) -> ChatRequest:
     fmt = ResponseFormat.of(json_schema=SCHEMAS[case["schema"]])
-    return ChatRequest((ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", prompt(case))),
-                       SamplingParams(max_new_tokens=200, response_format=fmt), request_id=case["id"])
+    return ChatRequest(messages=(ChatMessage(role="system", content="You are a helpful assistant."), ChatMessage(role="user", content=prompt(case))),
+                       params=SamplingParams(max_new_tokens=200, response_format=fmt), request_id=case["id"])
 
 
 async def test_the_extraction_subset_answers_valid_json_with_most_fields_right(native):

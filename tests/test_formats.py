@@ -40,11 +40,12 @@ BATCH = "mutation($inputs: [ChatInput!]!) { chatBatched(inputs: $inputs) { resul
 
 
 def completion(text: str, reason: FinishReason = FinishReason.STOP) -> Completion:
-    return Completion("r", text, reason, Usage(5, 7), Timings(0.0, 1.0, 2.0))
+    return Completion(request_id="r", text=text, finish_reason=reason, usage=Usage(prompt_tokens=5, completion_tokens=7),
+                      timings=Timings(queued_ms=0.0, first_token_ms=1.0, total_ms=2.0))
 
 
 def request(fmt: ResponseFormat | None) -> ChatRequest:
-    return ChatRequest((ChatMessage("user", "hi"),), SamplingParams(response_format=fmt))
+    return ChatRequest(messages=(ChatMessage(role="user", content="hi"),), params=SamplingParams(response_format=fmt))
 
 
 @pytest.mark.parametrize(("fmt", "member", "words"), [

@@ -468,4 +468,4 @@ async def test_the_inference_service_refuses_parameters_it_does_not_honour(llm, 
 
 def test_sampling_params_greedy_threshold():
     assert SamplingParams(temperature=1e-6).greedy and not SamplingParams(temperature=1e-4).greedy
-    assert ChatRequest((ChatMessage("user", "hi"),)).params.greedy
+    assert ChatRequest(messages=(ChatMessage(role="user", content="hi"),)).params.greedy

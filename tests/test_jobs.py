@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
 import pytest
@@ -135,7 +136,44 @@ def test_a_line_longer_than_the_limit_is_one_failed_item_and_its_bytes_are_not_k
     got = asyncio.run(_collect(lines(Chunks(data), 100_000)))
     assert got == [(1, b'{"a": 1}'), (2, None), (4, b'{"b": 2}')]
     checker = Checker(1024, 100, 8)
-    assert json.loads(checker.line(3, b'{"custom_id": "123456789", "body": {}}').result or "")["error"]["field"] == "custom_id"
+    refused = checker.line(3, b'{"custom_id": "123456789", "body": {}}').result
+    assert refused is not None and refused.error is not None and refused.error.field == "custom_id"
+
+
+# Rows as earlier versions stored them (the inference service's batch item JSON, nulls included in
+# the cancelled one), and the output lines they gave: the store reads them, and writes alike.
+OLD_ROWS = [
+    r'''{"text":"a","finish_reason":"stop","usage":{"prompt_tokens":4,"completion_tokens":5,"total_tokens":9},"timings":{"queued_ms":1.0,'''
+    r'''"total_ms":3.5},"logprobs":{"content":[{"token":"a","logprob":-0.5,"bytes":[97],"top_logprobs":[{"token":"a","logprob":-0.5,'''
+    r'''"bytes":[97]},{"token":"é","logprob":-1.0,"bytes":[195,169]}]}]},"choices":[{"index":0,"message":{"role":"assistant",'''
+    r'''"content":"a"},"finish_reason":"stop","logprobs":{"content":[{"token":"a","logprob":-0.5,"bytes":[97],"top_logprobs":[{"token":"a",'''
+    r'''"logprob":-0.5,"bytes":[97]},{"token":"é","logprob":-1.0,"bytes":[195,169]}]}]}},{"index":1,"message":{"role":"assistant",'''
+    r'''"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"x\": 1}"}}]},"finish_reason":"tool_calls"}]}''',
+    r'''{"text":null,"finish_reason":null,"usage":null,"timings":null,"error":{"message":"the job was cancelled before this item ended",'''
+    r'''"type":"server_error","param":null,"code":"CANCELLED","field":null},"logprobs":null,"choices":null,"tool_calls":null}''',
+]
+OLD_LINES = [
+    r'''{"id": "batch_req_batch_1-3", "custom_id": "c", "response": {"status_code": 200, "request_id": "batch_1-3", "body": {"id": "batch_1-3", '''
+    r'''"object": "chat.completion", "created": 0, "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "a"}, '''
+    r'''"finish_reason": "stop", "logprobs": {"content": [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": [{"token": "a", '''
+    r'''"logprob": -0.5, "bytes": [97]}, {"token": "é", "logprob": -1.0, "bytes": [195, 169]}]}]}}, {"index": 1, "message": {"role": '''
+    r'''"assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]}, '''
+    r'''"finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}}}, "error": null}''' "\n",
+    r'''{"id": "batch_req_batch_1-3", "custom_id": "c", "response": null, "error": {"code": "CANCELLED", "message": "the job was '''
+    r'''cancelled before this item ended", "param": null}}''' "\n",
+]
+
+
+def test_rows_stored_by_earlier_versions_load_and_give_the_same_output_lines():
+    from graphql_api.jobs.outcome import ItemOutcome
+    from graphql_api.jobs.output import output_line
+    from graphql_api.jobs.store import ItemResult
+    from graphql_api.jobs.tables import ItemStatus
+
+    undated = lambda text: re.sub(r'"created": \d+', '"created": 0', text)
+    for row, want in zip(OLD_ROWS, OLD_LINES, strict=True):
+        for outcome in (ItemOutcome.load(row), ItemOutcome.load(ItemOutcome.load(row).dump())):  # as read, and as written again
+            assert undated(output_line("batch_1", ItemResult(3, "c", ItemStatus.COMPLETED, outcome), "m")) == want
 
 
 async def _collect(iterator) -> list:

@@ -66,8 +66,9 @@ def test_the_second_turn_of_a_conversation_prefills_only_its_new_tokens(llm: LLM
     engine = engine_like(llm)
     first = chat("Name three colours.", max_new_tokens=24)
     [answer], _ = run(engine, [first])
-    second = ChatRequest((*first.messages, ChatMessage("assistant", answer), ChatMessage("user", "And three fruits?")),
-                         SamplingParams(max_new_tokens=8))
+    second = ChatRequest(messages=(*first.messages, ChatMessage(role="assistant", content=answer),
+                                   ChatMessage(role="user", content="And three fruits?")),
+                         params=SamplingParams(max_new_tokens=8))
     before = engine.stats.prompt_tokens, engine.stats.cached_prompt_tokens
     prompt1 = engine.prepare(first).prompt_ids
     prompt2 = engine.prepare(second).prompt_ids

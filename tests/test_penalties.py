@@ -123,7 +123,7 @@ def test_ranges_are_checked_naming_the_option(llm):
             SamplingParams(**params).validate(1024)
         assert caught.value.field == field
     with pytest.raises(InvalidOption, match="below the vocabulary size 49152"):
-        llm.prepare(ChatRequest(chat("Hi").messages, SamplingParams(logit_bias=((49152, 1.0),))))
+        llm.prepare(ChatRequest(messages=chat("Hi").messages, params=SamplingParams(logit_bias=((49152, 1.0),))))
 
 
 async def test_graphql_takes_the_options_and_names_the_bad_one(live):
@@ -167,9 +167,9 @@ def test_the_remote_client_refuses_what_its_upstream_kind_does_not_honour():
     assert engine.refused_option(request) is None
     from inference.boundary import Tool, ToolMode, Tools
 
-    tools = Tools((Tool.of("f", None, None, 0),), ToolMode.REQUIRED)
-    with_tools = ChatRequest(request.messages, tools=tools)
+    tools = Tools(tools=(Tool.of("f", None, None, 0),), mode=ToolMode.REQUIRED)
+    with_tools = ChatRequest(messages=request.messages, tools=tools)
     assert engine.refused_option(with_tools) is None
     engine.kind = "llama.cpp"  # it takes the field and answers in text with this model's template
     assert engine.refused_option(with_tools).field == "tools"
-    assert engine.refused_option(ChatRequest(request.messages, tools=Tools(tools.tools, ToolMode.NONE))) is None
+    assert engine.refused_option(ChatRequest(messages=request.messages, tools=Tools(tools=tools.tools, mode=ToolMode.NONE))) is None

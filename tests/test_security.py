@@ -142,12 +142,13 @@ async def test_dropped_and_concurrent_reads_never_lock_the_jobs_database(keyed_f
 
 
 async def _store_with_items(tmp_path, n: int) -> tuple[JobStore, str]:
+    from graphql_api.jobs.outcome import ItemOutcome
     from graphql_api.jobs.store import NewItem, database_url
 
     store = JobStore(database_url("", tmp_path))
     await store.start()
     job_id = await store.create("o", None, 60)
-    await store.add(job_id, 0, [NewItem(f"c{i}", None, '{"status_code":200}') for i in range(n)])
+    await store.add(job_id, 0, [NewItem(f"c{i}", None, ItemOutcome()) for i in range(n)])
     return store, job_id
 
 
@@ -225,8 +226,9 @@ async def test_random_cancellation_of_job_operations_never_locks_the_store_or_br
 
         async def work() -> None:
             claimed = await store.claim("w", 50, 30.0)
+            from graphql_api.jobs.outcome import ItemOutcome
             from graphql_api.jobs.store import Finished
-            await store.record("w", [Finished(c.item_id, c.job_id, ItemStatus.COMPLETED, '{"status_code":200}') for c in claimed])
+            await store.record("w", [Finished(c.item_id, c.job_id, ItemStatus.COMPLETED, ItemOutcome()) for c in claimed])
 
         for _ in range(60):
             ops = [asyncio.ensure_future(rng.choice([submit, cancel, read, work])()) for _ in range(rng.randint(1, 6))]
@@ -571,7 +573,8 @@ def test_a_format_that_dead_ends_midway_ends_the_answer_as_incomplete(llm):
     with pytest.raises(FormatDeadEnd):
         follow(matcher, llm.tokenizer.eos_token_id, None)
     with pytest.raises(InvalidFormat):
-        llm.prepare(ChatRequest((ChatMessage("user", "hi"),), SamplingParams(response_format=ResponseFormat.of(regex=r"[^\s\S]"))))
+        llm.prepare(ChatRequest(messages=(ChatMessage(role="user", content="hi"),),
+                                params=SamplingParams(response_format=ResponseFormat.of(regex=r"[^\s\S]"))))
 
 
 async def test_sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_keys_in_force(tmp_path):

@@ -36,15 +36,16 @@ def test_calls_are_read_from_the_hermes_tags_and_the_history_is_rendered_for_a_t
     assert text == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("get_time", {"timezone": "CET"})]
     assert parse_calls("no call here") == ("no call here", ())
     assert parse_calls("<tool_call>{broken</tool_call>")[1] == ()
-    tools = Tools((Tool.of("get_time", "the time", TIME, 0),))
-    call = ToolCall("call_1", "get_time", '{"timezone": "CET"}')
-    request = ChatRequest((ChatMessage("system", "Be brief."), ChatMessage("user", "Time in Paris?"),
-                           ChatMessage("assistant", "", (call,)), ChatMessage("tool", "12:00", tool_call_id="call_1")), tools=tools)
+    tools = Tools(tools=(Tool.of("get_time", "the time", TIME, 0),))
+    call = ToolCall(id="call_1", name="get_time", arguments='{"timezone": "CET"}')
+    request = ChatRequest(messages=(ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Time in Paris?"),
+                           ChatMessage(role="assistant", content="", tool_calls=(call,)),
+                           ChatMessage(role="tool", content="12:00", tool_call_id="call_1")), tools=tools)
     turns = prompt_messages(request)
     assert turns[0].content.startswith("Be brief.\n\nYou are a function calling AI model") and '"get_time"' in turns[0].content
     assert turns[2].content == '<tool_call>\n{"name": "get_time", "arguments": {"timezone": "CET"}}\n</tool_call>'
-    assert turns[3] == ChatMessage("tool", "<tool_response>\n12:00\n</tool_response>")
-    none = ChatRequest(request.messages[:2], tools=Tools(tools.tools, ToolMode.NONE))
+    assert turns[3] == ChatMessage(role="tool", content="<tool_response>\n12:00\n</tool_response>")
+    none = ChatRequest(messages=request.messages[:2], tools=Tools(tools=tools.tools, mode=ToolMode.NONE))
     assert prompt_messages(none)[0].content == "Be brief."
 
 
@@ -143,9 +144,9 @@ async def test_the_remote_client_passes_tools_to_its_upstream(service):
     remote = RemoteEngine([service])
     await remote.start()
     try:
-        tools = Tools(tuple(Tool.of(t["name"], t["description"], t["parameters"], i) for i, t in enumerate(TOOLS)), ToolMode.REQUIRED)
-        request = ChatRequest((ChatMessage("user", "What's the weather like in Paris today?"),),
-                              SamplingParams(max_new_tokens=60), tools=tools)
+        tools = Tools(tools=tuple(Tool.of(t["name"], t["description"], t["parameters"], i) for i, t in enumerate(TOOLS)), mode=ToolMode.REQUIRED)
+        request = ChatRequest(messages=(ChatMessage(role="user", content="What's the weather like in Paris today?"),),
+                              params=SamplingParams(max_new_tokens=60), tools=tools)
         [ticket] = await remote.submit([request])
         result = await ticket.result()
         assert isinstance(result, Completion) and result.finish_reason is FinishReason.TOOL_CALLS

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from test_operations import free_port
 
 from graphql_api.app import create_app
+from graphql_api.observability import tracing_extension
 from graphql_api.settings import ApiSettings
 from inference import tracing
 from inference.engine.async_engine import AsyncEngine
@@ -196,7 +197,7 @@ def test_nothing_is_traced_unless_the_environment_asks():
     assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x:4318/v1/traces"})
     assert tracing.wanted({"OTEL_TRACES_EXPORTER": "console"})
     assert tracing.configure_from_env("x", {}) is None and tracing.provider() is None
-    assert tracing.asgi_middleware() == [] and tracing.graphql_extension() is None
+    assert tracing.asgi_middleware() == [] and tracing_extension() is None
     with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'"):
         tracing.configure_from_env("x", {"OTEL_TRACES_EXPORTER": "zipkin"})
     assert tracing.provider() is None

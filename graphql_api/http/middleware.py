@@ -1,4 +1,5 @@
-"""ASGI middleware of the API: request ids, API keys (the origin policy and CORS are ``inference.asgi``'s, shared by both tiers)."""
+"""ASGI middleware of the API: request ids, API keys, HEAD on /graphql (the origin policy, CORS and
+body limits are ``inference.asgi``'s, shared by both tiers)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,26 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class HeadAsGet:
+    """HEAD answered as GET without the body (Starlette lists HEAD in ``Allow`` wherever GET is)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class ApiKeyMiddleware:

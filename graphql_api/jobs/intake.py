@@ -22,7 +22,8 @@ from inference.boundary.formats import nesting
 from inference.boundary.request import encodable, unencodable_at
 from inference.service.wire import ChatCompletionRequest, ErrorBody, parse_request
 
-from .store import NewItem, refused
+from .outcome import ItemOutcome
+from .store import NewItem
 
 CHUNK_LINES = 1000
 READ_BYTES = 1 << 16
@@ -58,7 +59,7 @@ class Checker:
         """A failed item; an id or message echoing a lone surrogate is stored escaped."""
         self.failed += 1
         error = UpstreamError(error.code, encodable(error.message), error.field)
-        return NewItem(encodable(custom_id), None, refused(error))
+        return NewItem(encodable(custom_id), None, ItemOutcome.of(error))
 
     def line(self, number: int, raw: bytes) -> NewItem:
         """One line of an OpenAI batch file (``number`` counts from 1)."""

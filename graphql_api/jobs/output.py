@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from inference.boundary import Completion
 from inference.service.wire import ChatCompletion
 
 from .store import ItemResult, JobStore
@@ -16,13 +15,11 @@ from .store import ItemResult, JobStore
 def output_line(job_id: str, r: ItemResult, model: str) -> str:
     request_id = f"{job_id}-{r.idx}"
     line: dict[str, object] = {"id": f"batch_req_{request_id}", "custom_id": r.custom_id}
-    outcome = r.result.to_result(request_id)
-    if isinstance(outcome, Completion):
-        body = ChatCompletion.of(outcome, model).model_dump(exclude_none=True)
+    error = r.result.error
+    if error is None:
+        body = ChatCompletion.of(r.result.completion(request_id), model).model_dump(exclude_none=True)
         line |= {"response": {"status_code": 200, "request_id": request_id, "body": body}, "error": None}
     else:
-        error = r.result.error
-        assert error is not None  # to_result gave an error
         line |= {"response": None, "error": {"code": error.code, "message": error.message, "param": error.field}}
     return json.dumps(line, ensure_ascii=False) + "\n"
 

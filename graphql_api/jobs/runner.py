@@ -24,10 +24,11 @@ from dataclasses import dataclass, replace
 
 from inference.boundary import BATCH, Completion, EngineClient, EngineError, ErrorCode, RequestCancelled, Ticket, Unauthenticated
 from inference.keys import ApiKey, KeyRing
-from inference.service.wire import BatchItem, ChatCompletionRequest
+from inference.service.wire import ChatCompletionRequest
 
 from ..observability import ApiMetrics
 from ..quotas import Quotas, estimate_tokens
+from .outcome import ItemOutcome
 from .store import CANCELLED_RESULT, EXPIRED_RESULT, Claimed, Finished, JobStore, ended
 from .tables import ItemStatus, JobStatus
 
@@ -43,10 +44,10 @@ RETRY = (ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE)  # the engine had no room:
 DEFAULT_SLOTS = 64  # when an upstream does not say how many sequences it runs
 
 
-def revoked_result(owner: str) -> str:
+def revoked_result(owner: str) -> ItemOutcome:
     """The result of an item whose job's key is gone: it does not run."""
-    return BatchItem.of(Unauthenticated(f"the API key {owner!r} that submitted this job was revoked or has expired; "
-                                        "the item did not run")).model_dump_json(exclude_none=True)
+    return ItemOutcome.of(Unauthenticated(f"the API key {owner!r} that submitted this job was revoked or has expired; "
+                                          "the item did not run"))
 
 
 async def _result(ticket: Ticket) -> Completion | EngineError:
@@ -61,7 +62,7 @@ class InFlight:
     claimed: Claimed
     task: asyncio.Task[Completion | EngineError]
     reserved: int = 0
-    abort_as: str | None = None  # the result to record when aborted (None: give the item back)
+    abort_as: ItemOutcome | None = None  # the result to record when aborted (None: give the item back)
 
 
 class JobRunner:
@@ -119,7 +120,7 @@ class JobRunner:
         """Look for work now (a job was just submitted here)."""
         self._wake.set()
 
-    def abort_job(self, job_id: str, result: str = CANCELLED_RESULT) -> None:
+    def abort_job(self, job_id: str, result: ItemOutcome = CANCELLED_RESULT) -> None:
         """Abort this job's items that run here; they end with ``result``."""
         for f in self.in_flight.values():
             if f.claimed.job_id == job_id and f.abort_as is None:
@@ -226,7 +227,7 @@ class JobRunner:
                 if ticket.code in RETRY:
                     give_back.append(c.item_id)
                 else:
-                    self.done.append(ended(c.item_id, c.job_id, BatchItem.of(ticket)))
+                    self.done.append(ended(c.item_id, c.job_id, ItemOutcome.of(ticket)))
                 continue
             f = InFlight(c, asyncio.create_task(_result(ticket)), reserved)
             f.task.add_done_callback(functools.partial(self._ended, f))  # runs even if cancelled unstarted
@@ -252,7 +253,7 @@ class JobRunner:
         elif result is None or (isinstance(result, EngineError) and result.code in RETRY):
             self.retry.append(c.item_id)  # stopping, or the engine had no room: queued again
         else:
-            self.done.append(ended(c.item_id, c.job_id, BatchItem.of(result)))
+            self.done.append(ended(c.item_id, c.job_id, ItemOutcome.of(result)))
         self._wake.set()
 
     async def _admit(self, c: Claimed) -> int | None:

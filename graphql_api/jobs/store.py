@@ -38,9 +38,9 @@ from sqlalchemy import Connection, and_, case, delete, event, insert, or_, selec
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from inference.boundary import EngineError, RequestCancelled, RequestTimeout
-from inference.service.wire import BatchItem
+from inference.boundary import RequestCancelled, RequestTimeout
 
+from .outcome import ItemOutcome
 from .tables import ItemStatus, JobStatus, items, jobs
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x6A6F6273  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
 INSERT_CHUNK = 1000
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-CANCELLED_RESULT = BatchItem.of(RequestCancelled("the job was cancelled before this item ended")).model_dump_json()
-EXPIRED_RESULT = BatchItem.of(RequestTimeout("the job's completion window ended before this item ran")).model_dump_json()
+CANCELLED_RESULT = ItemOutcome.of(RequestCancelled("the job was cancelled before this item ended"))
+EXPIRED_RESULT = ItemOutcome.of(RequestTimeout("the job's completion window ended before this item ran"))
 
 
 JOB_ID = re.compile(r"batch_[0-9a-f]{32}")
@@ -131,7 +131,7 @@ class NewItem:
 
     custom_id: str
     request: str | None
-    result: str | None = None
+    result: ItemOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Finished:
     item_id: int
     job_id: str
     status: ItemStatus
-    result: str  # BatchItem JSON
+    result: ItemOutcome
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -158,19 +158,14 @@ class ItemResult:
     idx: int
     custom_id: str
     status: ItemStatus
-    result: BatchItem
+    result: ItemOutcome
 
 
-def ended(item_id: int, job_id: str, outcome: BatchItem, status: ItemStatus | None = None) -> Finished:
+def ended(item_id: int, job_id: str, outcome: ItemOutcome, status: ItemStatus | None = None) -> Finished:
     usage = outcome.usage
     if status is None:
         status = ItemStatus.FAILED if outcome.error is not None else ItemStatus.COMPLETED
-    return Finished(item_id, job_id, status, outcome.model_dump_json(exclude_none=True),
-                    usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
-
-
-def refused(error: EngineError) -> str:
-    return BatchItem.of(error).model_dump_json(exclude_none=True)
+    return Finished(item_id, job_id, status, outcome, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
 
 
 class JobStore:
@@ -243,7 +238,7 @@ class JobStore:
         the rest of its input need not be read)."""
         now = time.time()
         rows = [{"job_id": job_id, "idx": first_idx + i, "custom_id": it.custom_id, "request": it.request,
-                 "result": it.result, "attempts": 0,
+                 "result": None if it.result is None else it.result.dump(), "attempts": 0,
                  "status": ItemStatus.QUEUED.value if it.result is None else ItemStatus.FAILED.value,
                  "finished_at": None if it.result is None else now} for i, it in enumerate(new)]
         async with self._db().begin() as conn:
@@ -268,7 +263,8 @@ class JobStore:
             row = (await conn.execute(select(jobs.c.status).where(jobs.c.id == job_id))).first()
             if row is not None and row.status == JobStatus.CANCELLING.value:
                 n = (await conn.execute(update(items).where(items.c.job_id == job_id, items.c.status == ItemStatus.QUEUED.value)
-                                        .values(status=ItemStatus.CANCELLED.value, result=CANCELLED_RESULT, finished_at=now))).rowcount
+                                        .values(status=ItemStatus.CANCELLED.value, result=CANCELLED_RESULT.dump(),
+                                                finished_at=now))).rowcount
                 await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     total=total, failed=failed, cancelled=jobs.c.cancelled + n))
                 await _settle(conn, [job_id], now)
@@ -315,7 +311,7 @@ class JobStore:
                  .order_by(items.c.idx).limit(limit))
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [ItemResult(r.idx, r.custom_id, ItemStatus(r.status), BatchItem.model_validate_json(r.result)) for r in rows]
+        return [ItemResult(r.idx, r.custom_id, ItemStatus(r.status), ItemOutcome.load(r.result)) for r in rows]
 
     async def all_results(self, job_id: str, page: int = 500) -> AsyncIterator[ItemResult]:
         """Every ended item, read a page at a time (memory stays bounded)."""
@@ -339,7 +335,7 @@ class JobStore:
     # --- cancelling, expiring, forgetting ----------------------------------------------------
 
     @unbroken
-    async def cancel(self, job_id: str, owner: str, result: str = CANCELLED_RESULT, error: str | None = None) -> Job | None:
+    async def cancel(self, job_id: str, owner: str, result: ItemOutcome = CANCELLED_RESULT, error: str | None = None) -> Job | None:
         """Items not started are cancelled now (ending with ``result``); running ones are aborted by
         the workers that hold them (they see CANCELLING); the job is CANCELLED once none runs.
         Finished items are kept. A final job is left as it is. A job still VALIDATING (its input
@@ -354,7 +350,7 @@ class JobStore:
             status = JobStatus(row.status)
             if not status.final and status is not JobStatus.CANCELLING:
                 n = (await conn.execute(update(items).where(items.c.job_id == job_id, items.c.status == ItemStatus.QUEUED.value)
-                                        .values(status=ItemStatus.CANCELLED.value, result=result, finished_at=now))).rowcount
+                                        .values(status=ItemStatus.CANCELLED.value, result=result.dump(), finished_at=now))).rowcount
                 await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status=JobStatus.CANCELLING.value, cancelled=jobs.c.cancelled + n, cancelled_at=now, error=error))
                 if status is not JobStatus.VALIDATING:  # its total is not known yet: seal settles it
@@ -373,7 +369,8 @@ class JobStore:
                 jobs.c.expires_at < now))).scalars().all()
             for job_id in sorted(late):
                 n = (await conn.execute(update(items).where(items.c.job_id == job_id, items.c.status == ItemStatus.QUEUED.value)
-                                        .values(status=ItemStatus.CANCELLED.value, result=EXPIRED_RESULT, finished_at=now))).rowcount
+                                        .values(status=ItemStatus.CANCELLED.value, result=EXPIRED_RESULT.dump(),
+                                                finished_at=now))).rowcount
                 await conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status=JobStatus.EXPIRED.value, cancelled=jobs.c.cancelled + n, finished_at=now))
             old = select(jobs.c.id).where(jobs.c.finished_at < now - retention_s,
@@ -455,7 +452,7 @@ class JobStore:
             for f in finished:
                 hit = (await conn.execute(update(items).where(
                     items.c.id == f.item_id, items.c.claimed_by == worker, items.c.status == ItemStatus.RUNNING.value)
-                    .values(status=f.status.value, result=f.result, finished_at=now, lease_until=None))).rowcount
+                    .values(status=f.status.value, result=f.result.dump(), finished_at=now, lease_until=None))).rowcount
                 if hit:
                     c = counts[f.job_id]
                     c[f.status.value] += 1

@@ -72,7 +72,7 @@ items = Table(
     Column("custom_id", String(256), nullable=False),
     Column("status", String(12), nullable=False),
     Column("request", Text),  # the OpenAI chat-completion body to run (JSON); null for a refused line
-    Column("result", Text),  # inference.service.wire.BatchItem (JSON) once ended
+    Column("result", Text),  # an ItemOutcome (outcome.py), as JSON, once ended
     Column("claimed_by", String(40)),
     Column("lease_until", Float),
     Column("attempts", Integer, nullable=False, default=0),

@@ -20,8 +20,7 @@ from strawberry.extensions import (
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.types import ExecutionContext
 
-from inference import tracing
-
+from ..observability import tracing_extension
 from ..settings import ApiSettings
 from .errors import MaskUnexpectedErrors
 from .limits import ChatsPerOperation, introspection_depth_rule
@@ -36,7 +35,7 @@ def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
     rules = [*QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
              *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
              introspection_depth_rule(settings.max_introspection_depth)]
-    traced = tracing.graphql_extension()  # first: its operation span covers the other extensions
+    traced = tracing_extension()  # first: its operation span covers the other extensions
     extensions = [
         *([traced] if traced is not None else []),
         lambda: AddValidationRules(rules),

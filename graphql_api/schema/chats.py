@@ -79,7 +79,7 @@ def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatR
     system = item.system_prompt if item.system_prompt is not None else settings.default_system_prompt
     # An empty (or blank) systemPrompt means none: an empty system turn, so that the chat
     # template's own built-in system prompt does not apply either.
-    messages = [ChatMessage("system", system if system.strip() else "")]
+    messages = [ChatMessage(role="system", content=system if system.strip() else "")]
     try:
         messages += [history_message(m, i) for i, m in enumerate(history)]
         tools = chat_tools(item)
@@ -87,18 +87,18 @@ def to_request(item: ChatInput, settings: ApiSettings, request_id: str) -> ChatR
     except InvalidRequest as exc:
         return invalid(chat_id, graphql_field(exc.field) or "options", graphql_message(exc))
     if item.user_prompt.strip():  # blank after a TOOL turn: the model answers the tool's result
-        messages.append(ChatMessage("user", item.user_prompt))
+        messages.append(ChatMessage(role="user", content=item.user_prompt))
     if not 1 <= params.n <= settings.max_choices:
         return invalid(chat_id, "options.n", f"n must be between 1 and {settings.max_choices}, got {params.n}")
-    return ChatRequest(tuple(messages), params, request_id=f"{request_id}:{chat_id}", tools=tools)
+    return ChatRequest(messages=tuple(messages), params=params, request_id=f"{request_id}:{chat_id}", tools=tools)
 
 
 def history_message(m: ChatMessageInput, i: int) -> ChatMessage:
     """One history turn; raises InvalidRequest naming what is wrong in it."""
     if m.role is ChatRole.TOOL and not m.tool_call_id:
         raise InvalidRequest(f"history[{i}].toolCallId is required in a TOOL turn", field=f"history[{i}].toolCallId")
-    calls = tuple(ToolCall(c.id, c.name, json.dumps(c.arguments, ensure_ascii=False)) for c in m.tool_calls or ())
-    return ChatMessage(m.role.value, m.content, calls, m.tool_call_id)
+    calls = tuple(ToolCall(id=c.id, name=c.name, arguments=json.dumps(c.arguments, ensure_ascii=False)) for c in m.tool_calls or ())
+    return ChatMessage(role=m.role.value, content=m.content, tool_calls=calls, tool_call_id=m.tool_call_id)
 
 
 def chat_tools(item: ChatInput) -> Tools | None:
@@ -111,7 +111,7 @@ def chat_tools(item: ChatInput) -> Tools | None:
     offered = tuple(Tool.of(t.name, t.description, t.parameters, i) for i, t in enumerate(item.tools))
     named = choice.tool if choice is not None and isinstance(choice.tool, str) else None
     mode = choice.mode if choice is not None and isinstance(choice.mode, ToolChoiceMode) else ToolChoiceMode.AUTO
-    tools = Tools(offered, ToolMode.REQUIRED if named else ToolMode(mode.value), named, bool(item.parallel_tool_calls))
+    tools = Tools(tools=offered, mode=ToolMode.REQUIRED if named else ToolMode(mode.value), name=named, parallel=bool(item.parallel_tool_calls))
     tools.validate()
     return tools
 

@@ -146,9 +146,7 @@ def chat_result(r: ItemResult) -> ChatResult:
     error = r.result.error
     if error is not None:
         return ChatError(chat_id=ID(r.custom_id), code=ErrorCode.parse(error.code), message=error.message, field=error.field)
-    outcome = r.result.to_result(r.custom_id)
-    assert not isinstance(outcome, EngineError)  # no error: a completion
-    return success(r.custom_id, outcome)
+    return success(r.custom_id, r.result.completion(r.custom_id))
 
 
 def encode_cursor(kind: str, *key: object) -> str:

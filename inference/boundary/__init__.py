@@ -6,7 +6,7 @@ these types; each edge maps names (GraphQL's ``maxTokens``, OpenAI's ``max_token
 of its own.
 """
 
-from .client import EngineClient, Ticket
+from .client import EngineClient, MetricsSource, Ticket
 from .errors import (
                      EngineError,
                      EngineFault,
@@ -23,6 +23,7 @@ from .errors import (
 )
 from .formats import IncompleteOutput, InvalidFormat, ResponseFormat, conclude
 from .info import EngineInfo, EngineStats
+from .local import LocalEngine, StreamingTicket
 from .options import SamplingParams
 from .request import BATCH, INTERACTIVE, ChatMessage, ChatRequest
 from .result import Choice, Completion, FinishReason, Timings, TokenDelta, TokenLogprob, Usage
@@ -30,6 +31,6 @@ from .tools import Tool, ToolCall, ToolMode, Tools
 
 __all__ = ["BATCH", "INTERACTIVE", "ChatMessage", "ChatRequest", "Choice", "Completion", "EngineClient", "EngineError", "EngineFault",
            "EngineInfo", "EngineStats", "EngineStopped", "ErrorCode", "FinishReason", "IncompleteOutput", "InvalidFormat",
-           "InvalidRequest", "Overloaded", "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat",
-           "SamplingParams", "Ticket", "Timings", "TokenDelta", "TokenLogprob", "Tool", "ToolCall", "ToolMode", "Tools",
+           "InvalidRequest", "LocalEngine", "MetricsSource", "Overloaded", "PromptTooLong", "RequestCancelled", "RequestTimeout", "ResponseFormat",
+           "SamplingParams", "StreamingTicket", "Ticket", "Timings", "TokenDelta", "TokenLogprob", "Tool", "ToolCall", "ToolMode", "Tools",
            "Unauthenticated", "Unavailable", "UpstreamError", "Usage", "conclude"]

@@ -45,7 +45,7 @@ class IncompleteOutput(EngineError):
         self.partial_text = partial_text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResponseFormat:
     json_schema: str | None = None  # compact JSON text of the schema
     json_object: bool = False
@@ -64,7 +64,7 @@ class ResponseFormat:
             if nesting(json_schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
                 raise InvalidFormat(f"nests objects and arrays more than {MAX_SCHEMA_DEPTH} deep", "json_schema")
             text = json.dumps(json_schema, separators=(",", ":"), ensure_ascii=False)
-        return cls(text, bool(json_object), regex, tuple(choice) if choice is not None else None)
+        return cls(json_schema=text, json_object=bool(json_object), regex=regex, choice=tuple(choice) if choice is not None else None)
 
     @property
     def members(self) -> list[str]:

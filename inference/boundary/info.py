@@ -29,7 +29,7 @@ class EngineInfo:
         return cls(name=name, source=name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineStats:
     """The same meaning for every backend: ``running`` and ``waiting`` count chats (not HTTP calls),
     as the engine's own loop last published them."""

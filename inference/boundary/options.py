@@ -31,7 +31,7 @@ MAX_CHOICES = 16  # n; an edge may set a lower limit of its own
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (as in vLLM): dividing by them overflows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingParams:
     """``max_new_tokens=None`` means the engine's default. temperature 0 (below ``GREEDY_BELOW``)
     is greedy, the default; top_k 0, top_p 1 and min_p 0 switch those filters off.

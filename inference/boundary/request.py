@@ -13,7 +13,7 @@ INTERACTIVE = 0  # ChatRequest.priority: chats someone waits for
 BATCH = 1  # batch-job items: admitted only when no interactive request is waiting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChatMessage:
     """A turn. An assistant turn may carry the ``tool_calls`` it made; a ``tool`` turn is one call's
     result, naming it by ``tool_call_id``."""
@@ -24,7 +24,7 @@ class ChatMessage:
     tool_call_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChatRequest:
     """One chat to complete: the messages in order (system first, if any) and the options.
     ``priority``: lower is admitted first (``INTERACTIVE`` before ``BATCH``); FCFS within one."""
@@ -76,17 +76,17 @@ def prompt_messages(request: ChatRequest) -> tuple[ChatMessage, ...]:
     turns = []
     for m in request.messages:
         if m.tool_calls:
-            turns.append(ChatMessage(m.role, "\n".join([m.content, *map(call_text, m.tool_calls)]).strip()))
+            turns.append(ChatMessage(role=m.role, content="\n".join([m.content, *map(call_text, m.tool_calls)]).strip()))
         elif m.role == "tool":
-            turns.append(ChatMessage("tool", response_text(m.content)))
+            turns.append(ChatMessage(role="tool", content=response_text(m.content)))
         else:
-            turns.append(ChatMessage(m.role, m.content))
+            turns.append(ChatMessage(role=m.role, content=m.content))
     if request.tools is not None and request.tools.active:
         offer = request.tools.system_text()
         if turns and turns[0].role == "system":
-            turns[0] = ChatMessage("system", f"{turns[0].content}\n\n{offer}".strip())
+            turns[0] = ChatMessage(role="system", content=f"{turns[0].content}\n\n{offer}".strip())
         else:
-            turns.insert(0, ChatMessage("system", offer))
+            turns.insert(0, ChatMessage(role="system", content=offer))
     return tuple(turns)
 
 

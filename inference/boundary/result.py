@@ -22,7 +22,7 @@ class FinishReason(enum.StrEnum):
             return cls.STOP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenLogprob:
     """One generated token: its text, its log probability, and the ``top`` likeliest tokens at that
     step with theirs (likeliest first). Taken from the model's raw distribution, before penalties,
@@ -34,7 +34,7 @@ class TokenLogprob:
     top: tuple[tuple[str, float], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenDelta:
     """A piece of text from a stream; ``index`` counts the deltas of that request from 0, and
     ``tokens`` is how many generated tokens it carries (a delta may join several, or follow
@@ -48,7 +48,7 @@ class TokenDelta:
     choice: int = 0  # which of the request's ``n`` answers it belongs to; ``index`` counts per choice
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
@@ -58,7 +58,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Timings:
     """Milliseconds from arrival: until scheduled (None where nobody measured it), until the first
     token, until done."""
@@ -68,7 +68,7 @@ class Timings:
     total_ms: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ToolCall:
     """A call the model made: ``arguments`` is JSON text (valid against the tool's schema when the
     engine constrained it)."""
@@ -78,7 +78,7 @@ class ToolCall:
     arguments: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Choice:
     """One of a request's ``n`` answers."""
 
@@ -89,7 +89,7 @@ class Choice:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Completion:
     """A request's end. ``text``, ``finish_reason`` and ``logprobs`` are its first answer's;
     ``choices`` holds every answer when it asked for more than one (``answers`` reads both cases).
@@ -108,4 +108,5 @@ class Completion:
     @property
     def answers(self) -> tuple[Choice, ...]:
         """Every answer, the first included, in order."""
-        return self.choices or (Choice(0, self.text, self.finish_reason, self.logprobs, self.tool_calls),)
+        return self.choices or (Choice(index=0, text=self.text, finish_reason=self.finish_reason, logprobs=self.logprobs,
+                                       tool_calls=self.tool_calls),)

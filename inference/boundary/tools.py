@@ -35,7 +35,7 @@ class ToolMode(enum.StrEnum):
     REQUIRED = "required"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Tool:
     """A function the model may call; ``parameters`` is its arguments' JSON Schema as compact JSON."""
 
@@ -62,10 +62,10 @@ class Tool:
         if len(text) > MAX_SCHEMA_CHARS:
             raise InvalidRequest(f"{where}.parameters ({name}) has {len(text)} characters as JSON; the limit is "
                                  f"{MAX_SCHEMA_CHARS}", field=f"{where}.parameters")
-        return cls(name, description or "", text)
+        return cls(name=name, description=description or "", parameters=text)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Tools:
     """A chat's tools and how it may use them: ``mode``, or ``name`` to require that one tool.
     ``parallel``: several calls in one answer; off unless asked, since the 135M model, once allowed
@@ -142,7 +142,7 @@ def parse_calls(text: str) -> tuple[str, tuple[ToolCall, ...]]:
             continue
         if isinstance(body, dict) and isinstance(body.get("name"), str):
             arguments = json.dumps(body.get("arguments", {}), ensure_ascii=False)
-            calls.append(ToolCall(f"call_{secrets.token_hex(12)}", body["name"], arguments))
+            calls.append(ToolCall(id=f"call_{secrets.token_hex(12)}", name=body["name"], arguments=arguments))
     if not calls:
         return text, ()
     return text[:text.index(OPEN)].strip(), tuple(calls)

@@ -97,9 +97,11 @@ def combine(answers: list[Completion]) -> Completion:
     first_tokens = [a.timings.first_token_ms for a in answers if a.timings.first_token_ms is not None]
     return replace(
         first,
-        usage=Usage(first.usage.prompt_tokens, sum(a.usage.completion_tokens for a in answers)),
-        timings=Timings(first.timings.queued_ms, min(first_tokens, default=None), max(a.timings.total_ms for a in answers)),
-        choices=tuple(Choice(i, a.text, a.finish_reason, a.logprobs, a.tool_calls) for i, a in enumerate(answers)),
+        usage=Usage(prompt_tokens=first.usage.prompt_tokens, completion_tokens=sum(a.usage.completion_tokens for a in answers)),
+        timings=Timings(queued_ms=first.timings.queued_ms, first_token_ms=min(first_tokens, default=None),
+                        total_ms=max(a.timings.total_ms for a in answers)),
+        choices=tuple(Choice(index=i, text=a.text, finish_reason=a.finish_reason, logprobs=a.logprobs, tool_calls=a.tool_calls)
+                      for i, a in enumerate(answers)),
     )
 
 
@@ -323,7 +325,7 @@ class AsyncEngine:
                         self.metrics.observe(out.completion)
                 for c in range(n):
                     if texts[c]:  # a token that holds no whole character yet waits, with its logprob, for the next
-                        yield TokenDelta(index[c], texts[c], tokens[c], pending[c], c)
+                        yield TokenDelta(index=index[c], text=texts[c], tokens=tokens[c], logprobs=pending[c], choice=c)
                         streamed += tokens[c]
                         index[c], tokens[c], texts[c], pending[c] = index[c] + 1, 0, "", ()
                 if len(done) == n:

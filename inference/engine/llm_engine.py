@@ -255,7 +255,7 @@ class LLMEngine:
         """The TokenLogprob of a (token, logprob, top ids, top logprobs) the model runner kept."""
         token, logprob, top_ids, top_values = kept
         piece = self._piece
-        return TokenLogprob(piece(token), logprob, tuple((piece(t), v) for t, v in zip(top_ids, top_values, strict=True)))
+        return TokenLogprob(token=piece(token), logprob=logprob, top=tuple((piece(t), v) for t, v in zip(top_ids, top_values, strict=True)))
 
     def _piece(self, token: int) -> str:
         """A token's text alone (its logprob entry's), decoded once per token id."""
@@ -276,10 +276,10 @@ class LLMEngine:
         ms = lambda t: None if t is None else (t - seq.arrived) * 1000.0
         answer, calls = parse_calls(text.text) if seq.calls and reason is FinishReason.STOP else (text.text, ())
         completion = Completion(
-            seq.request_id, answer, FinishReason.TOOL_CALLS if calls else reason,
-            Usage(len(seq.prompt_ids), len(seq.output_ids)),
-            Timings(ms(seq.scheduled_at), ms(seq.first_token_at), (now - seq.arrived) * 1000.0),
-            tuple(seq.logprobs) if seq.params.logprobs else None,
+            request_id=seq.request_id, text=answer, finish_reason=FinishReason.TOOL_CALLS if calls else reason,
+            usage=Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=len(seq.output_ids)),
+            timings=Timings(queued_ms=ms(seq.scheduled_at), first_token_ms=ms(seq.first_token_at), total_ms=(now - seq.arrived) * 1000.0),
+            logprobs=tuple(seq.logprobs) if seq.params.logprobs else None,
             tool_calls=calls,
             prompt_logprobs=None if seq.prompt_logprobs is None else tuple(self._entry(e) for e in seq.prompt_logprobs),
         )

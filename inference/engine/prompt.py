@@ -36,7 +36,7 @@ class PromptEncoder:
     def encode(self, messages: Sequence[ChatMessage]) -> list[int]:
         if self.parse_special:
             return self._render(messages, tokenize=True)
-        placeholders = [ChatMessage(m.role, self._mark.format(i)) for i, m in enumerate(messages)]
+        placeholders = [ChatMessage(role=m.role, content=self._mark.format(i)) for i, m in enumerate(messages)]
         pieces = self._marks.split(self._render(placeholders, tokenize=False))
         ids: list[int] = []
         for i, piece in enumerate(pieces):  # template text, message index, template text, ...

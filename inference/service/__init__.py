@@ -1,1 +1,3 @@
-"""The inference tier's own HTTP service: the app (``app``) and its wire format (``wire``)."""
+"""The inference tier's own HTTP service: the app's assembly (``app``), its endpoints (``endpoints``, with
+``streams`` and ``replies``), what they share (``state``), keys (``auth``), settings, and the wire format
+(``wire``)."""

@@ -88,7 +88,7 @@ class ToolCallBody(BaseModel):
         return cls(id=call.id, function=FunctionCallBody(name=call.name, arguments=call.arguments))
 
     def to_call(self) -> ToolCall:
-        return ToolCall(self.id, self.function.name, self.function.arguments)
+        return ToolCall(id=self.id, name=self.function.name, arguments=self.function.arguments)
 
 
 class Message(BaseModel):
@@ -111,7 +111,7 @@ class Message(BaseModel):
                                  field=f"messages[{index}].tool_call_id")
         calls = tuple(c.to_call() for c in self.tool_calls or ())
         if isinstance(self.content, str) or self.content is None:
-            return ChatMessage(role, self.content or "", calls, self.tool_call_id)
+            return ChatMessage(role=role, content=self.content or "", tool_calls=calls, tool_call_id=self.tool_call_id)
         texts = []
         for j, part in enumerate(self.content):
             if part.type != "text" or part.text is None:
@@ -119,7 +119,7 @@ class Message(BaseModel):
                 raise InvalidRequest(f"{where}.type: only text parts are supported, got {part.type[:40]!r}"
                                      if part.type != "text" else f"{where}.text is required", field=f"{where}.type")
             texts.append(part.text)
-        return ChatMessage(role, "\n".join(texts), calls, self.tool_call_id)
+        return ChatMessage(role=role, content="\n".join(texts), tool_calls=calls, tool_call_id=self.tool_call_id)
 
     @classmethod
     def of(cls, m: ChatMessage) -> Message:
@@ -158,8 +158,8 @@ def tools_of(tools: list[ToolBody] | None, choice: str | NamedToolChoice | None,
         return None
     offered = tuple(Tool.of(t.function.name, t.function.description, t.function.parameters, i) for i, t in enumerate(tools))
     if isinstance(choice, NamedToolChoice):
-        return Tools(offered, ToolMode.REQUIRED, choice.function.name, bool(parallel))
-    return Tools(offered, ToolMode(choice or "auto"), None, bool(parallel))
+        return Tools(tools=offered, mode=ToolMode.REQUIRED, name=choice.function.name, parallel=bool(parallel))
+    return Tools(tools=offered, mode=ToolMode(choice or "auto"), name=None, parallel=bool(parallel))
 
 
 def tool_fields(tools: Tools | None) -> dict[str, Any]:
@@ -302,7 +302,7 @@ class ChatCompletionRequest(SamplingFields):
         """Raises InvalidFormat for a response format that sets no or several members."""
         params = self.sampling(self.max_completion_tokens or self.max_tokens, bool(self.logprobs), self.top_logprobs,
                                response_format(self.response_format, self.structured_outputs))
-        return ChatRequest(tuple(m.to_message(i) for i, m in enumerate(self.messages)), params,
+        return ChatRequest(messages=tuple(m.to_message(i) for i, m in enumerate(self.messages)), params=params,
                            request_id=f"chatcmpl-{uuid.uuid4().hex}",
                            tools=tools_of(self.tools, self.tool_choice, self.parallel_tool_calls))
 
@@ -415,7 +415,7 @@ class UsageBody(BaseModel):
                    total_tokens=usage.total_tokens)
 
     def to_usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens)
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
 
 
 class TopLogprobBody(BaseModel):
@@ -442,7 +442,7 @@ class ChoiceLogprobs(BaseModel):
             TopLogprobBody(token=t, logprob=v, bytes=utf8(t)) for t, v in e.top]) for e in entries])
 
     def entries(self) -> tuple[TokenLogprob, ...]:
-        return tuple(TokenLogprob(e.token, e.logprob, tuple((t.token, t.logprob) for t in e.top_logprobs))
+        return tuple(TokenLogprob(token=e.token, logprob=e.logprob, top=tuple((t.token, t.logprob) for t in e.top_logprobs))
                      for e in self.content or ())
 
 
@@ -465,17 +465,17 @@ class Choice(BaseModel):
                    finish_reason=a.finish_reason.value, logprobs=ChoiceLogprobs.of(a.logprobs))
 
     def to_choice(self) -> BoundaryChoice:
-        return BoundaryChoice(self.index, self.message.content or "", FinishReason.parse(self.finish_reason),
-                              self.logprobs.entries() if self.logprobs is not None else None,
-                              tuple(c.to_call() for c in self.message.tool_calls or ()))
+        return BoundaryChoice(index=self.index, text=self.message.content or "", finish_reason=FinishReason.parse(self.finish_reason),
+                              logprobs=self.logprobs.entries() if self.logprobs is not None else None,
+                              tool_calls=tuple(c.to_call() for c in self.message.tool_calls or ()))
 
 
 def completion_of(request_id: str, choices: list[BoundaryChoice], usage: Usage, timings: Timings) -> Completion:
     """A Completion of the answers a server sent (in index order; the first on top)."""
     choices = sorted(choices, key=lambda c: c.index)
-    first = choices[0] if choices else BoundaryChoice(0, "", FinishReason.STOP)
-    return Completion(request_id, first.text, first.finish_reason, usage, timings, first.logprobs,
-                      tuple(choices) if len(choices) > 1 else (), first.tool_calls)
+    first = choices[0] if choices else BoundaryChoice(index=0, text="", finish_reason=FinishReason.STOP)
+    return Completion(request_id=request_id, text=first.text, finish_reason=first.finish_reason, usage=usage, timings=timings,
+                      logprobs=first.logprobs, choices=tuple(choices) if len(choices) > 1 else (), tool_calls=first.tool_calls)
 
 
 class ChatCompletion(BaseModel):
@@ -563,11 +563,12 @@ class BatchItem(BaseModel):
         if self.error is not None:
             return self.error.to_error()
         t = self.timings or TimingsBody()
-        first = BoundaryChoice(0, self.text or "", FinishReason.parse(self.finish_reason),
-                               self.logprobs.entries() if self.logprobs is not None else None,
-                               tuple(c.to_call() for c in self.tool_calls or ()))
+        first = BoundaryChoice(index=0, text=self.text or "", finish_reason=FinishReason.parse(self.finish_reason),
+                               logprobs=self.logprobs.entries() if self.logprobs is not None else None,
+                               tool_calls=tuple(c.to_call() for c in self.tool_calls or ()))
         return completion_of(request_id, [c.to_choice() for c in self.choices] if self.choices else [first],
-                             (self.usage or UsageBody()).to_usage(), Timings(t.queued_ms, t.first_token_ms, t.total_ms))
+                             (self.usage or UsageBody()).to_usage(),
+                             Timings(queued_ms=t.queued_ms, first_token_ms=t.first_token_ms, total_ms=t.total_ms))
 
 
 class BatchRequest(BaseModel):
@@ -655,8 +656,8 @@ class CompletionRequest(SamplingFields):
                 raise InvalidRequest(f"prompt{'' if isinstance(self.prompt, str) else f'[{i}]'} must not be blank", field="prompt")
         params = self.sampling(self.max_tokens or (1 if self.max_tokens == 0 else None), self.logprobs is not None,
                                self.logprobs or None)
-        base = ChatRequest((), params)
-        return [replace(base, messages=(ChatMessage("user", text),), template=False, request_id=f"cmpl-{uuid.uuid4().hex}",
+        base = ChatRequest(messages=(), params=params)
+        return [replace(base, messages=(ChatMessage(role="user", content=text),), template=False, request_id=f"cmpl-{uuid.uuid4().hex}",
                         prompt_ids=None if isinstance(given, str) else tuple(given),
                         prompt_logprobs=self.echo and self.logprobs is not None)
                 for text, given in zip(texts, self.prompts, strict=True)]
