@@ -53,6 +53,16 @@ def test_block_products_equal_the_dense_product_of_the_dequantized_blocks(kernel
     torch.testing.assert_close(out, base + x @ w4.dequantize().T, rtol=1e-4, atol=1e-3)
 
 
+def test_each_row_of_a_step_below_the_panels_is_its_one_row_product_to_the_bit(kernels: Kernels):
+    """Up to 7 rows, a row's product does not depend on the rows beside it: a drafted step's rows
+    are what decoding them one at a time would compute."""
+    g = torch.Generator().manual_seed(7)
+    w4, w8, x = q4(13, 1536, g), q8(13, 1536, g), torch.randn(7, 1536, generator=g)
+    for rows in range(2, 8):
+        assert torch.equal(kernels.q4_1(x[:rows], w4), torch.cat([kernels.q4_1(x[i:i + 1], w4) for i in range(rows)]))
+        assert torch.equal(kernels.q8_0(x[:rows], w8), torch.cat([kernels.q8_0(x[i:i + 1], w8) for i in range(rows)]))
+
+
 def test_layer_ops_equal_torch(kernels: Kernels):
     g = torch.Generator().manual_seed(2)
     x, w = torch.randn(13, 96, generator=g), torch.randn(96, generator=g)

@@ -62,6 +62,14 @@ class EngineConfig(BaseSettings):
     max_prefill_tokens: int = Field(
         256, ge=1, description="Prompt tokens prefilled per step; longer prompts are chunked."
     )
+    speculative_tokens: int = Field(
+        3, ge=0, le=16, description="Speculative decoding by prompt lookup: draft tokens per step for a greedy "
+                                    "sequence (verified in the same step, so answers are unchanged); 0 turns it off."
+    )
+    speculative_max_batch: int = Field(
+        4, ge=1, description="Steps of more decoding sequences than this draft nothing (the step is then "
+                             "compute-bound, and a draft's rows cost their full compute)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

@@ -63,6 +63,7 @@ class Kernels:
     def __init__(self, ffi: Any, lib: Any) -> None:
         self._ffi, self._lib = ffi, lib
         self.max_group: int = lib.MAX_GROUP  # query heads per KV head, at most
+        self.panel_rows: int = lib.PANEL_ROWS  # rows from which the products take panels (below: each row as alone)
         self._local = threading.local()
 
     def unfit(self, shape: Shape) -> str | None:

@@ -31,6 +31,7 @@ from ..boundary.tools import parse_calls
 from .block_manager import BlockManager
 from .config import EngineConfig
 from .detokenizer import IncrementalText
+from .lookup import Speculator
 from .model_loader import ModelSource, load_model, locate_model
 from .prompt import PromptEncoder
 from .scheduler import Scheduler
@@ -74,6 +75,8 @@ class EngineCounters:
     prompt_tokens: int = 0  # prompt tokens computed
     cached_prompt_tokens: int = 0  # prompt tokens reused from the prefix cache
     last_batch_size: int = 0
+    draft_tokens: int = 0  # speculative decoding: tokens drafted by prompt lookup
+    accepted_tokens: int = 0  # of which the model's greedy choice confirmed
     step_seconds: float = 0.0  # wall time inside step(), all of it
     forward_seconds: float = 0.0  # of which the model's forward pass
 
@@ -101,7 +104,14 @@ class LLMEngine:
                       kv_dtype, llama.embed.device)
         self.runner: ModelRunner = ModelRunner(llama, pool)
         blocks = BlockManager(num_blocks, config.kv_block_size, config.prefix_caching, copy_kv=pool.copy_prefix)
-        self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, blocks, on_admit=self._count_cached)
+        # Drafts only where each row of a step is summed as it would be alone (the block kernels
+        # below their panels); dense products' rounding may depend on the step's size.
+        speculator = None
+        rows = min(llama.kernels.panel_rows - 1, llama.int4_max_rows) if llama.kernels is not None else 0
+        if config.speculative_tokens and llama.uses_kernels(pool) and rows > 1:
+            speculator = Speculator(config.speculative_tokens, config.speculative_max_batch, rows)
+        self.scheduler = Scheduler(config.max_running, config.max_prefill_tokens, blocks, on_admit=self._count_cached,
+                                   speculator=speculator)
         self.eos_ids = frozenset(self._eos_ids())
         self.prompts = PromptEncoder(tokenizer, parse_special=config.parse_special_tokens)
         self.formats = FormatCompiler(tokenizer, self.eos_ids, model.config.vocab_size)  # structured output (issue 15)
@@ -200,21 +210,41 @@ class LLMEngine:
             log.exception("model step failed; ending %d requests", len(plan))
             fault = EngineFault(f"model step failed: {type(exc).__name__}")
             return [self._end(s.seq.seq_id, FinishReason.ERROR, fault) for s in plan]
-        sampled = [s.seq for s in plan if s.samples]
-        self._count(plan, len(tokens))
+        sampled = [s for s in plan if s.samples]
+        verified = {s.seq.seq_id: len(t) for s, t in zip(sampled, tokens, strict=True) if s.draft and isinstance(t, list)}
+        self._count(plan, verified)
         self.scheduler.commit(plan)
-        outputs = [self._advance(seq, token) if isinstance(token, int) else self._sampling_failed(seq, token)
-                   for seq, token in zip(sampled, tokens, strict=True)]
+        outputs: list[StepOutput] = []
+        for s, token in zip(sampled, tokens, strict=True):
+            if isinstance(token, Exception):
+                outputs.append(self._sampling_failed(s.seq, token))
+                continue
+            for t in token if isinstance(token, list) else [token]:  # a verified draft: its tokens in order
+                outputs.append(self._advance(s.seq, t))
+                if outputs[-1].completion is not None or outputs[-1].error is not None:
+                    break  # ended (EOS, length, a stop string): the rest of the draft is not the answer
         self.stats.step_seconds += time.perf_counter() - started
         return outputs
 
-    def _count(self, plan: list, sampled: int) -> None:
+    def _count(self, plan: list, verified: dict[int, int]) -> None:
+        """``verified``: for each drafted sequence, how many tokens its step yields (the accepted
+        draft tokens and one more); it computed the KV of all but the last of them."""
         for s in plan:
-            if not s.seq.prefill_done:
+            seq = s.seq
+            if not seq.prefill_done:
                 self.stats.prompt_tokens += s.num_new
-            s.seq.num_computed += s.num_new
+            if s.draft:
+                yielded = verified.get(seq.seq_id, 1)
+                seq.num_computed += yielded
+                seq.drafted += len(s.draft)
+                seq.accepted += yielded - 1
+                self.stats.draft_tokens += len(s.draft)
+                self.stats.accepted_tokens += yielded - 1
+                self.stats.tokens_generated += yielded
+            else:
+                seq.num_computed += s.num_new
+                self.stats.tokens_generated += s.samples
         self.stats.steps += 1
-        self.stats.tokens_generated += sampled
         self.stats.last_batch_size = len(plan)
 
     def _sampling_failed(self, seq: Sequence, exc: Exception) -> StepOutput:

@@ -52,6 +52,10 @@ class EngineMetrics:
         self.cached_tokens = Counter("smollm_prefix_cache_hit_tokens", "Prompt tokens reused from cached prefix blocks.",
                                      registry=r)
         self.generation_tokens = Counter("smollm_generation_tokens", "Tokens generated, of every request.", registry=r)
+        self.draft_tokens = Counter("smollm_spec_decode_num_draft_tokens", "Speculative decoding: tokens drafted by prompt "
+                                    "lookup and verified.", registry=r)
+        self.accepted_tokens = Counter("smollm_spec_decode_num_accepted_tokens", "Speculative decoding: drafted tokens the "
+                                       "model's own choice confirmed (accepted / drafted is the acceptance rate).", registry=r)
         self.finished = Counter("smollm_request_success", "Ended requests by reason (stop, length, cancelled, error).",
                                 ["finished_reason"],
                                 registry=r)
@@ -62,6 +66,8 @@ class EngineMetrics:
         self.prompt_tokens.inc(after.prompt_tokens - before.prompt_tokens)
         self.cached_tokens.inc(after.cached_prompt_tokens - before.cached_prompt_tokens)
         self.generation_tokens.inc(after.tokens_generated - before.tokens_generated)
+        self.draft_tokens.inc(after.draft_tokens - before.draft_tokens)
+        self.accepted_tokens.inc(after.accepted_tokens - before.accepted_tokens)
 
     def observe(self, c: Completion) -> None:
         t = c.timings

@@ -24,15 +24,18 @@ from dataclasses import dataclass
 
 from ..boundary import FinishReason
 from .block_manager import BlockManager
+from .lookup import Speculator
 from .sequence import Sequence, Status
 
 
 @dataclass(frozen=True)
 class Scheduled:
-    """``num_new`` tokens of ``seq`` to compute this step, starting at ``seq.num_computed``."""
+    """``num_new`` tokens of ``seq`` to compute this step, starting at ``seq.num_computed``; for a
+    drafted decode, its last token and then ``draft`` (``num_new == 1 + len(draft)``), to verify."""
 
     seq: Sequence
     num_new: int
+    draft: tuple[int, ...] = ()
 
     @property
     def samples(self) -> bool:
@@ -48,11 +51,12 @@ def ready(seq: Sequence) -> bool:
 
 class Scheduler:
     def __init__(self, max_running: int, max_prefill_tokens: int, blocks: BlockManager | None = None,
-                 on_admit: Callable[[Sequence], None] | None = None) -> None:
+                 on_admit: Callable[[Sequence], None] | None = None, speculator: Speculator | None = None) -> None:
         """``on_admit`` runs when a sequence gets its blocks, after its cached prefix (if any) is
         counted in ``num_computed``; the step then computes only the rest. Without ``blocks``, a
         pool large enough for ``max_running`` sequences of 4096 tokens (for tests)."""
         self.on_admit = on_admit
+        self.speculator = speculator
         self.max_running = max_running
         self.max_prefill_tokens = max_prefill_tokens
         self.blocks = blocks or BlockManager(max_running * 256, 16)
@@ -92,7 +96,25 @@ class Scheduler:
             n = min(seq.num_tokens - seq.num_computed, budget)
             budget -= n
             plan.append(Scheduled(seq, n))
-        return plan
+        return self._drafted(plan) if self.speculator is not None else plan
+
+    def _drafted(self, plan: list[Scheduled]) -> list[Scheduled]:
+        """``plan`` with drafts for its decodes, when it holds decodes only, at most ``max_batch``
+        of them, and within ``max_rows`` rows in all: the kernels sum each row of such a step as
+        they sum a row alone, so verifying a draft computes what decoding it would. A draft the
+        pool has no room for is dropped (nobody is preempted for one)."""
+        spec = self.speculator
+        assert spec is not None
+        if len(plan) > spec.max_batch or any(not s.seq.prefill_done or s.num_new != 1 for s in plan):
+            return plan
+        rows, out = len(plan), []
+        for s in plan:
+            draft = spec.draft(s.seq, spec.max_rows - rows)
+            if draft and self.blocks.grow(s.seq, s.seq.num_tokens + len(draft)):
+                rows += len(draft)
+                s = Scheduled(s.seq, 1 + len(draft), tuple(draft))
+            out.append(s)
+        return out
 
     def _grow_running(self) -> None:
         """Every running sequence gets room for its next token, preempting the newest if need be."""

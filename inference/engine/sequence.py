@@ -50,6 +50,9 @@ class Sequence:
     prompt_logprobs: list[Any] | None = None  # when asked: (token, logprob, top ids, top logprobs) of prompt tokens 1..
     calls: bool = False  # the chat offers tools: its answer is read for calls at the end
     parent: Sequence | None = None  # another answer to the same prompt, whose prefill this one shares; None once admitted
+    lookup: Any = None  # lookup.Lookup, the n-gram index of its tokens, made on its first draft
+    drafted: int = 0  # draft tokens proposed for it so far
+    accepted: int = 0  # of which the model's own greedy choice confirmed
 
     @property
     def num_tokens(self) -> int:

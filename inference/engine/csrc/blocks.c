@@ -1,10 +1,10 @@
 /* Products with W as a GGUF stores it (Q4_1 or Q8_0, blocks of 32 along K): fp32 activations, fp32
- * accumulation, each weight dequantized in registers exactly as the dequantized model holds it
- * (d * q + m, rounded twice: no FMA contraction). OpenMP over output features.
+ * accumulation, no FMA contraction the source does not write. OpenMP over output features.
  *
- * One row (a decode step of one sequence) is a dot product per output feature. A few rows run by
- * tiles of 2 output features x MT rows: the 4 dequantized vectors serve every row of the tile, so
- * the 4-bit weights are read and unpacked once per MT rows. From PANEL_ROWS rows on, panels. */
+ * Up to PANEL_ROWS - 1 rows (decoding, drafts being verified), each row is summed as a one-row
+ * product sums it, d * (q . x) per block plus, for Q4_1, m times the block's sum of x, so a row's
+ * result does not depend on how many rows share its step; row tiles unpack each block once for
+ * MT rows. From PANEL_ROWS rows on, panels: the weights dequantized once for all rows. */
 #include "kernels.h"
 #include "simd.h"
 #define MT 4 /* rows of x per tile */
@@ -12,34 +12,6 @@
  * prefetcher alone does not keep the memory busy: the loops prefetch this many bytes ahead in the
  * quants (a quarter of it in the scales). docs/performance.md has the measurement. */
 #define AHEAD 2048
-
-/* Two output features n, n+1 (w1 may equal w0 for an odd tail) over rows r0..r0+mt-1; each step of
- * the inner loop covers weights h*8..h*8+7 (a) and 16+h*8..16+h*8+7 (b) of block g. */
-#define TILE_BODY(DEQ, PF)                                                               \
-    __m256 acc0[MT], acc1[MT];                                                           \
-    for (int r = 0; r < MT; r++) { acc0[r] = _mm256_setzero_ps(); acc1[r] = _mm256_setzero_ps(); } \
-    for (int g = 0; g < G; g++) {                                                        \
-        PF                                                                               \
-        for (int h = 0; h < 2; h++) {                                                    \
-            __m256 w0a, w0b, w1a, w1b;                                                   \
-            DEQ                                                                          \
-            for (int r = 0; r < MT; r++) {                                               \
-                if (r < mt) {                                                            \
-                    const float *xr = x + (int64_t)(r0 + r) * K + g * QK + h * 8;        \
-                    __m256 xa = _mm256_loadu_ps(xr), xb = _mm256_loadu_ps(xr + 16);      \
-                    acc0[r] = _mm256_fmadd_ps(w0a, xa, acc0[r]);                         \
-                    acc1[r] = _mm256_fmadd_ps(w1a, xa, acc1[r]);                         \
-                    acc0[r] = _mm256_fmadd_ps(w0b, xb, acc0[r]);                         \
-                    acc1[r] = _mm256_fmadd_ps(w1b, xb, acc1[r]);                         \
-                }                                                                        \
-            }                                                                            \
-        }                                                                                \
-    }                                                                                    \
-    for (int r = 0; r < mt; r++) {                                                       \
-        float *yr = y + (int64_t)(r0 + r) * N + n;                                       \
-        yr[0] = (add ? yr[0] : 0.0f) + hsum(acc0[r]);                                    \
-        if (two) yr[1] = (add ? yr[1] : 0.0f) + hsum(acc1[r]);                           \
-    }
 
 /* Q4_1: byte j of a block holds weight j (low nibble) and weight j + 16 (high nibble). */
 #define Q4_PAIR(WA, WB, Q, D, M)                                                         \
@@ -56,26 +28,6 @@
         WB = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((Q) + g * QK + 16 + h * 8)))), dv); \
     }
 
-static inline __attribute__((always_inline)) void q4_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
-        const uint8_t *qs, const f16 *d, const f16 *m, int64_t n, int two, int add, float *y) {
-    const int G = (int)(K / QK);
-    const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
-    const f16 *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
-    TILE_BODY(Q4_PAIR(w0a, w0b, q0, d0, m0) Q4_PAIR(w1a, w1b, q1, d1, m1),
-              _mm_prefetch((const char *)(q0 + g * 16) + AHEAD, _MM_HINT_T0);
-              _mm_prefetch((const char *)(d0 + g) + AHEAD / 8, _MM_HINT_T0);
-              _mm_prefetch((const char *)(m0 + g) + AHEAD / 8, _MM_HINT_T0);)
-}
-
-static inline __attribute__((always_inline)) void q8_tile(const float *x, int64_t K, int64_t N, int r0, int mt,
-        const int8_t *qs, const f16 *d, int64_t n, int two, int add, float *y) {
-    const int G = (int)(K / QK);
-    const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
-    const f16 *d0 = d + n * G, *d1 = two ? d0 + G : d0;
-    TILE_BODY(Q8_PAIR(w0a, w0b, q0, d0) Q8_PAIR(w1a, w1b, q1, d1),
-              _mm_prefetch((const char *)(q0 + g * QK) + AHEAD, _MM_HINT_T0);)
-}
-
 /* One matrix as stored: Q4_1 (q4, d, m) or Q8_0 (q8, d). */
 typedef struct {
     const uint8_t *q4;
@@ -88,7 +40,6 @@ typedef struct {
  * (once for all rows), and a 16-row x NR micro-kernel runs over x transposed (rows along the
  * vector lanes): per k, 2 loads of x, NR broadcasts of weights, 2*NR FMAs, all in registers. */
 #define NR 6
-#define PANEL_ROWS 8
 #define PANEL_CHUNK 64 /* rows of x per pass over the panels */
 
 /* Columns k0 .. k0+kc of output features n0 .. n0+nr of w (Q4_1 or Q8_0), dequantized into buf [nr, kc]. */
@@ -315,6 +266,95 @@ static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const f16 *d,
     }
 }
 
+/* The block sums of rows 0 .. M of x, xs [M, K / QK], as the one-row products take them. */
+static void block_sums(const float *x, int64_t M, int64_t K, float *xs) {
+    const int64_t G = K / QK;
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t g = 0; g < G; g++) {
+            const float *xg = x + r * K + g * QK;
+            const __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xg), _mm256_loadu_ps(xg + 8)),
+                                           _mm256_add_ps(_mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24)));
+            xs[r * G + g] = hsum(a);
+        }
+}
+
+/* A Q4_1 block's 32 quants as floats: weights 0-7, 8-15 (low nibbles), 16-23, 24-31 (high). */
+static inline void q4_unpack(const uint8_t *q, __m256 *a, __m256 *b, __m256 *c, __m256 *e) {
+    const __m256i f = _mm256_set1_epi32(15);
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q));
+    const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8)));
+    *a = _mm256_cvtepi32_ps(_mm256_and_si256(v, f));
+    *b = _mm256_cvtepi32_ps(_mm256_and_si256(u, f));
+    *c = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+    *e = _mm256_cvtepi32_ps(_mm256_srli_epi32(u, 4));
+}
+
+static inline void q8_unpack(const int8_t *q, __m256 *a, __m256 *b, __m256 *c, __m256 *e) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+    const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+    *a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    *b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)));
+    *c = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    *e = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)));
+}
+
+/* The unpacked quants . one row's block of x, in the order q4_block_dot and q8_block_dot sum. */
+static inline __m256 dot4(__m256 a, __m256 b, __m256 c, __m256 e, const float *xg) {
+    __m256 t = _mm256_mul_ps(a, _mm256_loadu_ps(xg));
+    t = _mm256_fmadd_ps(b, _mm256_loadu_ps(xg + 8), t);
+    t = _mm256_fmadd_ps(c, _mm256_loadu_ps(xg + 16), t);
+    return _mm256_fmadd_ps(e, _mm256_loadu_ps(xg + 24), t);
+}
+
+/* Output features n, n+1 (the second absent for an odd tail: `two`) over rows r0 .. r0+mt of x,
+ * each block unpacked once for the tile's rows. Each row's sums are the one-row products' own,
+ * in their order (d * (q . x) per block, plus m * its block sum for Q4_1), so a row's result does
+ * not depend on how many rows share its step, up to PANEL_ROWS. */
+static inline __attribute__((always_inline)) void tile(const float *x, const float *xs, int64_t K, int64_t N, int r0,
+        int mt, const Blocks *w, int64_t n, int two, int add, float *y) {
+    const int64_t G = K / QK;
+    const int q4 = w->q4 != 0;
+    const int64_t stride = q4 ? K / 2 : K;
+    const uint8_t *p0 = q4 ? w->q4 + n * stride : (const uint8_t *)(w->q8 + n * stride), *p1 = two ? p0 + stride : p0;
+    const f16 *d0 = w->d + n * G, *d1 = two ? d0 + G : d0;
+    const f16 *m0 = q4 ? w->m + n * G : 0, *m1 = q4 && two ? m0 + G : m0;
+    __m256 acc0[MT], acc1[MT];
+    float s0[MT], s1[MT];
+    for (int r = 0; r < MT; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); s0[r] = s1[r] = 0.0f; }
+    for (int64_t g = 0; g < G; g++) {
+        __m256 a0, b0, c0, e0, a1, b1, c1, e1;
+        if (q4) {
+            _mm_prefetch((const char *)(p0 + g * 16) + AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)(d0 + g) + AHEAD / 8, _MM_HINT_T0);
+            _mm_prefetch((const char *)(m0 + g) + AHEAD / 8, _MM_HINT_T0);
+            q4_unpack(p0 + g * 16, &a0, &b0, &c0, &e0);
+            q4_unpack(p1 + g * 16, &a1, &b1, &c1, &e1);
+        } else {
+            _mm_prefetch((const char *)(p0 + g * QK) + AHEAD, _MM_HINT_T0);
+            q8_unpack((const int8_t *)p0 + g * QK, &a0, &b0, &c0, &e0);
+            q8_unpack((const int8_t *)p1 + g * QK, &a1, &b1, &c1, &e1);
+        }
+        const __m256 dv0 = _mm256_set1_ps(h2f(d0[g])), dv1 = _mm256_set1_ps(h2f(d1[g]));
+        const float mv0 = q4 ? h2f(m0[g]) : 0.0f, mv1 = q4 ? h2f(m1[g]) : 0.0f;
+        for (int r = 0; r < MT; r++) {
+            if (r < mt) {
+                const float *xg = x + (int64_t)(r0 + r) * K + g * QK;
+                acc0[r] = _mm256_fmadd_ps(dv0, dot4(a0, b0, c0, e0, xg), acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(dv1, dot4(a1, b1, c1, e1, xg), acc1[r]);
+                if (q4) {
+                    s0[r] += mv0 * xs[(r0 + r) * G + g];
+                    s1[r] += mv1 * xs[(r0 + r) * G + g];
+                }
+            }
+        }
+    }
+    for (int r = 0; r < mt; r++) {
+        float *yr = y + (int64_t)(r0 + r) * N + n;
+        yr[0] = (add ? yr[0] : 0.0f) + hsum(acc0[r]) + s0[r];
+        if (two) yr[1] = (add ? yr[1] : 0.0f) + hsum(acc1[r]) + s1[r];
+    }
+}
+
 /* Rows 0 .. P of y (P >= PANEL_ROWS) by panels; work: x transposed, then one panel buffer per thread. */
 static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *work) {
     const int64_t Mp = padded_rows(P), kc_max = k_chunk(K);
@@ -338,27 +378,19 @@ static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_
     }
 }
 
-/* Rows 0 .. M of y (M small) by row tiles: two output features at a time, MT rows a tile. */
-static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add) {
+/* Rows 0 .. M of y (M small) by row tiles: two output features at a time, MT rows a tile; xs: work
+ * for the rows' block sums. */
+static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *xs) {
+    if (w->q4) block_sums(x, M, K, xs);
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n += 2) {
-        int two = n + 1 < N;
+        const int two = n + 1 < N;
         for (int r0 = 0; r0 < M; r0 += MT) {
-            int mt = M - r0 < MT ? (int)(M - r0) : MT;
-            if (w->q4) {
-                switch (mt) {
-                    case 1: q4_tile(x, K, N, r0, 1, w->q4, w->d, w->m, n, two, add, y); break;
-                    case 2: q4_tile(x, K, N, r0, 2, w->q4, w->d, w->m, n, two, add, y); break;
-                    case 3: q4_tile(x, K, N, r0, 3, w->q4, w->d, w->m, n, two, add, y); break;
-                    default: q4_tile(x, K, N, r0, MT, w->q4, w->d, w->m, n, two, add, y); break;
-                }
-            } else {
-                switch (mt) {
-                    case 1: q8_tile(x, K, N, r0, 1, w->q8, w->d, n, two, add, y); break;
-                    case 2: q8_tile(x, K, N, r0, 2, w->q8, w->d, n, two, add, y); break;
-                    case 3: q8_tile(x, K, N, r0, 3, w->q8, w->d, n, two, add, y); break;
-                    default: q8_tile(x, K, N, r0, MT, w->q8, w->d, n, two, add, y); break;
-                }
+            switch (M - r0 < MT ? (int)(M - r0) : MT) {
+                case 1: tile(x, xs, K, N, r0, 1, w, n, two, add, y); break;
+                case 2: tile(x, xs, K, N, r0, 2, w, n, two, add, y); break;
+                case 3: tile(x, xs, K, N, r0, 3, w, n, two, add, y); break;
+                default: tile(x, xs, K, N, r0, MT, w, n, two, add, y); break;
             }
         }
     }
@@ -367,14 +399,14 @@ static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t
 static void matmul(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *work) {
     const int64_t P = panel_rows(M);
     if (P) panels(x, P, K, w, N, y, add, work);
-    if (P < M) tiles(x + P * K, M - P, K, w, N, y + P * N, add); /* the rows left: row tiles */
+    if (P < M) tiles(x + P * K, M - P, K, w, N, y + P * N, add, work); /* the rows left: row tiles (after the panels: the same work) */
 }
 
-/* One row: the block sums of x (Q4_1's gemv). More rows: the panels' transposed x and buffers. */
+/* The panels' transposed x and buffers, or the row tiles' block sums, whichever is more. */
 int64_t matmul_work(int64_t M, int64_t K) {
-    if (M == 1) return K / QK;
-    const int64_t P = panel_rows(M);
-    return P ? K * padded_rows(P) + threads() * NR * k_chunk(K) : 0;
+    const int64_t P = panel_rows(M), sums = (M - P) * (K / QK);
+    const int64_t panel_work = P ? K * padded_rows(P) + threads() * NR * k_chunk(K) : 0;
+    return panel_work > sums ? panel_work : sums;
 }
 
 int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m,

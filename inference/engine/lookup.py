@@ -1,0 +1,81 @@
+"""Draft tokens by prompt lookup (vLLM's n-gram speculator, llama.cpp's lookup decoding). No torch.
+
+A sequence's last ``n`` tokens are looked up among its earlier tokens (prompt and answer so far);
+where they occurred before, the tokens that followed them then are the draft: an answer that
+copies from its prompt (extraction, "repeat with corrections", summaries) or repeats itself is
+drafted right. The longest ``n`` that matches wins, and its latest occurrence.
+
+The index is kept per sequence and grows with each token (``extend``), so a proposal costs a few
+dictionary lookups whatever the length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class Lookup:
+    """The n-grams of one token history, ``min_n`` to ``max_n`` long, each mapped to the position
+    just after its latest occurrence that has a successor."""
+
+    def __init__(self, min_n: int = 2, max_n: int = 4) -> None:
+        self.min_n, self.max_n = min_n, max_n
+        self.tokens: list[int] = []
+        self._after: dict[tuple[int, ...], int] = {}
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append tokens to the history. The n-grams ending just before each new token gain it as
+        their successor."""
+        for t in tokens:
+            end = len(self.tokens)  # the n-grams ending here are followed by t
+            for n in range(self.min_n, self.max_n + 1):
+                if end >= n:
+                    self._after[tuple(self.tokens[end - n:end])] = end
+            self.tokens.append(t)
+
+    def propose(self, k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the latest earlier occurrence of the history's longest
+        matching suffix; empty when none of its suffixes occurred before."""
+        end = len(self.tokens)
+        for n in range(min(self.max_n, end - 1), self.min_n - 1, -1):
+            start = self._after.get(tuple(self.tokens[end - n:]))
+            if start is not None:
+                return self.tokens[start:min(start + k, end)]
+        return []
+
+
+class Speculator:
+    """Which decoding sequences get a draft, and how long (the scheduler says which steps).
+
+    Only greedy sequences whose logits nothing else changes are drafted (no penalties, bias,
+    logprobs or response format), so a verified draft is exactly what decoding one token a step
+    would have produced. Drafting stops where it does not pay: in steps of more than
+    ``max_batch`` decoding sequences or over ``max_rows`` rows (no longer bound by reading the
+    weights, so the extra rows cost their full compute), and for a sequence whose drafts keep
+    failing (after ``PROBATION`` drafted tokens, a quarter or fewer accepted). A match must be
+    at least ``min_n`` tokens long: shorter ones are common words, not copied text."""
+
+    PROBATION = 16
+    MIN_ACCEPTANCE = 0.25
+
+    def __init__(self, tokens: int, max_batch: int, max_rows: int, min_n: int = 3, max_n: int = 5) -> None:
+        self.tokens, self.max_batch, self.max_rows, self.min_n, self.max_n = tokens, max_batch, max_rows, min_n, max_n
+
+    def eligible(self, seq: Any) -> bool:
+        p = seq.params
+        return p.greedy and not p.penalized and not p.logprobs and seq.matcher is None and seq.prompt_logprobs is None
+
+    def draft(self, seq: Any, rows: int) -> list[int]:
+        """Up to ``tokens`` (and ``rows``) draft tokens for ``seq``'s next step, which always
+        yields one token more than the draft, so never past its ``max_new_tokens``."""
+        room = min(self.tokens, rows, seq.max_new_tokens - len(seq.output_ids) - 1)
+        if room <= 0 or not self.eligible(seq):
+            return []
+        if seq.drafted >= self.PROBATION and seq.accepted < self.MIN_ACCEPTANCE * seq.drafted:
+            return []
+        if seq.lookup is None:
+            seq.lookup = Lookup(self.min_n, self.max_n)
+        known = len(seq.lookup.tokens)
+        seq.lookup.extend(seq.tokens(known, seq.num_tokens))
+        return seq.lookup.propose(room)

@@ -1,0 +1,171 @@
+"""Speculative decoding by prompt lookup: the n-gram index, who is drafted, and, on the real model,
+that answers are the same with and without it (both weight modes, batches, stop strings,
+streaming, structured output) while drafts are accepted where an answer copies its prompt."""
+
+from __future__ import annotations
+
+from conftest import chat, engine_like
+
+from inference.boundary import ResponseFormat, SamplingParams
+from inference.engine.async_engine import AsyncEngine
+from inference.engine.block_manager import BlockManager
+from inference.engine.llm_engine import LLMEngine
+from inference.engine.lookup import Lookup, Speculator
+from inference.engine.scheduler import Scheduler
+from inference.engine.sequence import Sequence
+
+
+def test_lookup_drafts_what_followed_the_latest_longest_match():
+    index = Lookup(min_n=2, max_n=3)
+    index.extend([1, 2, 3, 9, 1, 2, 3, 4, 5, 7, 2, 3])
+    # [2, 3] occurred at 1 and 5 (followed by 9, then by 4): the latest; [7, 2, 3] never did.
+    assert index.propose(3) == [4, 5, 7]
+    index.extend([4])  # [2, 3, 4] now matches at 5..7, longer than any pair
+    assert index.propose(2) == [5, 7]
+    assert Lookup().propose(4) == []
+    unmatched = Lookup()
+    unmatched.extend([1, 2, 3, 4])
+    assert unmatched.propose(4) == []
+
+
+def test_lookup_grown_token_by_token_equals_lookup_built_at_once():
+    tokens = [5, 1, 2, 5, 1, 2, 3, 5, 1, 8, 5, 1, 2, 3, 4, 5, 1]
+    whole, grown = Lookup(), Lookup()
+    whole.extend(tokens)
+    for t in tokens:
+        grown.extend([t])
+    assert whole.propose(4) == grown.propose(4) == [2, 3, 4, 5]
+
+
+def decoding(i: int, params: SamplingParams, tokens: list[int], new: int = 10) -> Sequence:
+    """A sequence past its prefill: ``tokens`` but the last are its prompt, the last its first answer token."""
+    seq = Sequence(i, tokens[:-1], params, new, frozenset({-1}))
+    seq.output_ids = tokens[-1:]
+    seq.num_computed = len(tokens) - 1
+    return seq
+
+
+def test_only_sequences_whose_logits_nothing_changes_are_drafted():
+    spec = Speculator(tokens=4, max_batch=4, max_rows=7)
+    copy = [1, 2, 3, 4, 5, 6, 1, 2, 3]
+    assert spec.draft(decoding(0, SamplingParams(), copy), rows=7) == [4, 5, 6, 1]
+    assert spec.draft(decoding(0, SamplingParams(), copy), rows=2) == [4, 5]
+    assert spec.draft(decoding(1, SamplingParams(), copy, new=3), rows=7) == [4]  # 1 generated, 1 drafted, 1 more: 3
+    assert spec.draft(decoding(1, SamplingParams(), [1, 2, 3, 4, 1, 2, 5]), rows=7) == []  # [1, 2, 5] never occurred
+    for params in (SamplingParams(temperature=0.7), SamplingParams(frequency_penalty=0.5), SamplingParams(logprobs=True),
+                   SamplingParams(logit_bias=((7, 1.0),))):
+        assert spec.draft(decoding(2, params, copy), rows=7) == [], params
+    failing = decoding(3, SamplingParams(), copy)
+    failing.drafted, failing.accepted = Speculator.PROBATION, 1
+    assert spec.draft(failing, rows=7) == []  # its drafts kept failing
+
+
+def decoding_plan(sched: Scheduler, seqs: list[Sequence]) -> list:
+    for seq in seqs:
+        sched.add(seq)
+    for s in sched.schedule():  # admits and prefills them
+        s.seq.num_computed = s.seq.num_tokens - 1
+    return sched.schedule()
+
+
+def test_the_scheduler_drafts_small_decode_only_steps_within_their_rows_and_never_preempts_for_a_draft():
+    copy = [1, 2, 3, 4, 5, 6, 1, 2, 3]
+    spec = Speculator(tokens=4, max_batch=2, max_rows=7)
+    plan = decoding_plan(Scheduler(8, 256, BlockManager(64, 4), speculator=spec), [decoding(i, SamplingParams(), copy) for i in range(2)])
+    assert [s.draft for s in plan] == [(4, 5, 6, 1), (4,)]  # 7 rows in all: the second gets what is left
+    assert all(s.num_new == 1 + len(s.draft) for s in plan)
+    plan = decoding_plan(Scheduler(8, 256, BlockManager(64, 4), speculator=spec), [decoding(i, SamplingParams(), copy) for i in range(3)])
+    assert all(s.draft == () for s in plan)  # more decodes than max_batch
+    sched = Scheduler(8, 256, BlockManager(64, 4), speculator=spec)
+    plan = decoding_plan(sched, [decoding(0, SamplingParams(), copy)])
+    sched.add(Sequence(9, list(range(20)), SamplingParams(), 4, frozenset({-1})))
+    plan = sched.schedule()
+    assert len(plan) == 2 and all(s.draft == () for s in plan)  # a prompt chunk in the step: no drafts
+    tight = Scheduler(8, 256, BlockManager(3, 4), speculator=spec)
+    tight.add(decoding(0, SamplingParams(), copy))
+    (s,) = tight.schedule()
+    s.seq.num_computed = s.seq.num_tokens - 1
+    (s,) = tight.schedule()  # 9 tokens fill 3 blocks of 4 but for one slot: no room for a draft
+    assert s.draft == () and tight.preemptions == 0
+
+
+PROMPTS = [
+    "Repeat this sentence exactly: The quick brown fox jumps over the lazy dog near the old river bank.",
+    "Copy this list, one item per line: apples, bananas, cherries, dates, elderberries, figs, grapes.",
+    "Extract the name and the city: Maria Lopez moved from Madrid to Berlin in 2019 to work as a nurse.",
+    "Fix the spelling and repeat: Ths is a sentnce wth sevral mistaks in it, plese corect them all.",
+    "Count from 1 to 25, separated by commas.",
+    "Write a haiku about the sea.",
+    "What is the capital of France?",
+    "Explain gravity in one sentence.",
+]
+
+
+def answers(engine: LLMEngine, requests: list) -> list[str]:
+    from test_native_weights import run_together
+
+    return run_together(engine, requests)
+
+
+def test_exact_weights_draft_nothing(llm: LLMEngine):
+    """Dense products may round a row differently with the step's size, and exact's answers must
+    stay model.generate's: no drafts there."""
+    assert engine_like(llm, speculative_tokens=4).scheduler.speculator is None
+
+
+def test_answers_are_the_same_with_and_without_speculation(native: LLMEngine):
+    on, off = engine_like(native, speculative_tokens=4), engine_like(native, speculative_tokens=0)
+    requests = [chat(p, max_new_tokens=48) for p in PROMPTS]
+    alone_off = [answers(off, [r])[0] for r in requests]
+    alone_on = [answers(on, [r])[0] for r in requests]
+    assert alone_on == alone_off
+    assert on.stats.accepted_tokens > 0.3 * on.stats.draft_tokens > 0  # the copying prompts are drafted right
+    assert on.stats.steps < off.stats.steps
+    drafted = on.stats.draft_tokens
+    assert answers(on, requests[:4]) == answers(off, requests[:4])  # a batch within speculative_max_batch drafts too
+    assert on.stats.draft_tokens > drafted
+    stopped = [chat(p, max_new_tokens=48, stop=("lazy", "cherries", ", 1")) for p in PROMPTS[:5]]
+    assert answers(on, stopped) == answers(off, stopped)
+
+
+def test_structured_output_is_not_drafted_and_unchanged(native: LLMEngine):
+    on, off = engine_like(native, speculative_tokens=4), engine_like(native, speculative_tokens=0)
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": "string"}}, "required": ["name", "city"]}
+    request = chat(PROMPTS[2], max_new_tokens=48, response_format=ResponseFormat.of(json_schema=schema))
+    assert answers(on, [request]) == answers(off, [request])
+    assert on.stats.draft_tokens == 0
+
+
+async def streamed(engine: LLMEngine, request) -> tuple[str, int, str, int]:
+    """The joined deltas, their token counts summed, the final text and its completion tokens."""
+    ae = AsyncEngine(engine)
+    await ae.start()
+    try:
+        text, tokens = "", 0
+        async for event in ae.stream(request):
+            if hasattr(event, "finish_reason"):
+                return text, tokens, event.text, event.usage.completion_tokens
+            text += event.text
+            tokens += event.tokens
+        raise AssertionError("the stream ended without its completion")
+    finally:
+        await ae.stop()
+
+
+async def test_a_drafted_stream_equals_the_undrafted_one_and_counts_in_metrics(native: LLMEngine):
+    request = chat(PROMPTS[0], max_new_tokens=40)
+    on = engine_like(native, speculative_tokens=4)
+    got = await streamed(on, request)
+    assert got == await streamed(engine_like(native, speculative_tokens=0), request)
+    assert got[0] == got[2]
+    metrics = AsyncEngine(on).metrics.registry  # a fresh engine's series start at zero
+    assert metrics.get_sample_value("smollm_spec_decode_num_draft_tokens_total") == 0
+    ae = AsyncEngine(engine_like(native, speculative_tokens=4))
+    await ae.start()
+    try:
+        await (await ae.submit([request]))[0].result()
+    finally:
+        await ae.stop()
+    drafted = ae.metrics.registry.get_sample_value("smollm_spec_decode_num_draft_tokens_total")
+    accepted = ae.metrics.registry.get_sample_value("smollm_spec_decode_num_accepted_tokens_total")
+    assert drafted and accepted and 0 < accepted <= drafted
