@@ -160,6 +160,10 @@ async def test_completions_take_token_id_prompts_as_lm_eval_harness_sends_them(s
         by_ids = (await client.post(f"{service}/v1/completions", json={
             "prompt": [ids, ids[:3]], "max_tokens": 0, "echo": True, "logprobs": 1})).json()["choices"]
         bad = await client.post(f"{service}/v1/completions", json={"prompt": [1, 10**9], "max_tokens": 2})
-    assert by_ids[0]["text"] == text and by_ids[0]["logprobs"]["token_logprobs"] == by_text["logprobs"]["token_logprobs"]
+    # The same prompt scored alone and beside another: equal but for the products' rounding, which
+    # may depend on how many rows share the step.
+    alone, beside = by_text["logprobs"]["token_logprobs"], by_ids[0]["logprobs"]["token_logprobs"]
+    assert by_ids[0]["text"] == text and alone[0] is beside[0] is None
+    assert beside[1:] == pytest.approx(alone[1:], abs=1e-5)
     assert len(by_ids[1]["logprobs"]["tokens"]) == 3
     assert bad.status_code == 400 and "prompt[0][1]" in bad.json()["error"]["message"]
