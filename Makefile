@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve serve-inference test bench bench-api bench-jobs schema postgresql
+.PHONY: install serve serve-inference test test-vllm bench bench-api bench-jobs schema postgresql
 
 install: $(STAMP)
 
@@ -65,6 +65,17 @@ test: $(STAMP) $(CHROMIUM) $(REDIS) postgresql
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# Opt-in, never part of `make test` or CI: the API in remote mode against a real vLLM server (its CPU
+# build, about 2 GB, installed once into ~/.cache/vllm-server by the shared script) serving the
+# dequantized model directory set-up writes. vLLM is stopped however the tests end.
+VLLM_SCRIPT := ../shared/peer/vllm-server.sh
+VLLM_PORT   := 8095
+test-vllm: $(STAMP)
+	test -x $$HOME/.cache/vllm-server/venv/bin/python || bash $(VLLM_SCRIPT) install
+	bash $(VLLM_SCRIPT) start "$$(ls -d $$HOME/.cache/smollm-graphql/SmolLM2-135M-Instruct.Q4_1-*/ | head -1)" $(VLLM_PORT)
+	VLLM_URL=http://127.0.0.1:$(VLLM_PORT) $(PY) -m pytest -p no:cacheprovider tests/vllm; \
+	  status=$$?; bash $(VLLM_SCRIPT) stop $(VLLM_PORT); exit $$status
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.engine

@@ -1,5 +1,6 @@
-"""`python -m benchmarks.peer --peer URL`: our inference service against another OpenAI-compatible
-server (llama.cpp's llama-server from ../shared/peer/llama-server.sh) in one run.
+"""`python -m benchmarks.peer --peer NAME=URL ...`: our inference service against other
+OpenAI-compatible servers (llama.cpp's llama-server from ../shared/peer/llama-server.sh, vLLM from
+../shared/peer/vllm-server.sh) in one run; `--peer` may be given several times.
 
 `--serve native,exact` starts one service of ours per weights mode (`python -m inference serve`,
 `WEIGHTS=...`) on free ports, times how long each takes to be ready, and stops them at the end;
@@ -8,7 +9,8 @@ greedy, the same `max_tokens`, through `/v1/chat/completions`, at each concurren
 alternate (each of ours, then the peer, ...) because this machine's speed varies by the hour; the
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
 reports. Time to first token is measured at one client with streaming. Resident memory (VmRSS) of
-each process is read after the loads (`--peer-pid-file` names the peer's pid file).
+each process is read after the loads (`--peer-pid-file NAME=PATH` names a peer's pid file; the
+shared scripts' own are found by default for `llama.cpp` and `vllm`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import httpx
 from httpx_sse import aconnect_sse
 
 TOPICS = ["the sea", "a mountain", "coffee", "trains", "the moon", "bees", "winter", "a library"]
-PEER_PID_FILE = Path.home() / ".cache" / "llama-server" / "server-8090.pid"
+PID_FILES = {"llama.cpp": Path.home() / ".cache" / "llama-server" / "server-8090.pid",
+             "vllm": Path.home() / ".cache" / "vllm-server" / "server-8095.pid"}
 
 
 def prompt(i: int) -> str:
@@ -164,9 +167,13 @@ def write_results(servers: list[Server], args: argparse.Namespace) -> None:
 async def main(args: argparse.Namespace) -> None:
     ours = [await start_ours(mode) for mode in args.serve]
     ours += [Server(name, url) for name, url in (spec.split("=", 1) for spec in args.ours)]
-    pid_file = Path(args.peer_pid_file)
-    peer = Server("peer", args.peer, int(pid_file.read_text()) if pid_file.is_file() else None)
-    everyone = [*ours, peer]
+    pid_files = PID_FILES | {n: Path(f) for n, f in (spec.split("=", 1) for spec in args.peer_pid_file)}
+    peers = []
+    for spec in args.peer or ["llama.cpp=http://127.0.0.1:8090"]:
+        name, url = spec.split("=", 1) if "=" in spec else ("peer", spec)
+        pid_file = pid_files.get(name)
+        peers.append(Server(name, url, int(pid_file.read_text()) if pid_file and pid_file.is_file() else None))
+    everyone = [*ours, *peers]
     try:
         for s in everyone:
             await load(s.url, 1, 1, 4)  # warm-up
@@ -185,13 +192,14 @@ async def main(args: argparse.Namespace) -> None:
             for s in everyone:
                 s.ttft_ms.append(await first_token_ms(s.url, r))
         print()
+        pairs = [(s, p) for s in ours for p in peers]
         print("| clients | " + " | ".join(f"{s.name} tok/s (median)" for s in everyone) + " | "
-              + " | ".join(f"{s.name} / peer" for s in ours) + " |")
-        print("|---" * (len(everyone) + len(ours) + 1) + "|")
+              + " | ".join(f"{s.name} / {p.name}" for s, p in pairs) + " |")
+        print("|---" * (len(everyone) + len(pairs) + 1) + "|")
         for clients in args.clients:
             medians = [statistics.median(s.results[clients]) for s in everyone]
-            ratios = [statistics.median(a / b for a, b in zip(s.results[clients], peer.results[clients], strict=True))
-                      for s in ours]
+            ratios = [statistics.median(a / b for a, b in zip(s.results[clients], p.results[clients], strict=True))
+                      for s, p in pairs]
             print(f"| {clients} | " + " | ".join(f"{m:.1f}" for m in medians) + " | "
                   + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
         print()
@@ -214,8 +222,9 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__.split("\n")[0])
-    parser.add_argument("--peer", default="http://127.0.0.1:8090", help="an OpenAI-compatible server to compare with")
-    parser.add_argument("--peer-pid-file", default=str(PEER_PID_FILE), help="the peer's pid (for its memory)")
+    parser.add_argument("--peer", action="append", default=[],
+                        help="NAME=URL of an OpenAI-compatible server to compare with (repeatable; default llama.cpp on :8090)")
+    parser.add_argument("--peer-pid-file", action="append", default=[], help="NAME=PATH: a peer's pid file (for its memory)")
     parser.add_argument("--serve", type=lambda s: [m for m in s.split(",") if m], default=["native", "exact"],
                         help="weights modes of our services to start here (comma-separated; '' for none)")
     parser.add_argument("--ours", action="append", default=[], help="NAME=URL of a running service of ours")
