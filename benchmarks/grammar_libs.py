@@ -1,5 +1,5 @@
 """llguidance against xgrammar on this model's tokenizer: compile time of the test schemas and
-the time to fill 64 masks per step, side by side in one run (how issue 15's library was chosen).
+the time to fill 64 masks per step, side by side in one run (how the structured-output library was chosen).
 
     python -m benchmarks.grammar_libs   # xgrammar is optional: without it, llguidance alone
 """

@@ -1,5 +1,5 @@
 """The JSON Schemas that the structured-output tests and benchmarks use, with one valid document
-each: a nested object, an array with ``minItems``, and an enum (issue 15)."""
+each: a nested object, an array with ``minItems``, and an enum."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class Prepared:
     prompt_ids: list[int]
     max_new_tokens: int
     arrived: float
-    matcher: Any = None  # structured output (issue 15): a fresh matcher of its response format, or None
+    matcher: Any = None  # structured output: a fresh matcher of its response format, or None
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class LLMEngine:
                                    speculator=speculator)
         self.eos_ids = frozenset(self._eos_ids())
         self.prompts = PromptEncoder(tokenizer, parse_special=config.parse_special_tokens)
-        self.formats = FormatCompiler(tokenizer, self.eos_ids, model.config.vocab_size)  # structured output (issue 15)
+        self.formats = FormatCompiler(tokenizer, self.eos_ids, model.config.vocab_size)  # structured output
         self.stats = EngineCounters()
         self._seqs: dict[int, Sequence] = {}
         self._ids = itertools.count()
@@ -150,7 +150,7 @@ class LLMEngine:
         if len(ids) + max_new > self.max_model_len:
             raise PromptTooLong(len(ids), max_new, self.max_model_len)
         tools = request.tools if request.tools is not None and request.tools.active else None
-        matcher = self.formats.compile(tools or request.params.response_format)  # structured output (issue 15), or calls
+        matcher = self.formats.compile(tools or request.params.response_format)  # structured output, or calls
         return Prepared(request, list(ids), max_new, time.perf_counter(), matcher)
 
     def answers(self, prepared: Prepared) -> list[Prepared]:
@@ -255,7 +255,7 @@ class LLMEngine:
         text = seq.text
         reason = seq.append(token)
         logprobs = self._logprob(seq) if seq.params.logprobs else ()
-        if seq.matcher is not None:  # structured output (issue 15): advance; a complete format ends with STOP
+        if seq.matcher is not None:  # structured output: advance; a complete format ends with STOP
             try:
                 reason = follow(seq.matcher, token, reason)
             except FormatViolation as exc:

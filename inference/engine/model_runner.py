@@ -27,7 +27,7 @@ from .penalties import apply_penalties
 from .scheduler import Scheduled
 from .sequence import Sequence
 from .shape import Shape
-from .structured import FormatMasks  # structured output (issue 15)
+from .structured import FormatMasks
 from .topk import argmax, top_k
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class ModelRunner:
         self.device = llama.embed.device
         self.block_size = pool.block_size
         self.last_forward_seconds = 0.0
-        self.masks = FormatMasks()  # structured output (issue 15)
+        self.masks = FormatMasks()
         # The C attention takes each query row with its own length, so a short prompt chunk's
         # tokens attend like decoding ones (no gather, no torch attention call per layer).
         self.rows_attend_alone = llama.uses_kernels(pool)
@@ -318,7 +318,7 @@ class ModelRunner:
         if wanted:
             raw = logits.clone() if len(wanted) == len(seqs) else logits.index_select(0, self._long(wanted))
         apply_penalties(logits, seqs)
-        self.masks.apply(logits, seqs)  # structured output (issue 15): formatted rows, one batched call
+        self.masks.apply(logits, seqs)  # structured output: formatted rows, one batched call
         out: list[int | Exception] = list(argmax(logits).tolist())
         for i, seq in enumerate(seqs):
             if not seq.params.greedy:

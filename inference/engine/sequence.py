@@ -43,7 +43,7 @@ class Sequence:
     priority: int = 0  # lower is admitted first (the request's priority)
     text: Any = None  # IncrementalText; the scheduler neither knows nor needs its type
     generator: Any = None  # torch.Generator, made by the model runner on first sampled token
-    matcher: Any = None  # structured output (issue 15): llguidance LLMatcher of its response format, or None
+    matcher: Any = None  # structured output: llguidance LLMatcher of its response format, or None
     logprob: Any = None  # (token, logprob, top ids, top logprobs) of the last sampled token, when the params ask
     logprobs: list[Any] = field(default_factory=list)  # TokenLogprob of every generated token, when asked
     penalty: Any = None  # penalties.TokenCounts, made by the model runner on first use when the params ask
