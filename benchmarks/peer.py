@@ -8,7 +8,8 @@ OpenAI-compatible servers (llama.cpp's llama-server from ../shared/peer/llama-se
 greedy, the same `max_tokens`, through `/v1/chat/completions`, at each concurrency. Rounds
 alternate (each of ours, then the peer, ...) because this machine's speed varies by the hour; the
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
-reports. Time to first token is measured at one client with streaming. Resident memory (VmRSS) of
+reports. `--copy` (on by default) adds a one-client load whose answers copy from their prompts
+("Repeat this text exactly"), where prompt lookup drafts right. Time to first token is measured at one client with streaming. Resident memory (VmRSS) of
 each process is read after the loads (`--peer-pid-file NAME=PATH` names a peer's pid file; the
 shared scripts' own are found by default for `llama.cpp` and `vllm`).
 """
@@ -39,8 +40,24 @@ def prompt(i: int) -> str:
     return f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} and the number {i}."
 
 
-def messages(i: int) -> list[dict[str, str]]:
-    return [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": prompt(i)}]
+PASSAGES = [
+    "The Eiffel Tower, completed in 1889 for the World's Fair in Paris, stands 330 metres tall and was designed by "
+    "Gustave Eiffel's company. It was the tallest man-made structure in the world until 1930.",
+    "Maria Lopez moved from Madrid to Berlin in 2019 to work as a nurse at the Charite hospital, where she now leads "
+    "a team of twelve on the night shift.",
+    "The meeting is moved from Tuesday to Thursday at 3 pm in room 204; bring the quarterly report, the budget draft "
+    "and the list of open positions.",
+]
+
+
+def copy_prompt(i: int) -> str:
+    """A prompt whose answer copies from it (what prompt lookup drafts right)."""
+    return f"Repeat this text exactly, correcting nothing: {PASSAGES[i % len(PASSAGES)]}"
+
+
+def messages(i: int, kind: str = "chat") -> list[dict[str, str]]:
+    text = copy_prompt(i) if kind == "copy" else prompt(i)
+    return [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]
 
 
 @dataclass
@@ -52,9 +69,10 @@ class Server:
     ready_s: float | None = None
     results: dict[int, list[float]] = field(default_factory=dict)
     ttft_ms: list[float] = field(default_factory=list)
+    copy: list[float] = field(default_factory=list)  # tok/s at one client on the copying load
 
 
-async def load(url: str, clients: int, chats: int, max_tokens: int) -> float:
+async def load(url: str, clients: int, chats: int, max_tokens: int, kind: str = "chat") -> float:
     """Tokens per second for ``chats`` chats sent by ``clients`` concurrent clients."""
     queue = list(range(chats))
     tokens = 0
@@ -64,7 +82,7 @@ async def load(url: str, clients: int, chats: int, max_tokens: int) -> float:
         while queue:
             i = queue.pop(0)
             r = await http.post(f"{url}/v1/chat/completions",
-                                json={"messages": messages(i), "max_tokens": max_tokens, "temperature": 0})
+                                json={"messages": messages(i, kind), "max_tokens": max_tokens, "temperature": 0})
             r.raise_for_status()
             tokens += r.json()["usage"]["completion_tokens"]
 
@@ -188,6 +206,14 @@ async def main(args: argparse.Namespace) -> None:
                     s.results.setdefault(clients, []).append(tps)
                     line.append(f"{s.name} {tps:6.1f}")
                 print(f"{clients:>3} clients, round {r + 1}: " + ", ".join(line) + " tok/s", flush=True)
+        if args.copy:  # one client, answers that copy from their prompts
+            for r in range(args.rounds):
+                line = []
+                for s in everyone:
+                    tps = await load(s.url, 1, args.chats_at_1, args.max_tokens, "copy")
+                    s.copy.append(tps)
+                    line.append(f"{s.name} {tps:6.1f}")
+                print(f"  1 client copying, round {r + 1}: " + ", ".join(line) + " tok/s", flush=True)
         for r in range(args.ttft_rounds):
             for s in everyone:
                 s.ttft_ms.append(await first_token_ms(s.url, r))
@@ -201,6 +227,10 @@ async def main(args: argparse.Namespace) -> None:
             ratios = [statistics.median(a / b for a, b in zip(s.results[clients], p.results[clients], strict=True))
                       for s, p in pairs]
             print(f"| {clients} | " + " | ".join(f"{m:.1f}" for m in medians) + " | "
+                  + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+        if args.copy:
+            ratios = [statistics.median(a / b for a, b in zip(s.copy, p.copy, strict=True)) for s, p in pairs]
+            print("| 1, copying | " + " | ".join(f"{statistics.median(s.copy):.1f}" for s in everyone) + " | "
                   + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
         print()
         write_results(everyone, args)
@@ -233,4 +263,6 @@ if __name__ == "__main__":
     parser.add_argument("--ttft-rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--chats-at-1", type=int, default=3)
+    parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
+                        help="also a one-client load whose answers copy from their prompts")
     asyncio.run(main(parser.parse_args()))
