@@ -9,8 +9,8 @@ greedy, the same `max_tokens`, through `/v1/chat/completions`, at each concurren
 alternate (each of ours, then the peer, ...) because this machine's speed varies by the hour; the
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
 reports. `--copy` (on by default) adds a one-client load whose answers copy from their prompts
-("Repeat this text exactly"), where prompt lookup drafts right. Time to first token is measured at one client with streaming. Resident memory (VmRSS) of
-each process is read after the loads (`--peer-pid-file NAME=PATH` names a peer's pid file; the
+("Repeat this text exactly"), where prompt lookup drafts right. Time to first token is measured
+at one client with streaming. Resident memory (VmRSS) of each process is read after the loads (`--peer-pid-file NAME=PATH` names a peer's pid file; the
 shared scripts' own are found by default for `llama.cpp` and `vllm`).
 """
 
