@@ -10,8 +10,9 @@ alternate (each of ours, then the peer, ...) because this machine's speed varies
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
 reports. `--copy` (on by default) adds a one-client load whose answers copy from their prompts
 ("Repeat this text exactly"), where prompt lookup drafts right. Time to first token is measured
-at one client with streaming. Resident memory (VmRSS) of each process is read after the loads (`--peer-pid-file NAME=PATH` names a peer's pid file; the
-shared scripts' own are found by default for `llama.cpp` and `vllm`).
+at one client with streaming. Resident memory (VmRSS) of each process is read after the loads
+(`--peer-pid-file NAME=PATH` names a peer's pid file; the shared scripts' own are found by default
+for `llama.cpp` and `vllm`).
 """
 
 from __future__ import annotations
