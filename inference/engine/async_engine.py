@@ -74,6 +74,7 @@ class Ticket:
             self.close()
 
     async def result(self, timeout: float | None = None) -> Completion | EngineError:
+        self.engine._final_only.update(self.seq_ids)  # no deltas wanted: the Completion holds the text
         try:
             async with asyncio.timeout(timeout):
                 async for event in self.events():
@@ -115,6 +116,9 @@ class AsyncEngine:
         self.capacity = engine.config.max_running + engine.config.max_waiting
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._queues: dict[int, asyncio.Queue[StepOutput]] = {}
+        # Sequences whose owner waits for the result alone: the step loop posts only their end, so
+        # the event loop does not wake (and take a core from the step's threads) once per token.
+        self._final_only: set[int] = set()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -282,6 +286,7 @@ class AsyncEngine:
         """The request's owner is gone: free its capacity and abort each answer still running. Any
         thread (a finalizer)."""
         for seq_id in seq_ids:
+            self._final_only.discard(seq_id)
             if self._queues.pop(seq_id, None) is not None:
                 self._inbox.put(("abort", seq_id))
 
@@ -349,6 +354,8 @@ class AsyncEngine:
                 log.exception("engine loop error")
                 outputs = self.engine.fail_all(EngineFault("the engine loop failed"))
             self._publish()
+            if self._final_only:
+                outputs = [o for o in outputs if o.completion is not None or o.error is not None or o.seq_id not in self._final_only]
             if outputs:
                 assert self._loop is not None  # set by start(), before this thread runs
                 self._loop.call_soon_threadsafe(self._dispatch, outputs)
