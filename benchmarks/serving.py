@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from inference.http_server import uvicorn_config
+from http_common.server import uvicorn_config
 
 
 async def serve(app: Any, max_message_bytes: int = 16 * 2**20) -> tuple[uvicorn.Server, asyncio.Task, str]:

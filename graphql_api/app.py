@@ -11,8 +11,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from inference import tracing
-from inference.asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware, origin_middleware
+from http_common import tracing
+from http_common.asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware, origin_middleware
 from inference.boundary import EngineClient
 from inference.engine.config import EngineConfig
 

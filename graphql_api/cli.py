@@ -67,9 +67,9 @@ class DrainingServer(uvicorn.Server):
 
 def run_server(settings: ApiSettings, engine_config: EngineConfig | None) -> int:
     """The GraphQL server until stopped: 0 after a clean stop or a drain, 1 when the engine could not start."""
-    from inference import tracing
-    from inference.http_server import uvicorn_config
-    from inference.logs import configure_logging
+    from http_common import tracing
+    from http_common.logs import configure_logging
+    from http_common.server import uvicorn_config
 
     from .app import create_app
 
@@ -116,7 +116,7 @@ def keys_arguments(parser: argparse.ArgumentParser) -> None:
 
 def keys(parsed: Parsed) -> int:
     """``keys new NAME``: a new key, then the line for API_KEYS_FILE."""
-    from inference.keys import new_key
+    from http_common.keys import new_key
 
     name: str = parsed.namespace.name
     if not name or ":" in name or not name.isprintable() or " " in name:

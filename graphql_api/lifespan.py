@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 
+from http_common.keys import reload_on_hangup
 from inference.boundary import EngineClient
 from inference.engine.config import EngineConfig
-from inference.keys import reload_on_hangup
 
 from .engines import embedded_engine, remote_engine
 from .state import State

@@ -1,5 +1,5 @@
 """Operation logs, the API's own Prometheus metrics and its GraphQL spans (the log formats:
-``inference.logs``; the tracer provider: ``inference.tracing``)."""
+``http_common.logs``; the tracer provider: ``http_common.tracing``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from inference import tracing
+from http_common import tracing
 
 log = logging.getLogger("graphql_api.operations")
 

@@ -23,8 +23,8 @@ from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
+from http_common.keys import ApiKey
 from inference.boundary import ChatRequest
-from inference.keys import ApiKey
 
 STREAM_EXPIRY_S = 24 * 3600  # a stream counter outlives any stream; a crashed replica's count expires
 

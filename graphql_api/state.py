@@ -8,7 +8,7 @@ import time
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from inference.keys import KeyRing
+from http_common.keys import KeyRing
 
 from .engine_handle import EngineHandle
 from .jobs.service import Jobs

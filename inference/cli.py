@@ -26,9 +26,10 @@ from typing import NoReturn, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliSettingsSource
 
-from . import tracing
+from http_common import tracing
+from http_common.logs import configure_logging
+
 from .engine.config import EngineConfig
-from .logs import configure_logging
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -118,9 +119,10 @@ def serve_inference(parsed: Parsed) -> int:
     """The engine as an HTTP service (OpenAI-compatible, and ``/generate_batch``) until stopped."""
     import uvicorn
 
+    from http_common.server import uvicorn_config
+
     from .engine.async_engine import AsyncEngine
     from .engine.llm_engine import LLMEngine
-    from .http_server import uvicorn_config
     from .service.app import ServiceSettings, create_service
 
     settings = parsed.settings(ServiceSettings)

@@ -31,7 +31,8 @@ import httpx
 from httpx_sse import aconnect_sse
 from pydantic import ValidationError
 
-from . import tracing
+from http_common import tracing
+
 from .boundary import (
     ChatRequest,
     Completion,

@@ -88,13 +88,13 @@ class LiveServer:
 
 async def start_server(app, read_timeout_s: float = 10.0, max_message_bytes: int = 16 * 2**20):
     """Serve ``app`` with uvicorn on a free loopback port, in this event loop, configured as the
-    real servers are (``inference.http_server``)."""
+    real servers are (``http_common.server``)."""
     import asyncio
     import socket
 
     import uvicorn
 
-    from inference.http_server import uvicorn_config
+    from http_common.server import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
     sock.bind(("127.0.0.1", 0))

@@ -179,7 +179,7 @@ async def test_graphiql_works_with_an_api_key_in_its_headers_tab(engine, serve, 
     from types import SimpleNamespace
 
     from graphql_api.app import create_app
-    from inference.keys import new_key
+    from http_common.keys import new_key
 
     key, line = new_key("browser")
     (tmp_path / "keys").write_text(line + "\n")

@@ -22,10 +22,10 @@ from websockets.exceptions import ConnectionClosed
 from graphql_api.app import create_app
 from graphql_api.observability import log_operation
 from graphql_api.settings import ApiSettings
+from http_common.logs import TextFormatter
 from inference.boundary import ChatMessage, ChatRequest, PromptTooLong, SamplingParams
 from inference.boundary.options import MAX_SEED
 from inference.engine.async_engine import AsyncEngine
-from inference.logs import TextFormatter
 from inference.remote import RemoteEngine
 from inference.service.app import ServiceSettings, create_service
 

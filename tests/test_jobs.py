@@ -18,8 +18,8 @@ from graphql_api.app import create_app
 from graphql_api.jobs import runner as runner_module
 from graphql_api.jobs.intake import Checker
 from graphql_api.settings import ApiSettings
+from http_common.keys import new_key
 from inference.boundary import BATCH, ChatRequest
-from inference.keys import new_key
 
 
 class HeldTicket(FakeTicket):

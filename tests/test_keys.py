@@ -18,9 +18,9 @@ from websockets.exceptions import ConnectionClosed
 
 from graphql_api.app import create_app
 from graphql_api.settings import ApiSettings
-from inference import keys as keys_module
+from http_common import keys as keys_module
+from http_common.keys import KeyRing, new_key, parse_line
 from inference.engine.async_engine import AsyncEngine
-from inference.keys import KeyRing, new_key, parse_line
 from inference.service.app import ServiceSettings, create_service
 
 VIEWER = "{ viewer { name limits { requestsPerMinute tokensPerMinute concurrentStreams } " \

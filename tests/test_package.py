@@ -36,7 +36,7 @@ from inference.engine.config import EngineConfig
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smollm-graphql"
 TORCH = "torch==2.13.0"  # as the Makefile: the CPU build on this machine's disk, installed before the wheel
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "inference", "graphql_api")  # what the build reads
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "inference", "graphql_api", "http_common")  # what the build reads
 KEEP_VENVS = 2  # the current venv and the newest other (another checkout, or the tree before an edit)
 # Alembic's env.py runs migrations when imported: Alembic runs it, nothing imports it.
 SCRIPTS = {"graphql_api.jobs.migrations.env"}
@@ -123,7 +123,7 @@ def in_venv(venv: Path, code: str, timeout: float = 300) -> subprocess.Completed
 IMPORT_ALL = """
 import importlib, json, pkgutil, sys, traceback
 failed, names = [], []
-for top in ("inference", "graphql_api"):
+for top in ("inference", "graphql_api", "http_common"):
     package = importlib.import_module(top)
     assert package.__file__.startswith(sys.prefix), f"{top} from {package.__file__}, not the venv"
     names.append(top)
@@ -153,7 +153,7 @@ def test_every_module_imports_from_the_wheel_without_extras(venv: Path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert not report["failed"], "modules that do not import from the wheel without extras:\n" + "\n".join(report["failed"])
     ours = {p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
-            for top in ("inference", "graphql_api") for p in (ROOT / top).rglob("*.py")
+            for top in ("inference", "graphql_api", "http_common") for p in (ROOT / top).rglob("*.py")
             if (p.parent / "__init__.py").exists()}
     assert ours - SCRIPTS <= set(report["names"]), f"not in the wheel: {sorted(ours - SCRIPTS - set(report['names']))}"
 

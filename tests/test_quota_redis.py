@@ -123,7 +123,7 @@ async def test_concurrent_chats_never_overshoot_a_quota(shared, request):
     """Admission charges first and gives back a refused chat's charge, so racing chats (two
     replicas' Quotas on one Redis, or one replica's) cannot all pass a check before any is charged."""
     from graphql_api.quotas import Quotas
-    from inference.keys import ApiKey, KeyLimits
+    from http_common.keys import ApiKey, KeyLimits
 
     uri = request.getfixturevalue("redis_url") if shared == "redis" else "memory://"
     replicas = [Quotas(uri), Quotas(uri)] if shared == "redis" else [Quotas(uri)] * 2

@@ -581,7 +581,7 @@ async def test_sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_keys_in_
     import os
     import signal
 
-    from inference.keys import KeyRing, new_key, reload_on_hangup
+    from http_common.keys import KeyRing, new_key, reload_on_hangup
 
     keys = Keys(tmp_path / "k", {"a": "", "b": ""})
     ring = KeyRing.from_file(keys.path)

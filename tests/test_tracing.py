@@ -27,9 +27,9 @@ from test_operations import free_port
 from graphql_api.app import create_app
 from graphql_api.observability import tracing_extension
 from graphql_api.settings import ApiSettings
-from inference import tracing
+from http_common import tracing
+from http_common.logs import JsonFormatter
 from inference.engine.async_engine import AsyncEngine
-from inference.logs import JsonFormatter
 from inference.service.app import ServiceSettings, create_service
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from inference.keys import ANONYMOUS
+from http_common.keys import ANONYMOUS
 
 from ..jobs.output import output_lines
 from ..state import State

@@ -1,5 +1,5 @@
 """ASGI middleware of the API: request ids, API keys, HEAD on /graphql (the origin policy, CORS and
-body limits are ``inference.asgi``'s, shared by both tiers)."""
+body limits are ``http_common.asgi``'s, shared by both tiers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference.keys import KeyRing, presented_key
+from http_common.keys import KeyRing, presented_key
 
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # what tracing systems send; nothing that forges log fields

@@ -23,7 +23,7 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from inference.keys import ANONYMOUS, presented_key
+from http_common.keys import ANONYMOUS, presented_key
 
 from ..schema import build_schema
 from ..schema.context import Context

@@ -22,8 +22,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from http_common.keys import ApiKey, KeyRing
 from inference.boundary import BATCH, Completion, EngineClient, EngineError, ErrorCode, RequestCancelled, Ticket, Unauthenticated
-from inference.keys import ApiKey, KeyRing
 from inference.service.wire import ChatCompletionRequest
 
 from ..observability import ApiMetrics

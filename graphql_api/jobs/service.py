@@ -8,8 +8,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from http_common.keys import KeyRing
 from inference.boundary import EngineClient
-from inference.keys import KeyRing
 
 from ..observability import ApiMetrics
 from ..quotas import Quotas

@@ -8,8 +8,8 @@ from typing import Any
 
 from graphql import GraphQLError
 
+from http_common.keys import ANONYMOUS, ApiKey, KeyRing
 from inference.boundary import EngineClient
-from inference.keys import ANONYMOUS, ApiKey, KeyRing
 
 from ..jobs.service import Jobs
 from ..observability import ApiMetrics

@@ -18,7 +18,8 @@ import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
-from .. import tracing
+from http_common import tracing
+
 from ..boundary import (
     ChatRequest,
     Choice,

@@ -11,10 +11,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from .. import tracing
-from ..asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware, origin_middleware
+from http_common import tracing
+from http_common.asgi import CancelOnDisconnectMiddleware, RequestBodyMiddleware, origin_middleware
+from http_common.keys import KeyRing, reload_on_hangup
+
 from ..boundary import LocalEngine
-from ..keys import KeyRing, reload_on_hangup
 from . import endpoints
 from .auth import ServiceKeyMiddleware
 from .settings import ServiceSettings

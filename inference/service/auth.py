@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..keys import KeyRing, presented_key
+from http_common.keys import KeyRing, presented_key
+
 from .wire import ErrorBody, ErrorResponse
 
 OPEN_PATHS = ("/healthz", "/readyz", "/health")

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from http_common.keys import KeyRing
+
 from ..boundary import EngineInfo, LocalEngine
-from ..keys import KeyRing
 from .settings import ServiceSettings
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from .boundary import Completion, EngineError
+    from inference.boundary import Completion, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def record_request(began_ns: int, request_id: str, result: Completion | EngineEr
         return
     from opentelemetry.trace import Status, StatusCode
 
-    from .boundary import Completion
+    from inference.boundary import Completion
 
     now = time.time_ns()
     tracer = _provider.get_tracer("inference.engine")
