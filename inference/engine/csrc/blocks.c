@@ -311,9 +311,8 @@ static inline __m256 dot4(__m256 a, __m256 b, __m256 c, __m256 e, const float *x
  * in their order (d * (q . x) per block, plus m * its block sum for Q4_1), so a row's result does
  * not depend on how many rows share its step, up to PANEL_ROWS. */
 static inline __attribute__((always_inline)) void tile(const float *x, const float *xs, int64_t K, int64_t N, int r0,
-        int mt, const Blocks *w, int64_t n, int two, int add, float *y) {
+        int mt, const int q4, const Blocks *w, int64_t n, int two, int add, float *y) {
     const int64_t G = K / QK;
-    const int q4 = w->q4 != 0;
     const int64_t stride = q4 ? K / 2 : K;
     const uint8_t *p0 = q4 ? w->q4 + n * stride : (const uint8_t *)(w->q8 + n * stride), *p1 = two ? p0 + stride : p0;
     const f16 *d0 = w->d + n * G, *d1 = two ? d0 + G : d0;
@@ -385,12 +384,22 @@ static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n += 2) {
         const int two = n + 1 < N;
-        for (int r0 = 0; r0 < M; r0 += MT) {
-            switch (M - r0 < MT ? (int)(M - r0) : MT) {
-                case 1: tile(x, xs, K, N, r0, 1, w, n, two, add, y); break;
-                case 2: tile(x, xs, K, N, r0, 2, w, n, two, add, y); break;
-                case 3: tile(x, xs, K, N, r0, 3, w, n, two, add, y); break;
-                default: tile(x, xs, K, N, r0, MT, w, n, two, add, y); break;
+        for (int r0 = 0; r0 < M; r0 += MT) { /* constant rows and kind: each case its own inlined loop */
+            const int mt = M - r0 < MT ? (int)(M - r0) : MT;
+            if (w->q4) {
+                switch (mt) {
+                    case 1: tile(x, xs, K, N, r0, 1, 1, w, n, two, add, y); break;
+                    case 2: tile(x, xs, K, N, r0, 2, 1, w, n, two, add, y); break;
+                    case 3: tile(x, xs, K, N, r0, 3, 1, w, n, two, add, y); break;
+                    default: tile(x, xs, K, N, r0, MT, 1, w, n, two, add, y); break;
+                }
+            } else {
+                switch (mt) {
+                    case 1: tile(x, xs, K, N, r0, 1, 0, w, n, two, add, y); break;
+                    case 2: tile(x, xs, K, N, r0, 2, 0, w, n, two, add, y); break;
+                    case 3: tile(x, xs, K, N, r0, 3, 0, w, n, two, add, y); break;
+                    default: tile(x, xs, K, N, r0, MT, 0, w, n, two, add, y); break;
+                }
             }
         }
     }
