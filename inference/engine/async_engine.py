@@ -39,6 +39,7 @@ from ..boundary import (
     Usage,
 )
 from ..boundary.request import prompt_messages
+from .kernels import release_threads
 from .llm_engine import LLMEngine, Prepared, StepOutput, engine_info
 from .metrics import EngineMetrics
 
@@ -134,6 +135,7 @@ class AsyncEngine:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        release_threads()  # this thread's OpenMP team, if it has one, would halve the step loop's speed
         self._thread = threading.Thread(target=self._work, name="engine-step-loop", daemon=True)
         self._thread.start()
 

@@ -29,7 +29,7 @@ from .kernels_build import digest
 from .kv_cache import Decodes
 from .shape import Shape
 
-__all__ = ["Kernels", "KernelsUnavailable", "digest", "load"]
+__all__ = ["Kernels", "KernelsUnavailable", "digest", "load", "release_threads"]
 
 CPU_FLAGS = ("avx2", "fma", "f16c")
 NO_KERNELS = ("WEIGHTS=exact runs the dense weights here, or INFERENCE_URL can point the API at llama.cpp's or vLLM's "
@@ -221,3 +221,15 @@ def load(module: str = "inference.engine._kernels") -> Kernels:
         raise KernelsUnavailable(f"the block kernels were not built at install ({exc}): reinstall the package where gcc "
                                  f"with OpenMP is present (pip install --force-reinstall --no-deps), or {NO_KERNELS}") from exc
     return Kernels(built.ffi, built.lib)
+
+
+def release_threads() -> None:
+    """Free the calling thread's team of OpenMP threads (``csrc/threads.c`` says why): the thread
+    that loads the model and the one that starts the step loop call it, so that the step loop's
+    thread holds the process's only team. torch's parallel ops share the kernels' OpenMP runtime,
+    so this holds for them too. Nothing to do where the kernels cannot load."""
+    try:
+        kernels = load()
+    except KernelsUnavailable:
+        return
+    kernels._lib.release_threads()

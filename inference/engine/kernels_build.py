@@ -18,7 +18,7 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("blocks.c", "layer_ops.c", "attention.c", "decode_layers.c")
+SOURCES = ("blocks.c", "layer_ops.c", "attention.c", "decode_layers.c", "threads.c")
 HEADERS = ("kernels.h", "simd.h")
 MODULE = "inference.engine._kernels"
 FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-Wmissing-prototypes")

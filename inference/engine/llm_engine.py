@@ -124,11 +124,15 @@ class LLMEngine:
     def from_config(cls, config: EngineConfig) -> LLMEngine:
         import torch
 
+        from .kernels import release_threads
+
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         source = locate_model(config.model_path)
         model, tokenizer = load_model(source, config.model_cache_dir, config.device, config.dtype)
-        return cls(config, model, tokenizer, source)
+        engine = cls(config, model, tokenizer, source)
+        release_threads()  # loading ran parallel regions on this thread; the step loop's must be the only team
+        return engine
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}

@@ -32,6 +32,11 @@ typedef struct {
     uint16_t *k, *v;
 } LayerBlocks;
 
+/* ---- the OpenMP runtime (threads.c) ---- */
+/* Frees the calling thread's team of OpenMP threads (the next parallel region it runs makes a new
+ * one); 0 when done. */
+int release_threads(void);
+
 /* ---- block products (blocks.c): y[M, N] (+)= x[M, K] . W[N, K]^T ---- */
 int64_t matmul_work(int64_t M, int64_t K);
 /* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T. */
