@@ -1,9 +1,12 @@
 """Speculative decoding by prompt lookup: the n-gram index, who is drafted, and, on the real model,
 that answers are the same with and without it (both weight modes, batches, stop strings,
-streaming, structured output) while drafts are accepted where an answer copies its prompt."""
+streaming, structured output) while drafts are accepted where an answer copies its prompt; under
+sampling, that the rejection rule keeps each token's distribution."""
 
 from __future__ import annotations
 
+import pytest
+import torch
 from conftest import chat, engine_like
 
 from inference.boundary import ResponseFormat, SamplingParams
@@ -11,6 +14,7 @@ from inference.engine.async_engine import AsyncEngine
 from inference.engine.block_manager import BlockManager
 from inference.engine.llm_engine import LLMEngine
 from inference.engine.lookup import Lookup, Speculator
+from inference.engine.model_runner import distribution, verify_sampled
 from inference.engine.scheduler import Scheduler
 from inference.engine.sequence import Sequence
 
@@ -52,8 +56,8 @@ def test_only_sequences_whose_logits_nothing_changes_are_drafted():
     assert spec.draft(decoding(0, SamplingParams(), copy), rows=2) == [4, 5]
     assert spec.draft(decoding(1, SamplingParams(), copy, new=3), rows=7) == [4]  # 1 generated, 1 drafted, 1 more: 3
     assert spec.draft(decoding(1, SamplingParams(), [1, 2, 3, 4, 1, 2, 5]), rows=7) == []  # [1, 2, 5] never occurred
-    for params in (SamplingParams(temperature=0.7), SamplingParams(frequency_penalty=0.5), SamplingParams(logprobs=True),
-                   SamplingParams(logit_bias=((7, 1.0),))):
+    assert spec.draft(decoding(0, SamplingParams(temperature=0.7, top_p=0.9), copy), rows=7) == [4, 5, 6, 1]  # the rejection rule
+    for params in (SamplingParams(frequency_penalty=0.5), SamplingParams(logprobs=True), SamplingParams(logit_bias=((7, 1.0),))):
         assert spec.draft(decoding(2, params, copy), rows=7) == [], params
     failing = decoding(3, SamplingParams(), copy)
     failing.drafted, failing.accepted = Speculator.PROBATION, 1
@@ -169,3 +173,41 @@ async def test_a_drafted_stream_equals_the_undrafted_one_and_counts_in_metrics(n
     drafted = ae.metrics.registry.get_sample_value("smollm_spec_decode_num_draft_tokens_total")
     accepted = ae.metrics.registry.get_sample_value("smollm_spec_decode_num_accepted_tokens_total")
     assert drafted and accepted and 0 < accepted <= drafted
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=1.0), SamplingParams(temperature=0.7, top_k=3),
+                                    SamplingParams(temperature=1.3, top_p=0.8), SamplingParams(temperature=1.0, min_p=0.1)])
+def test_the_rejection_rule_keeps_each_tokens_distribution(params: SamplingParams):
+    """Over many draws, the first token is distributed as row 0's distribution and the second,
+    after the draft's first was kept, as row 1's: what sampling one token a step gives. Drafted
+    tokens both likely and unlikely (a rule that kept drafts too often would inflate them)."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0], [0.0, 1.5, 1.0, 2.0, -0.5], [1.0, 0.0, 0.0, 1.0, 0.0]])
+    expected = []
+    for row in logits[:2]:
+        probs, index = distribution(row, params)
+        full = torch.zeros(5)
+        full[index if index is not None else torch.arange(5)] = probs / probs.sum()
+        expected.append(full)
+    trials = 6000
+    for draft in ([1, 3], [0, 4]):
+        generator = torch.Generator().manual_seed(7)
+        first, second = torch.zeros(5), torch.zeros(5)
+        for _ in range(trials):
+            out = verify_sampled(logits, draft, params, generator)
+            assert 1 <= len(out) <= 3 and out[:-1] == draft[:len(out) - 1]  # a kept prefix of the draft, then one drawn
+            assert len(out) == 3 or out[-1] != draft[len(out) - 1]  # a refused draft token is never drawn in its place
+            first[out[0]] += 1
+            if out[0] == draft[0]:
+                second[out[1]] += 1
+        assert (first / trials - expected[0]).abs().max() < 0.03, (draft, first / trials, expected[0])
+        if second.sum() > 500:
+            assert (second / second.sum() - expected[1]).abs().max() < 0.05, (draft, second / second.sum(), expected[1])
+
+
+def test_sampled_answers_are_drafted_and_a_seed_repeats_its_answer(native: LLMEngine):
+    on = engine_like(native, speculative_tokens=4)
+    request = chat(PROMPTS[0], max_new_tokens=40, temperature=0.5, seed=11)
+    first = answers(on, [request])
+    assert on.stats.draft_tokens > 0 and on.stats.accepted_tokens > 0
+    assert answers(on, [request]) == first
+    assert "quick brown fox" in first[0]

@@ -48,9 +48,10 @@ class Lookup:
 class Speculator:
     """Which decoding sequences get a draft, and how long (the scheduler says which steps).
 
-    Only greedy sequences whose logits nothing else changes are drafted (no penalties, bias,
-    logprobs or response format), so a verified draft is exactly what decoding one token a step
-    would have produced. Drafting stops where it does not pay: in steps of more than
+    Only sequences whose logits nothing else changes are drafted (no penalties, bias, logprobs or
+    response format), so a verified draft is what decoding one token a step would have produced:
+    greedy, the very tokens; sampling, tokens of the same distribution (the runner's rejection
+    rule). Drafting stops where it does not pay: in steps of more than
     ``max_batch`` decoding sequences or over ``max_rows`` rows (no longer bound by reading the
     weights, so the extra rows cost their full compute), and for a sequence whose drafts keep
     failing (after ``PROBATION`` drafted tokens, a quarter or fewer accepted). A match must be
@@ -64,7 +65,7 @@ class Speculator:
 
     def eligible(self, seq: Any) -> bool:
         p = seq.params
-        return p.greedy and not p.penalized and not p.logprobs and seq.matcher is None and seq.prompt_logprobs is None
+        return not p.penalized and not p.logprobs and seq.matcher is None and seq.prompt_logprobs is None
 
     def draft(self, seq: Any, rows: int) -> list[int]:
         """Up to ``tokens`` (and ``rows``) draft tokens for ``seq``'s next step, which always

@@ -193,8 +193,9 @@ class ModelRunner:
     @torch.inference_mode()
     def step(self, plan: list[Scheduled]) -> list[int | list[int] | Exception]:
         """Compute the plan's tokens; return, for each entry whose ``samples`` is set, its next
-        token (or why sampling failed); for a drafted entry, the tokens verified: the draft's
-        longest prefix the model's greedy choice agrees with, then the model's own next token."""
+        token (or why sampling failed); for a drafted entry, the tokens verified: greedy, the draft's
+        longest prefix the model's choice agrees with, then the model's own next token; sampling,
+        what ``verify_sampled`` keeps of the draft, then one token drawn."""
         ids, positions, layout, keep = self._pack(plan)
         scored = self._prompt_rows(plan)
         if scored:
@@ -211,8 +212,9 @@ class ModelRunner:
         return self._verify(logits[:rows], sampled)
 
     def _verify(self, logits: torch.Tensor, sampled: list[Scheduled]) -> list[int | list[int] | Exception]:
-        """``_sample`` for the undrafted entries (one row each), greedy verification for the drafted
-        ones (their ``1 + len(draft)`` rows, in order)."""
+        """``_sample`` for the undrafted entries (one row each); for the drafted ones (their
+        ``1 + len(draft)`` rows, in order) greedy verification, or the rejection rule of
+        ``verify_sampled`` for those that sample."""
         plain: list[tuple[int, int]] = []  # (index in sampled, first row)
         drafted: list[tuple[int, int]] = []
         at = 0
@@ -224,7 +226,15 @@ class ModelRunner:
             picked = self._sample(logits[self._long([r for _, r in plain])], [sampled[i].seq for i, _ in plain])
             for (i, _), token in zip(plain, picked, strict=True):
                 out[i] = token
-        spans = [(i, r, len(sampled[i].draft)) for i, r in drafted]
+        for i, r in [(i, r) for i, r in drafted if not sampled[i].seq.params.greedy]:
+            s = sampled[i]
+            try:
+                out[i] = verify_sampled(logits[r:r + 1 + len(s.draft)].float(), s.draft, s.seq.params, self._generator(s.seq))
+            except Exception as exc:
+                out[i] = exc
+        spans = [(i, r, len(sampled[i].draft)) for i, r in drafted if sampled[i].seq.params.greedy]
+        if not spans:
+            return out
         choice = argmax(logits[self._long([r + j for _, r, k in spans for j in range(k + 1)])].float()).tolist()
         at = 0
         for i, _, k in spans:
@@ -367,7 +377,42 @@ def keep_logprobs(raw: torch.Tensor, seqs: list, tokens: list[int | Exception]) 
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """Temperature, then min-p, then top-k, then top-p (nucleus) sampling of one row of logits.
+    """One token drawn from ``distribution(logits, params)``."""
+    probs, index = distribution(logits, params)
+    choice = torch.multinomial(probs, 1, generator=generator)
+    return int(choice if index is None else index[choice])
+
+
+def verify_sampled(logits: torch.Tensor, draft: tuple[int, ...] | list[int], params: SamplingParams, generator: torch.Generator) -> list[int]:
+    """Speculative sampling's rejection rule for a draft that proposes each token with certainty
+    (prompt lookup): row ``j`` of ``logits`` (``len(draft) + 1`` rows) keeps draft token ``d`` with
+    probability ``p_j(d)`` under ``distribution``; the first token refused is replaced by a draw
+    from ``p_j`` without ``d``, renormalized, and when all are kept the last row draws one more.
+    Each token so comes out distributed as sampling one a step would give it (Leviathan et al.,
+    2023: accept with ``min(1, p/q)``, else draw from ``max(0, p - q)``, here with ``q`` one-hot;
+    vLLM's rejection sampler does the same for its n-gram drafts)."""
+    out: list[int] = []
+    for j, d in enumerate(draft):
+        probs, index = distribution(logits[j], params)
+        at = d if index is None else next(iter((index == d).nonzero()[:, 0].tolist()), -1)
+        p = float(probs[at] / probs.sum()) if at >= 0 else 0.0
+        if float(torch.rand((), generator=generator, device=generator.device)) < p:
+            out.append(d)
+            continue
+        if at >= 0:
+            probs = probs.clone()
+            probs[at] = 0.0
+        choice = torch.multinomial(probs, 1, generator=generator)
+        out.append(int(choice if index is None else index[choice]))
+        return out
+    out.append(sample_token(logits[len(draft)], params, generator))
+    return out
+
+
+def distribution(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The probabilities one row of logits is sampled from: temperature, then min-p, then top-k,
+    then top-p (nucleus). Returns them with the token ids they stand for, or None where they span
+    the whole vocabulary in order (unnormalized after top-p; ``torch.multinomial`` normalizes).
 
     Numerically safe for every valid option: temperatures below ``GREEDY_BELOW`` never get here
     (they are greedy), and top-p always keeps the likeliest token, however small ``top_p`` is."""
@@ -384,8 +429,7 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         drop = probs.cumsum(-1) - probs >= params.top_p
         drop[0] = False
         probs = probs.masked_fill(drop, 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator)
-    return int(choice if index is None else index[choice])
+    return probs, index
 
 
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
