@@ -56,6 +56,30 @@ def copy_prompt(i: int) -> str:
     return f"Repeat this text exactly, correcting nothing: {PASSAGES[i % len(PASSAGES)]}"
 
 
+WORDS = ("the river city winter morning garden letter window market teacher silver mountain quiet bridge train "
+         "island doctor village music paper summer forest station kitchen harbor candle painter orange engine "
+         "library storm meadow lantern castle pocket ribbon valley thunder basket pillow wander gentle crimson "
+         "hollow narrow bright ancient golden frozen distant hidden simple careful sudden patient curious").split()
+
+
+def passage(seed: int, words: int) -> str:
+    """``words`` words of sentences no other seed starts with (so no server's prefix cache holds them)."""
+    import random
+
+    rng = random.Random(seed)
+    out, count = [f"Record {seed}."], 2
+    while count < words:
+        sentence = [rng.choice(WORDS) for _ in range(rng.randint(6, 14))]
+        out.append(" ".join(sentence).capitalize() + ".")
+        count += len(sentence)
+    return " ".join(out)
+
+
+def long_messages(seed: int, words: int, ask: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": f"{passage(seed, words)}\n\n{ask}"}]
+
+
 def messages(i: int, kind: str = "chat") -> list[dict[str, str]]:
     text = copy_prompt(i) if kind == "copy" else prompt(i)
     return [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]
@@ -71,6 +95,8 @@ class Server:
     results: dict[int, list[float]] = field(default_factory=dict)
     ttft_ms: list[float] = field(default_factory=list)
     copy: list[float] = field(default_factory=list)  # tok/s at one client on the copying load
+    prefill: dict[int, list[float]] = field(default_factory=dict)  # prompt tok/s of unique long prompts, by clients
+    long_decode: list[float] = field(default_factory=list)  # tok/s decoding at one client with a long context
 
 
 async def load(url: str, clients: int, chats: int, max_tokens: int, kind: str = "chat") -> float:
@@ -91,6 +117,48 @@ async def load(url: str, clients: int, chats: int, max_tokens: int, kind: str = 
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         return tokens / (time.perf_counter() - started)
+
+
+async def prefill(url: str, clients: int, prompts: int, words: int, seed: int) -> tuple[float, float]:
+    """Prompt tokens per second for ``prompts`` unique prompts of ``words`` words sent by
+    ``clients`` concurrent clients, one new token each; and their mean prompt tokens."""
+    queue = list(range(prompts))
+    counted: list[int] = []
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while queue:
+            i = queue.pop(0)
+            body = {"messages": long_messages(seed * 1000 + i, words, "Say OK."), "max_tokens": 1, "temperature": 0}
+            r = await http.post(f"{url}/v1/chat/completions", json=body)
+            r.raise_for_status()
+            counted.append(r.json()["usage"]["prompt_tokens"])
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        return sum(counted) / (time.perf_counter() - started), statistics.mean(counted)
+
+
+async def long_decode(url: str, words: int, max_tokens: int) -> tuple[float, int]:
+    """Tokens per second of one streamed answer after a long prompt, from its first content delta
+    to its last (so the prompt's prefill is not counted), and the prompt's tokens. The same prompt
+    every round: the servers' prefix caches may hold it; only decoding is timed."""
+    body = {"messages": long_messages(4242, words, "Write a long story that continues this record."), "max_tokens": max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    first = last = 0.0
+    usage: dict = {}
+    async with httpx.AsyncClient(timeout=600) as http, aconnect_sse(http, "POST", f"{url}/v1/chat/completions", json=body) as events:
+        async for event in events.aiter_sse():
+            if event.data == "[DONE]":
+                break
+            chunk = json.loads(event.data)
+            usage = chunk.get("usage") or usage
+            if chunk["choices"] and chunk["choices"][0].get("delta", {}).get("content"):
+                last = time.perf_counter()
+                first = first or last
+    if not usage or usage["completion_tokens"] < 2 or last <= first:
+        raise RuntimeError(f"{url}: the long-context answer was too short to time ({usage})")
+    return (usage["completion_tokens"] - 1) / (last - first), usage["prompt_tokens"]
 
 
 async def first_token_ms(url: str, i: int) -> float:
@@ -138,7 +206,7 @@ def free_port() -> int:
 
 async def start_ours(mode: str) -> Server:
     port = free_port()
-    env = {**os.environ, "WEIGHTS": mode, "INFERENCE_PORT": str(port)}
+    env = {**os.environ, "WEIGHTS": mode, "INFERENCE_PORT": str(port), "MAX_MODEL_LEN": "8192"}
     started = time.perf_counter()
     process = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", "inference", "serve"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -215,6 +283,24 @@ async def main(args: argparse.Namespace) -> None:
                     s.copy.append(tps)
                     line.append(f"{s.name} {tps:6.1f}")
                 print(f"  1 client copying, round {r + 1}: " + ", ".join(line) + " tok/s", flush=True)
+        for clients in args.prefill_clients:  # unique prompts of about 1,400 tokens: prefill alone
+            for r in range(args.rounds):
+                line = []
+                for s in everyone:
+                    tps, mean = await prefill(s.url, clients, {1: 3}.get(clients, 2 * clients), args.prefill_words, r + 1)
+                    s.prefill.setdefault(clients, []).append(tps)
+                    line.append(f"{s.name} {tps:6.1f}")
+                print(f"{clients:>3} clients prefilling prompts of {mean:.0f} tokens, round {r + 1}: " + ", ".join(line)
+                      + " prompt tok/s", flush=True)
+        if args.long_words:
+            for r in range(args.rounds):
+                line = []
+                for s in everyone:
+                    tps, context = await long_decode(s.url, args.long_words, args.max_tokens)
+                    s.long_decode.append(tps)
+                    line.append(f"{s.name} {tps:6.1f}")
+                print(f"  1 client decoding after {context} prompt tokens, round {r + 1}: " + ", ".join(line) + " tok/s",
+                      flush=True)
         for r in range(args.ttft_rounds):
             for s in everyone:
                 s.ttft_ms.append(await first_token_ms(s.url, r))
@@ -232,6 +318,14 @@ async def main(args: argparse.Namespace) -> None:
         if args.copy:
             ratios = [statistics.median(a / b for a, b in zip(s.copy, p.copy, strict=True)) for s, p in pairs]
             print("| 1, copying | " + " | ".join(f"{statistics.median(s.copy):.1f}" for s in everyone) + " | "
+                  + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+        for clients in args.prefill_clients:
+            ratios = [statistics.median(a / b for a, b in zip(s.prefill[clients], p.prefill[clients], strict=True)) for s, p in pairs]
+            print(f"| prefill, {clients} (prompt tok/s) | " + " | ".join(f"{statistics.median(s.prefill[clients]):.1f}" for s in everyone)
+                  + " | " + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+        if args.long_words:
+            ratios = [statistics.median(a / b for a, b in zip(s.long_decode, p.long_decode, strict=True)) for s, p in pairs]
+            print("| 1, long context | " + " | ".join(f"{statistics.median(s.long_decode):.1f}" for s in everyone) + " | "
                   + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
         print()
         write_results(everyone, args)
@@ -266,4 +360,9 @@ if __name__ == "__main__":
     parser.add_argument("--chats-at-1", type=int, default=3)
     parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
                         help="also a one-client load whose answers copy from their prompts")
+    parser.add_argument("--prefill-clients", type=lambda s: [int(c) for c in s.split(",") if c], default=[1, 8],
+                        help="concurrencies of the prefill load (unique long prompts, one new token each); '' for none")
+    parser.add_argument("--prefill-words", type=int, default=1230, help="words per prefill prompt (about 1,400 tokens)")
+    parser.add_argument("--long-words", type=int, default=3550,
+                        help="words of the long-context decode load's prompt (about 4,000 tokens); 0 for none")
     asyncio.run(main(parser.parse_args()))
