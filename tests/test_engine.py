@@ -152,7 +152,7 @@ async def test_invalid_options_and_too_long_prompts_get_typed_errors_beside_vali
     results = await engine.generate_batch([
         chat("Hi", temperature=3.0),
         chat("What is the capital of France?", max_new_tokens=16),
-        chat("word " * 3000, max_new_tokens=16),
+        chat("word " * 9000, max_new_tokens=16),
         chat("Hi", max_new_tokens=cap + 1),
         chat("Hi", top_p=0.0),
     ])

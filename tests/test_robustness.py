@@ -61,11 +61,11 @@ async def test_load_at_twice_capacity_ends_every_request_cleanly_and_leaves_noth
 
 
 async def test_huge_prompts_get_clear_errors(live):
-    too_long = {"chatId": "long", "userPrompt": "word " * 5000}
+    too_long = {"chatId": "long", "userPrompt": "7" * 9000}  # a token per digit: 9,000 tokens in 9,000 characters
     too_many_chars = {"chatId": "chars", "userPrompt": "x" * 40_000}
     ok = {"chatId": "ok", "userPrompt": "Say yes.", "options": {"maxTokens": 4}}
     r = (await post(live, BATCH, {"inputs": [too_long, too_many_chars, ok]})).json()["data"]["chatBatched"]["results"]
-    assert r[0]["code"] == "PROMPT_TOO_LONG" and "2048" in r[0]["message"]
+    assert r[0]["code"] == "PROMPT_TOO_LONG" and "8192" in r[0]["message"]
     assert r[1]["code"] == "INVALID_INPUT" and "32000" in r[1]["message"] and r[1]["field"] == "userPrompt"
     assert r[2]["__typename"] == "ChatSuccess"
 

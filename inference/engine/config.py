@@ -36,7 +36,7 @@ class EngineConfig(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default.")
     max_running: int = Field(256, ge=1, le=4096, description="Most sequences decoded together (the KV pool may allow fewer).")
     max_waiting: int = Field(256, ge=0, le=1_000_000, description="Requests queued beyond the running ones.")
-    max_model_len: int = Field(2048, ge=16, description="Prompt + new tokens per sequence.")
+    max_model_len: int = Field(8192, ge=16, description="Prompt + new tokens per sequence (at most the model's own context).")
     max_new_tokens_cap: int = Field(MAX_NEW_TOKENS_CAP, ge=1, description="Largest max_new_tokens a request may ask.")
     default_max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="max_new_tokens when a request gives none.")
     kv_cache_tokens: int = Field(
