@@ -10,8 +10,14 @@ alternate (each of ours, then the peer, ...) because this machine's speed varies
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
 reports. `--copy` (on by default) adds a one-client load whose answers copy from their prompts
 ("Repeat this text exactly"), where prompt lookup drafts right. Time to first token is measured
-at one client with streaming. Resident memory (VmRSS) of each process is read after the loads
-(`--peer-pid-file NAME=PATH` names a peer's pid file; the shared scripts' own are found by default
+at one client with streaming. `--graphql` (on by default) adds our GraphQL API with its embedded
+engine (`python -m graphql_api`) to the chat and copying loads, through the `chat` mutation. The
+prefill load sends unique prompts of about 1,400 tokens (no prefix cache can hold them) for one
+token each, at 1 and 8 clients, in prompt tokens per second; the long-context load decodes at one
+client after a prompt of about 4,000 tokens, timed from the first streamed delta to the last. The
+shared llama.cpp script gives each of its 64 slots 1,024 tokens; the long loads need
+`LLAMA_ARG_KV_UNIFIED=1` (one pool for all slots) when it is started. Resident memory (VmRSS) of
+each process is read after the loads (`--peer-pid-file NAME=PATH` names a peer's pid file; the shared scripts' own are found by default
 for `llama.cpp` and `vllm`).
 """
 
@@ -26,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,9 +104,31 @@ class Server:
     copy: list[float] = field(default_factory=list)  # tok/s at one client on the copying load
     prefill: dict[int, list[float]] = field(default_factory=dict)  # prompt tok/s of unique long prompts, by clients
     long_decode: list[float] = field(default_factory=list)  # tok/s decoding at one client with a long context
+    kind: str = "openai"  # or "graphql": our GraphQL API's chat mutation
 
 
-async def load(url: str, clients: int, chats: int, max_tokens: int, kind: str = "chat") -> float:
+CHAT = "mutation($input: ChatInput!) { chat(input: $input) { ... on ChatSuccess { usage { completionTokens } } ... on ChatError { code message } } }"
+
+
+async def one_chat(http: httpx.AsyncClient, server: Server, i: int, max_tokens: int, kind: str) -> int:
+    """One greedy chat; its completion tokens as the server reports them."""
+    if server.kind == "graphql":
+        user = copy_prompt(i) if kind == "copy" else prompt(i)
+        chat_input = {"chatId": f"c{i}", "userPrompt": user, "systemPrompt": "You are a helpful assistant.",
+                      "options": {"maxTokens": max_tokens, "temperature": 0}}
+        r = await http.post(f"{server.url}/graphql", json={"query": CHAT, "variables": {"input": chat_input}})
+        r.raise_for_status()
+        result = r.json()["data"]["chat"]
+        if "usage" not in result:
+            raise RuntimeError(f"a chat failed: {result}")
+        return int(result["usage"]["completionTokens"])
+    r = await http.post(f"{server.url}/v1/chat/completions",
+                        json={"messages": messages(i, kind), "max_tokens": max_tokens, "temperature": 0})
+    r.raise_for_status()
+    return int(r.json()["usage"]["completion_tokens"])
+
+
+async def load(server: Server, clients: int, chats: int, max_tokens: int, kind: str = "chat") -> float:
     """Tokens per second for ``chats`` chats sent by ``clients`` concurrent clients."""
     queue = list(range(chats))
     tokens = 0
@@ -107,11 +136,7 @@ async def load(url: str, clients: int, chats: int, max_tokens: int, kind: str = 
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal tokens
         while queue:
-            i = queue.pop(0)
-            r = await http.post(f"{url}/v1/chat/completions",
-                                json={"messages": messages(i, kind), "max_tokens": max_tokens, "temperature": 0})
-            r.raise_for_status()
-            tokens += r.json()["usage"]["completion_tokens"]
+            tokens += await one_chat(http, server, queue.pop(0), max_tokens, kind)
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as http:
         started = time.perf_counter()
@@ -204,13 +229,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_ours(mode: str) -> Server:
+async def start_ours(mode: str, graphql: bool = False) -> Server:
+    """Our inference service (``python -m inference serve``) or, ``graphql``, our GraphQL API with
+    its embedded engine (``python -m graphql_api``), on a free port."""
     port = free_port()
-    env = {**os.environ, "WEIGHTS": mode, "INFERENCE_PORT": str(port), "MAX_MODEL_LEN": "8192"}
+    env = {**os.environ, "WEIGHTS": mode, "INFERENCE_PORT": str(port), "PORT": str(port)}
     started = time.perf_counter()
-    process = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", "inference", "serve"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(f"ours-{mode}", f"http://127.0.0.1:{port}", process.pid, process)
+    command = [sys.executable, "-m", "graphql_api"] if graphql else [sys.executable, "-m", "inference", "serve"]
+    process = await asyncio.to_thread(subprocess.Popen, command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(f"ours-graphql-{mode}" if graphql else f"ours-{mode}", f"http://127.0.0.1:{port}", process.pid, process,
+                    kind="graphql" if graphql else "openai")
     async with httpx.AsyncClient(timeout=2) as http:
         while time.perf_counter() - started < 300:
             if process.poll() is not None:
@@ -251,8 +279,43 @@ def write_results(servers: list[Server], args: argparse.Namespace) -> None:
     fig.savefig(out / "peer.png", dpi=110)
 
 
+def table_row(label: str, everyone: list[Server], pairs: list[tuple[Server, Server]], values: Callable[[Server], list[float]]) -> str:
+    """One markdown row: each server's median, then each pair's median of per-round ratios ("-"
+    where a server did not run the load)."""
+    medians = [f"{statistics.median(values(s)):.1f}" if values(s) else "-" for s in everyone]
+    ratios = [f"{statistics.median(a / b for a, b in zip(values(s), values(p), strict=True)):.2f}x" if values(s) and values(p) else "-"
+              for s, p in pairs]
+    return f"| {label} | " + " | ".join(medians) + " | " + " | ".join(ratios) + " |"
+
+
+async def rounds(servers: list[Server], label: str, unit: str, rounds: int, run: Callable[[Server], Awaitable[float]],
+                 keep: Callable[[Server], list[float]]) -> None:
+    """``rounds`` rounds of one load, servers alternating within each; printed as they come."""
+    for r in range(rounds):
+        line = []
+        for s in servers:
+            value = await run(s)
+            keep(s).append(value)
+            line.append(f"{s.name} {value:6.1f}")
+        print(f"{label}, round {r + 1}: " + ", ".join(line) + f" {unit}", flush=True)
+
+
+def chat_load(clients: int, chats: int, max_tokens: int, kind: str) -> Callable[[Server], Awaitable[float]]:
+    return lambda s: load(s, clients, chats, max_tokens, kind)
+
+
+def results_at(clients: int) -> Callable[[Server], list[float]]:
+    return lambda s: s.results.setdefault(clients, [])
+
+
+def prefill_at(clients: int) -> Callable[[Server], list[float]]:
+    return lambda s: s.prefill.setdefault(clients, [])
+
+
 async def main(args: argparse.Namespace) -> None:
     ours = [await start_ours(mode) for mode in args.serve]
+    if args.graphql:
+        ours.append(await start_ours("native", graphql=True))
     ours += [Server(name, url) for name, url in (spec.split("=", 1) for spec in args.ours)]
     pid_files = PID_FILES | {n: Path(f) for n, f in (spec.split("=", 1) for spec in args.peer_pid_file)}
     peers = []
@@ -261,32 +324,23 @@ async def main(args: argparse.Namespace) -> None:
         pid_file = pid_files.get(name)
         peers.append(Server(name, url, int(pid_file.read_text()) if pid_file and pid_file.is_file() else None))
     everyone = [*ours, *peers]
+    openai = [s for s in everyone if s.kind == "openai"]  # the loads that read usage or stream tokens
     try:
         for s in everyone:
-            await load(s.url, 1, 1, 4)  # warm-up
+            await load(s, 1, 1, 4)  # warm-up
             if s.ready_s is not None:
                 print(f"{s.name}: ready {s.ready_s:.1f} s after start")
         chats = {1: args.chats_at_1, 8: 16}
         for clients in args.clients:
-            for r in range(args.rounds):
-                line = []
-                for s in everyone:
-                    tps = await load(s.url, clients, chats.get(clients, clients), args.max_tokens)
-                    s.results.setdefault(clients, []).append(tps)
-                    line.append(f"{s.name} {tps:6.1f}")
-                print(f"{clients:>3} clients, round {r + 1}: " + ", ".join(line) + " tok/s", flush=True)
+            await rounds(everyone, f"{clients:>3} clients", "tok/s", args.rounds,
+                         chat_load(clients, chats.get(clients, clients), args.max_tokens, "chat"), results_at(clients))
         if args.copy:  # one client, answers that copy from their prompts
-            for r in range(args.rounds):
-                line = []
-                for s in everyone:
-                    tps = await load(s.url, 1, args.chats_at_1, args.max_tokens, "copy")
-                    s.copy.append(tps)
-                    line.append(f"{s.name} {tps:6.1f}")
-                print(f"  1 client copying, round {r + 1}: " + ", ".join(line) + " tok/s", flush=True)
+            await rounds(everyone, "  1 client copying", "tok/s", args.rounds,
+                         chat_load(1, args.chats_at_1, args.max_tokens, "copy"), lambda s: s.copy)
         for clients in args.prefill_clients:  # unique prompts of about 1,400 tokens: prefill alone
             for r in range(args.rounds):
                 line = []
-                for s in everyone:
+                for s in openai:
                     tps, mean = await prefill(s.url, clients, {1: 3}.get(clients, 2 * clients), args.prefill_words, r + 1)
                     s.prefill.setdefault(clients, []).append(tps)
                     line.append(f"{s.name} {tps:6.1f}")
@@ -295,38 +349,28 @@ async def main(args: argparse.Namespace) -> None:
         if args.long_words:
             for r in range(args.rounds):
                 line = []
-                for s in everyone:
+                for s in openai:
                     tps, context = await long_decode(s.url, args.long_words, args.max_tokens)
                     s.long_decode.append(tps)
                     line.append(f"{s.name} {tps:6.1f}")
                 print(f"  1 client decoding after {context} prompt tokens, round {r + 1}: " + ", ".join(line) + " tok/s",
                       flush=True)
         for r in range(args.ttft_rounds):
-            for s in everyone:
+            for s in openai:
                 s.ttft_ms.append(await first_token_ms(s.url, r))
         print()
         pairs = [(s, p) for s in ours for p in peers]
-        print("| clients | " + " | ".join(f"{s.name} tok/s (median)" for s in everyone) + " | "
+        print("| load | " + " | ".join(f"{s.name} (median)" for s in everyone) + " | "
               + " | ".join(f"{s.name} / {p.name}" for s, p in pairs) + " |")
         print("|---" * (len(everyone) + len(pairs) + 1) + "|")
         for clients in args.clients:
-            medians = [statistics.median(s.results[clients]) for s in everyone]
-            ratios = [statistics.median(a / b for a, b in zip(s.results[clients], p.results[clients], strict=True))
-                      for s, p in pairs]
-            print(f"| {clients} | " + " | ".join(f"{m:.1f}" for m in medians) + " | "
-                  + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+            print(table_row(f"{clients} clients, tok/s", everyone, pairs, results_at(clients)))
         if args.copy:
-            ratios = [statistics.median(a / b for a, b in zip(s.copy, p.copy, strict=True)) for s, p in pairs]
-            print("| 1, copying | " + " | ".join(f"{statistics.median(s.copy):.1f}" for s in everyone) + " | "
-                  + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+            print(table_row("1 client copying, tok/s", everyone, pairs, lambda s: s.copy))
         for clients in args.prefill_clients:
-            ratios = [statistics.median(a / b for a, b in zip(s.prefill[clients], p.prefill[clients], strict=True)) for s, p in pairs]
-            print(f"| prefill, {clients} (prompt tok/s) | " + " | ".join(f"{statistics.median(s.prefill[clients]):.1f}" for s in everyone)
-                  + " | " + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+            print(table_row(f"prefill, {clients} clients, prompt tok/s", everyone, pairs, prefill_at(clients)))
         if args.long_words:
-            ratios = [statistics.median(a / b for a, b in zip(s.long_decode, p.long_decode, strict=True)) for s, p in pairs]
-            print("| 1, long context | " + " | ".join(f"{statistics.median(s.long_decode):.1f}" for s in everyone) + " | "
-                  + " | ".join(f"{x:.2f}x" for x in ratios) + " |")
+            print(table_row("1 client after a long prompt, tok/s", everyone, pairs, lambda s: s.long_decode))
         print()
         write_results(everyone, args)
         for s in ours:
@@ -335,8 +379,8 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"{s.name}: prefix cache hit rate over the run {hit:.2f} (prompt tokens whose KV came from cached blocks)")
         for s in everyone:
             rss = rss_mb(s.pid)
-            print(f"{s.name}: time to first token at 1 client, median of {len(s.ttft_ms)}: "
-                  f"{statistics.median(s.ttft_ms):.0f} ms; resident memory after the loads: "
+            ttft = f"{statistics.median(s.ttft_ms):.0f} ms" if s.ttft_ms else "not measured (GraphQL)"
+            print(f"{s.name}: time to first token at 1 client, median of {len(s.ttft_ms)}: {ttft}; resident memory after the loads: "
                   + (f"{rss:.0f} MB" if rss is not None else "unknown (no pid)"))
     finally:
         for s in ours:
@@ -360,6 +404,8 @@ if __name__ == "__main__":
     parser.add_argument("--chats-at-1", type=int, default=3)
     parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
                         help="also a one-client load whose answers copy from their prompts")
+    parser.add_argument("--graphql", action=argparse.BooleanOptionalAction, default=True,
+                        help="also our GraphQL API (embedded native engine) on the chat and copying loads, through `chat`")
     parser.add_argument("--prefill-clients", type=lambda s: [int(c) for c in s.split(",") if c], default=[1, 8],
                         help="concurrencies of the prefill load (unique long prompts, one new token each); '' for none")
     parser.add_argument("--prefill-words", type=int, default=1230, help="words per prefill prompt (about 1,400 tokens)")
