@@ -4,7 +4,7 @@ libgomp keeps a team for every thread that ran a parallel region; with more of i
 than CPUs it stops spinning between regions, and a decode step on another thread than the one
 that loaded the model took twice as long (csrc/threads.c). Each check runs in a fresh interpreter,
 so that no other test's threads are counted, and counts the process's OS threads
-(``/proc/self/task``): a team of two is one thread besides its caller."""
+(``/proc/self/task``) once it holds still: a team of two is one thread besides its caller."""
 
 from __future__ import annotations
 
@@ -16,7 +16,21 @@ import textwrap
 
 import pytest
 
-COUNT = "import os\ndef threads(): return len(os.listdir('/proc/self/task'))\n"
+#: ``threads()`` waits until the count holds for 0.3 s: loading leaves short-lived threads that end
+#: on their own a moment later, while a team's threads stay until released.
+COUNT = textwrap.dedent("""
+    import os, time
+    def threads():
+        seen, since, deadline = None, time.monotonic(), time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = len(os.listdir('/proc/self/task'))
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= 0.3:
+                break
+            time.sleep(0.02)
+        return seen
+""")
 
 
 def run(code: str) -> dict:
@@ -55,7 +69,7 @@ def test_loading_and_starting_the_engine_leave_the_calling_thread_no_team():
         from inference.engine.kernels import release_threads
         from inference.engine.llm_engine import LLMEngine
         torch.set_num_threads(2)
-        engine = LLMEngine.from_config(EngineConfig(weights="native", kv_cache_tokens=2048))
+        engine = LLMEngine.from_config(EngineConfig(weights="native", kv_cache_tokens=2048, max_model_len=2048))
         loaded = threads()
         release_threads()
         after_load = threads()  # unchanged: loading released its team already
