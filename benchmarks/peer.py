@@ -8,8 +8,10 @@ OpenAI-compatible servers (llama.cpp's llama-server from ../shared/peer/llama-se
 greedy, the same `max_tokens`, through `/v1/chat/completions`, at each concurrency. Rounds
 alternate (each of ours, then the peer, ...) because this machine's speed varies by the hour; the
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
-reports. `--copy` (on by default) adds a one-client load whose answers copy from their prompts
-("Repeat this text exactly"), where prompt lookup drafts right. Time to first token is measured
+reports. `--copy` (on by default) adds a one-client load whose answers copy from their prompts,
+where prompt lookup drafts right: a round is one chat of each task (repeat a passage exactly,
+repeat it with its spelling corrected, extract its names, places, numbers and dates as JSON,
+summarise it), in plain text. Time to first token is measured
 at one client with streaming. `--graphql` (on by default) adds our GraphQL API with its embedded
 engine (`python -m graphql_api`) to the chat and copying loads, through the `chat` mutation. The
 prefill load sends unique prompts of about 1,400 tokens (no prefix cache can hold them) for one
@@ -58,9 +60,30 @@ PASSAGES = [
 ]
 
 
+# A passage with spelling mistakes, for "repeat with corrections".
+MISSPELT = [
+    "The Eifel Tower, completed in 1889 for the Worlds Fair in Paris, stands 330 metres tall and was desinged by "
+    "Gustave Eiffel's company. It was the tallest man-made structure in the wrold until 1930.",
+    "Maria Lopez moved from Madrid to Berlin in 2019 to work as a nurse at the Charite hospital, were she now leads "
+    "a team of twelve on the nigth shift.",
+    "The meeting is moved from Tuesday to Thursday at 3 pm in room 204; bring the quartely report, the budget draft "
+    "and the list of open positons.",
+]
+
+# The prompt-copying tasks: each answer takes much of its text from its prompt, the load where
+# prompt lookup drafts right; one chat of each a round, a different passage each time.
+COPY_TASKS = [
+    ("repeat", lambda i: f"Repeat this text exactly, correcting nothing: {PASSAGES[i % len(PASSAGES)]}"),
+    ("correct", lambda i: f"Repeat this text with its spelling mistakes corrected: {MISSPELT[i % len(MISSPELT)]}"),
+    ("extract", lambda i: "Extract every name, place, number and date in this text as a JSON object with the keys "
+                          f"names, places, numbers and dates: {PASSAGES[i % len(PASSAGES)]}"),
+    ("summarise", lambda i: f"Summarise this text in one sentence, keeping its names and numbers: {PASSAGES[i % len(PASSAGES)]}"),
+]
+
+
 def copy_prompt(i: int) -> str:
-    """A prompt whose answer copies from it (what prompt lookup drafts right)."""
-    return f"Repeat this text exactly, correcting nothing: {PASSAGES[i % len(PASSAGES)]}"
+    """The ``i``-th prompt of the copying load: task ``i`` mod 4, passage ``i`` mod 3."""
+    return COPY_TASKS[i % len(COPY_TASKS)][1](i)
 
 
 WORDS = ("the river city winter morning garden letter window market teacher silver mountain quiet bridge train "
@@ -128,19 +151,27 @@ async def one_chat(http: httpx.AsyncClient, server: Server, i: int, max_tokens: 
     return int(r.json()["usage"]["completion_tokens"])
 
 
+async def send_chats(http: httpx.AsyncClient, server: Server, clients: int, chats: int, max_tokens: int, kind: str) -> int:
+    """``chats`` chats sent by ``clients`` concurrent clients, each sending its next when its last
+    is answered; the completion tokens of all of them."""
+    queue = list(range(chats))
+    counted: list[int] = []
+
+    async def client() -> None:
+        while queue:
+            # Each answer is kept apart: ``total += await ...`` would read the total before the
+            # await and write it back after, losing the tokens of every chat answered meanwhile.
+            counted.append(await one_chat(http, server, queue.pop(0), max_tokens, kind))
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return sum(counted)
+
+
 async def load(server: Server, clients: int, chats: int, max_tokens: int, kind: str = "chat") -> float:
     """Tokens per second for ``chats`` chats sent by ``clients`` concurrent clients."""
-    queue = list(range(chats))
-    tokens = 0
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal tokens
-        while queue:
-            tokens += await one_chat(http, server, queue.pop(0), max_tokens, kind)
-
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as http:
         started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+        tokens = await send_chats(http, server, clients, chats, max_tokens, kind)
         return tokens / (time.perf_counter() - started)
 
 
@@ -336,7 +367,7 @@ async def main(args: argparse.Namespace) -> None:
                          chat_load(clients, chats.get(clients, clients), args.max_tokens, "chat"), results_at(clients))
         if args.copy:  # one client, answers that copy from their prompts
             await rounds(everyone, "  1 client copying", "tok/s", args.rounds,
-                         chat_load(1, args.chats_at_1, args.max_tokens, "copy"), lambda s: s.copy)
+                         chat_load(1, len(COPY_TASKS), args.max_tokens, "copy"), lambda s: s.copy)
         for clients in args.prefill_clients:  # unique prompts of about 1,400 tokens: prefill alone
             for r in range(args.rounds):
                 line = []
