@@ -8,11 +8,12 @@ OpenAI-compatible servers (llama.cpp's llama-server from ../shared/peer/llama-se
 greedy, the same `max_tokens`, through `/v1/chat/completions`, at each concurrency. Rounds
 alternate (each of ours, then the peer, ...) because this machine's speed varies by the hour; the
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
-reports. `--copy` (on by default) adds a one-client load whose answers copy from their prompts,
-where prompt lookup drafts right: a round is one chat of each task (repeat a passage exactly,
-repeat it with its spelling corrected, extract its names, places, numbers and dates as JSON,
-summarise it), in plain text. Time to first token is measured
-at one client with streaming. `--graphql` (on by default) adds our GraphQL API with its embedded
+reports. Each server's turn starts once the machine is idle again (``settle``): vLLM's CPU build
+keeps a core busy for about a second after its last answer. `--copy` (on by default) adds a
+one-client load whose answers copy from their prompts, where prompt lookup drafts right: a round
+is one chat of each task (repeat a passage exactly, repeat it with its spelling corrected,
+extract its names, places, numbers and dates as JSON, summarise it), in plain text. Time to first
+token is measured at one client with streaming. `--graphql` (on by default) adds our GraphQL API with its embedded
 engine (`python -m graphql_api`) to the chat and copying loads, through the `chat` mutation. The
 prefill load sends unique prompts of about 1,400 tokens (no prefix cache can hold them) for one
 token each, at 1 and 8 clients, in prompt tokens per second; the long-context load decodes at one
@@ -242,6 +243,27 @@ async def prefix_hit_rate(url: str) -> float | None:
     return None
 
 
+def cpu_idle_ticks() -> tuple[int, int]:
+    """The machine's idle (and iowait) ticks and all its ticks, from ``/proc/stat``."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+async def settle(window: float = 0.25, idle: float = 0.9, limit: float = 15.0) -> float:
+    """Wait until the machine is idle (``idle`` of its CPU time idle in two windows in a row), at
+    most ``limit`` seconds; the seconds waited. A server may keep a core busy after its last
+    answer (vLLM's CPU build spins one core for about a second), and the next server's turn
+    would pay for it."""
+    started = time.perf_counter()
+    calm, before = 0, cpu_idle_ticks()
+    while calm < 2 and time.perf_counter() - started < limit:
+        await asyncio.sleep(window)
+        now = cpu_idle_ticks()
+        calm = calm + 1 if (now[0] - before[0]) >= idle * max(1, now[1] - before[1]) else 0
+        before = now
+    return time.perf_counter() - started
+
+
 def rss_mb(pid: int | None) -> float | None:
     if pid is None:
         return None
@@ -325,6 +347,7 @@ async def rounds(servers: list[Server], label: str, unit: str, rounds: int, run:
     for r in range(rounds):
         line = []
         for s in servers:
+            await settle()
             value = await run(s)
             keep(s).append(value)
             line.append(f"{s.name} {value:6.1f}")
@@ -372,6 +395,7 @@ async def main(args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 line = []
                 for s in openai:
+                    await settle()
                     tps, mean = await prefill(s.url, clients, {1: 3}.get(clients, 2 * clients), args.prefill_words, r + 1)
                     s.prefill.setdefault(clients, []).append(tps)
                     line.append(f"{s.name} {tps:6.1f}")
@@ -381,6 +405,7 @@ async def main(args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 line = []
                 for s in openai:
+                    await settle()
                     tps, context = await long_decode(s.url, args.long_words, args.max_tokens)
                     s.long_decode.append(tps)
                     line.append(f"{s.name} {tps:6.1f}")
@@ -388,6 +413,7 @@ async def main(args: argparse.Namespace) -> None:
                       flush=True)
         for r in range(args.ttft_rounds):
             for s in openai:
+                await settle()
                 s.ttft_ms.append(await first_token_ms(s.url, r))
         print()
         pairs = [(s, p) for s in ours for p in peers]
