@@ -13,8 +13,10 @@ keeps a core busy for about a second after its last answer. `--copy` (on by defa
 one-client load whose answers copy from their prompts, where prompt lookup drafts right: a round
 is one chat of each task (repeat a passage exactly, repeat it with its spelling corrected,
 extract its names, places, numbers and dates as JSON, summarise it), in plain text. Time to first
-token is measured at one client with streaming. `--graphql` (on by default) adds our GraphQL API with its embedded
-engine (`python -m graphql_api`) to the chat and copying loads, through the `chat` mutation. The
+token is measured at one client with streaming. `--extract` (on by default) adds a one-client
+load of JSON extraction, one text of each schema of ``benchmarks.extraction_set`` a round, its
+schema as the response format, up to 200 tokens. `--graphql` (on by default) adds our GraphQL API with its embedded
+engine (`python -m graphql_api`) to the chat, copying and extraction loads, through the `chat` mutation. The
 prefill load sends unique prompts of about 1,400 tokens (no prefix cache can hold them) for one
 token each, at 1 and 8 clients, in prompt tokens per second; the long-context load decodes at one
 client after a prompt of about 4,000 tokens, timed from the first streamed delta to the last. The
@@ -41,6 +43,9 @@ from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
+
+from benchmarks.extraction_set import CASES, SCHEMAS
+from benchmarks.extraction_set import prompt as extraction_prompt
 
 TOPICS = ["the sea", "a mountain", "coffee", "trains", "the moon", "bees", "winter", "a library"]
 PID_FILES = {"llama.cpp": Path.home() / ".cache" / "llama-server" / "server-8090.pid",
@@ -111,9 +116,22 @@ def long_messages(seed: int, words: int, ask: str) -> list[dict[str, str]]:
             {"role": "user", "content": f"{passage(seed, words)}\n\n{ask}"}]
 
 
+# The structured extraction load: the first case of each schema of the extraction set, its schema
+# as the response format (ours: GraphQL's responseFormat.jsonSchema; others: OpenAI's json_schema).
+EXTRACT_CASES = [next(c for c in CASES if c["schema"] == name) for name in SCHEMAS]
+EXTRACT_MAX_TOKENS = 200  # room for every case's whole JSON (as benchmarks.extraction gives it)
+
+
+def user_prompt(i: int, kind: str) -> str:
+    if kind == "copy":
+        return copy_prompt(i)
+    if kind == "extract":
+        return extraction_prompt(EXTRACT_CASES[i % len(EXTRACT_CASES)])
+    return prompt(i)
+
+
 def messages(i: int, kind: str = "chat") -> list[dict[str, str]]:
-    text = copy_prompt(i) if kind == "copy" else prompt(i)
-    return [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]
+    return [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": user_prompt(i, kind)}]
 
 
 @dataclass
@@ -126,6 +144,7 @@ class Server:
     results: dict[int, list[float]] = field(default_factory=dict)
     ttft_ms: list[float] = field(default_factory=list)
     copy: list[float] = field(default_factory=list)  # tok/s at one client on the copying load
+    extract: list[float] = field(default_factory=list)  # tok/s at one client extracting JSON under a schema
     prefill: dict[int, list[float]] = field(default_factory=dict)  # prompt tok/s of unique long prompts, by clients
     long_decode: list[float] = field(default_factory=list)  # tok/s decoding at one client with a long context
     kind: str = "openai"  # or "graphql": our GraphQL API's chat mutation
@@ -135,19 +154,27 @@ CHAT = "mutation($input: ChatInput!) { chat(input: $input) { ... on ChatSuccess 
 
 
 async def one_chat(http: httpx.AsyncClient, server: Server, i: int, max_tokens: int, kind: str) -> int:
-    """One greedy chat; its completion tokens as the server reports them."""
+    """One greedy chat; its completion tokens as the server reports them (an answer cut off inside
+    its format, which ours reports as INCOMPLETE_OUTPUT, counts ``max_tokens``)."""
+    schema = SCHEMAS[EXTRACT_CASES[i % len(EXTRACT_CASES)]["schema"]] if kind == "extract" else None
     if server.kind == "graphql":
-        user = copy_prompt(i) if kind == "copy" else prompt(i)
-        chat_input = {"chatId": f"c{i}", "userPrompt": user, "systemPrompt": "You are a helpful assistant.",
-                      "options": {"maxTokens": max_tokens, "temperature": 0}}
+        options: dict = {"maxTokens": max_tokens, "temperature": 0}
+        if schema is not None:
+            options["responseFormat"] = {"jsonSchema": schema}
+        chat_input = {"chatId": f"c{i}", "userPrompt": user_prompt(i, kind), "systemPrompt": "You are a helpful assistant.",
+                      "options": options}
         r = await http.post(f"{server.url}/graphql", json={"query": CHAT, "variables": {"input": chat_input}})
         r.raise_for_status()
         result = r.json()["data"]["chat"]
+        if result.get("code") == "INCOMPLETE_OUTPUT":
+            return max_tokens
         if "usage" not in result:
             raise RuntimeError(f"a chat failed: {result}")
         return int(result["usage"]["completionTokens"])
-    r = await http.post(f"{server.url}/v1/chat/completions",
-                        json={"messages": messages(i, kind), "max_tokens": max_tokens, "temperature": 0})
+    body: dict = {"messages": messages(i, kind), "max_tokens": max_tokens, "temperature": 0}
+    if schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "extraction", "schema": schema}}
+    r = await http.post(f"{server.url}/v1/chat/completions", json=body)
     r.raise_for_status()
     return int(r.json()["usage"]["completion_tokens"])
 
@@ -391,6 +418,9 @@ async def main(args: argparse.Namespace) -> None:
         if args.copy:  # one client, answers that copy from their prompts
             await rounds(everyone, "  1 client copying", "tok/s", args.rounds,
                          chat_load(1, len(COPY_TASKS), args.max_tokens, "copy"), lambda s: s.copy)
+        if args.extract:  # one client, JSON extraction under each case's schema
+            await rounds(everyone, "  1 client extracting JSON", "tok/s", args.rounds,
+                         chat_load(1, len(EXTRACT_CASES), EXTRACT_MAX_TOKENS, "extract"), lambda s: s.extract)
         for clients in args.prefill_clients:  # unique prompts of about 1,400 tokens: prefill alone
             for r in range(args.rounds):
                 line = []
@@ -424,6 +454,8 @@ async def main(args: argparse.Namespace) -> None:
             print(table_row(f"{clients} clients, tok/s", everyone, pairs, results_at(clients)))
         if args.copy:
             print(table_row("1 client copying, tok/s", everyone, pairs, lambda s: s.copy))
+        if args.extract:
+            print(table_row("1 client extracting JSON (json_schema), tok/s", everyone, pairs, lambda s: s.extract))
         for clients in args.prefill_clients:
             print(table_row(f"prefill, {clients} clients, prompt tok/s", everyone, pairs, prefill_at(clients)))
         if args.long_words:
@@ -436,7 +468,7 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"{s.name}: prefix cache hit rate over the run {hit:.2f} (prompt tokens whose KV came from cached blocks)")
         for s in everyone:
             rss = rss_mb(s.pid)
-            ttft = f"{statistics.median(s.ttft_ms):.0f} ms" if s.ttft_ms else "not measured (GraphQL)"
+            ttft = f"{statistics.median(s.ttft_ms):.0f} ms" if s.ttft_ms else "not measured" + (" (GraphQL)" if s.kind == "graphql" else "")
             print(f"{s.name}: time to first token at 1 client, median of {len(s.ttft_ms)}: {ttft}; resident memory after the loads: "
                   + (f"{rss:.0f} MB" if rss is not None else "unknown (no pid)"))
     finally:
@@ -454,15 +486,17 @@ if __name__ == "__main__":
     parser.add_argument("--serve", type=lambda s: [m for m in s.split(",") if m], default=["native", "exact"],
                         help="weights modes of our services to start here (comma-separated; '' for none)")
     parser.add_argument("--ours", action="append", default=[], help="NAME=URL of a running service of ours")
-    parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 64])
+    parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",") if c], default=[1, 8, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ttft-rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--chats-at-1", type=int, default=3)
     parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
                         help="also a one-client load whose answers copy from their prompts")
+    parser.add_argument("--extract", action=argparse.BooleanOptionalAction, default=True,
+                        help="also a one-client load extracting JSON from texts, each with its schema as the response format")
     parser.add_argument("--graphql", action=argparse.BooleanOptionalAction, default=True,
-                        help="also our GraphQL API (embedded native engine) on the chat and copying loads, through `chat`")
+                        help="also our GraphQL API (embedded native engine) on the chat, copying and extraction loads, through `chat`")
     parser.add_argument("--prefill-clients", type=lambda s: [int(c) for c in s.split(",") if c], default=[1, 8],
                         help="concurrencies of the prefill load (unique long prompts, one new token each); '' for none")
     parser.add_argument("--prefill-words", type=int, default=1230, help="words per prefill prompt (about 1,400 tokens)")

@@ -1,7 +1,8 @@
 """Speculative decoding by prompt lookup: the n-gram index, who is drafted, and, on the real model,
 that answers are the same with and without it (both weight modes, batches, stop strings,
-streaming, structured output) while drafts are accepted where an answer copies its prompt; under
-sampling, that the rejection rule keeps each token's distribution."""
+streaming, response formats and forced tool calls) while drafts are accepted
+where an answer copies its prompt; under sampling, that the rejection rule keeps each token's
+distribution."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import pytest
 import torch
 from conftest import chat, engine_like
 
-from inference.boundary import ResponseFormat, SamplingParams
+from inference.boundary import ChatRequest, FinishReason, ResponseFormat, SamplingParams, Tool, ToolMode, Tools
 from inference.engine.async_engine import AsyncEngine
 from inference.engine.block_manager import BlockManager
 from inference.engine.llm_engine import LLMEngine
 from inference.engine.lookup import Lookup, Speculator
-from inference.engine.model_runner import distribution, verify_sampled
+from inference.engine.model_runner import ModelRunner, distribution, verify_sampled
 from inference.engine.scheduler import Scheduler
 from inference.engine.sequence import Sequence
 
@@ -132,11 +133,83 @@ def test_answers_are_the_same_with_and_without_speculation(native: LLMEngine):
     assert answers(on, stopped) == answers(off, stopped)
 
 
-def test_structured_output_is_not_drafted_and_unchanged(native: LLMEngine):
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": "string"}}, "required": ["name", "city"]}
+EXTRACT = [
+    "Extract the name and the city: Maria Lopez moved from Madrid to Berlin in 2019 to work as a nurse.",
+    "Extract the name and the city: The painter Hugo Brandt was born in Lyon and still lives there with his two cats.",
+    "Extract the name and the city: Dr. Aiko Tanaka opened her clinic in Osaka after ten years in Kyoto.",
+]
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
+
+
+def outcomes(engine: LLMEngine, requests: list) -> list[tuple]:
+    """Each request's end, run together: its text and finish reason, or its error's type and text."""
+    ids = [engine.add(engine.prepare(r)) for r in requests]
+    ends: dict[int, tuple] = {}
+    while engine.has_work():
+        for out in engine.step():
+            if out.completion is not None:
+                calls = tuple((c.name, c.arguments) for c in out.completion.tool_calls)  # ids are random
+                ends[out.seq_id] = (out.completion.text, out.completion.finish_reason, calls)
+            elif out.error is not None:
+                ends[out.seq_id] = (type(out.error).__name__, str(out.error), getattr(out.error, "partial_text", None))
+    return [ends[i] for i in ids]
+
+
+def test_greedy_formatted_answers_are_drafted_and_unchanged(native: LLMEngine):
+    """A response format or forced tool call drafts what its format takes, and the answer is the
+    one decoding a token a step gives: JSON Schema extraction, a JSON object, regexes, a choice and
+    a required call, alone and in a batch."""
     on, off = engine_like(native, speculative_tokens=4), engine_like(native, speculative_tokens=0)
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": "string"}}, "required": ["name", "city"]}
-    request = chat(PROMPTS[2], max_new_tokens=48, response_format=ResponseFormat.of(json_schema=schema))
-    assert answers(on, [request]) == answers(off, [request])
+    requests = [chat(p, max_new_tokens=40, response_format=ResponseFormat.of(json_schema=PERSON)) for p in EXTRACT]
+    requests += [
+        chat(PROMPTS[1], max_new_tokens=40, response_format=ResponseFormat.of(json_object=True)),
+        chat(PROMPTS[4], max_new_tokens=40, response_format=ResponseFormat.of(regex=r"[0-9]+(, [0-9]+)*")),
+        chat(PROMPTS[0], max_new_tokens=40, response_format=ResponseFormat.of(regex=r"The quick brown fox [a-z ]+\.")),
+        chat(PROMPTS[0], max_new_tokens=40, response_format=ResponseFormat.of(choice=["The quick brown fox", "A slow dog"])),
+        ChatRequest(messages=chat(EXTRACT[0]).messages, params=SamplingParams(max_new_tokens=60),
+                    tools=Tools(tools=(Tool.of("get_weather", "Get the weather in a city", WEATHER, 0),), mode=ToolMode.REQUIRED)),
+    ]
+    alone_off = [outcomes(off, [r])[0] for r in requests]
+    alone_on = [outcomes(on, [r])[0] for r in requests]
+    assert alone_on == alone_off
+    assert alone_off[-1][1] is FinishReason.TOOL_CALLS
+    assert on.stats.accepted_tokens > 0.3 * on.stats.draft_tokens > 0  # names, cities and counts are drafted right
+    assert on.stats.steps < off.stats.steps
+    drafted = on.stats.draft_tokens
+    assert outcomes(on, requests[:4]) == outcomes(off, requests[:4])  # a batch within speculative_max_batch drafts too
+    assert on.stats.draft_tokens > drafted
+
+
+def test_a_format_that_admits_nothing_after_the_kept_draft_yields_the_draft_alone():
+    """Where the format dead-ends right after the kept draft tokens, the step yields those alone
+    (the last one's KV is computed again next step), so the sequence's own matcher meets the dead
+    end next step and ends the answer as IncompleteOutput, as decoding a token a step would."""
+
+    class Matcher:
+        def __init__(self, dead: bool) -> None:
+            self.dead = dead
+
+        def is_error(self) -> bool:
+            return self.dead
+
+    class Masks:
+        def apply(self, logits: torch.Tensor, seqs: list) -> None:
+            logits[:, 3] = 100.0  # the format allows token 3 alone
+
+    runner = object.__new__(ModelRunner)
+    runner.device, runner.masks = torch.device("cpu"), Masks()
+    out: list = [[5, 6, 9], [7, 8], [4]]
+    runner._masked_last(torch.zeros(8, 10), [(0, 2, 2, Matcher(True)), (1, 4, 1, Matcher(False)), (2, 6, 0, Matcher(True))], out)
+    assert out == [[5, 6], [7, 3], [3]]  # with nothing kept, the step's one token stands (the real matcher fails it)
+
+
+def test_sampled_formatted_answers_are_not_drafted(native: LLMEngine):
+    """The rejection rule would need each drafted row's mask: sampled formatted answers decode a
+    token a step."""
+    on = engine_like(native, speculative_tokens=4)
+    request = chat(EXTRACT[0], max_new_tokens=40, temperature=0.7, seed=3, response_format=ResponseFormat.of(json_schema=PERSON))
+    outcomes(on, [request])
     assert on.stats.draft_tokens == 0
 
 

@@ -215,7 +215,7 @@ class LLMEngine:
             fault = EngineFault(f"model step failed: {type(exc).__name__}")
             return [self._end(s.seq.seq_id, FinishReason.ERROR, fault) for s in plan]
         sampled = [s for s in plan if s.samples]
-        verified = {s.seq.seq_id: len(t) for s, t in zip(sampled, tokens, strict=True) if s.draft and isinstance(t, list)}
+        verified = {s.seq.seq_id: t for s, t in zip(sampled, tokens, strict=True) if s.draft and isinstance(t, list)}
         self._count(plan, verified)
         self.scheduler.commit(plan)
         outputs: list[StepOutput] = []
@@ -230,20 +230,24 @@ class LLMEngine:
         self.stats.step_seconds += time.perf_counter() - started
         return outputs
 
-    def _count(self, plan: list, verified: dict[int, int]) -> None:
-        """``verified``: for each drafted sequence, how many tokens its step yields (the accepted
-        draft tokens and one more); it computed the KV of all but the last of them."""
+    def _count(self, plan: list, verified: dict[int, list[int]]) -> None:
+        """``verified``: for each drafted sequence, the tokens its step yields (the accepted draft
+        tokens and one more, or, where its format admits nothing after them, those alone); it
+        computed the KV of all but the last of them."""
         for s in plan:
             seq = s.seq
             if not seq.prefill_done:
                 self.stats.prompt_tokens += s.num_new
             if s.draft:
-                yielded = verified.get(seq.seq_id, 1)
+                tokens = verified.get(seq.seq_id)  # None: its sampling failed
+                yielded = 1 if tokens is None else len(tokens)
+                # The yield ends with a token of the model's own unless it is all draft.
+                accepted = 0 if tokens is None else yielded - (tuple(tokens) != s.draft[:yielded])
                 seq.num_computed += yielded
                 seq.drafted += len(s.draft)
-                seq.accepted += yielded - 1
+                seq.accepted += accepted
                 self.stats.draft_tokens += len(s.draft)
-                self.stats.accepted_tokens += yielded - 1
+                self.stats.accepted_tokens += accepted
                 self.stats.tokens_generated += yielded
             else:
                 seq.num_computed += s.num_new

@@ -48,10 +48,12 @@ class Lookup:
 class Speculator:
     """Which decoding sequences get a draft, and how long (the scheduler says which steps).
 
-    Only sequences whose logits nothing else changes are drafted (no penalties, bias, logprobs or
-    response format), so a verified draft is what decoding one token a step would have produced:
-    greedy, the very tokens; sampling, tokens of the same distribution (the runner's rejection
-    rule). Drafting stops where it does not pay: in steps of more than
+    Only sequences whose logits nothing else changes are drafted (no penalties, bias or logprobs),
+    so a verified draft is what decoding one token a step would have produced: greedy, the very
+    tokens; sampling, tokens of the same distribution (the runner's rejection rule). A greedy
+    sequence with a format (a response format, or tools) is drafted too, its draft cut where the
+    format would refuse a token: a draft token the model's unmasked choice agrees with is then
+    its masked choice as well, since masking only takes tokens away. Drafting stops where it does not pay: in steps of more than
     ``max_batch`` decoding sequences or over ``max_rows`` rows (no longer bound by reading the
     weights, so the extra rows cost their full compute), and for a sequence whose drafts keep
     failing (after ``PROBATION`` drafted tokens, a quarter or fewer accepted). A match must be
@@ -65,7 +67,7 @@ class Speculator:
 
     def eligible(self, seq: Any) -> bool:
         p = seq.params
-        return not p.penalized and not p.logprobs and seq.matcher is None and seq.prompt_logprobs is None
+        return not p.penalized and not p.logprobs and seq.prompt_logprobs is None and (seq.matcher is None or p.greedy)
 
     def draft(self, seq: Any, rows: int) -> list[int]:
         """Up to ``tokens`` (and ``rows``) draft tokens for ``seq``'s next step, which always
@@ -79,4 +81,11 @@ class Speculator:
             seq.lookup = Lookup(self.min_n, self.max_n)
         known = len(seq.lookup.tokens)
         seq.lookup.extend(seq.tokens(known, seq.num_tokens))
-        return seq.lookup.propose(room)
+        if seq.matcher is None:
+            return seq.lookup.propose(room)
+        if seq.matcher.is_stopped():
+            return []
+        # What the format forces next (a schema's keys and punctuation), else the lookup's tokens
+        # as far as the format takes them.
+        draft = seq.matcher.compute_ff_tokens()[:room] or seq.lookup.propose(room)
+        return draft[:seq.matcher.validate_tokens(draft)]

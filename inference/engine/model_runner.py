@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -194,7 +196,8 @@ class ModelRunner:
     def step(self, plan: list[Scheduled]) -> list[int | list[int] | Exception]:
         """Compute the plan's tokens; return, for each entry whose ``samples`` is set, its next
         token (or why sampling failed); for a drafted entry, the tokens verified: greedy, the draft's
-        longest prefix the model's choice agrees with, then the model's own next token; sampling,
+        longest prefix the model's choice agrees with, then the model's own next token (under its
+        format's mask, if any; none where the format admits nothing after the kept draft); sampling,
         what ``verify_sampled`` keeps of the draft, then one token drawn."""
         ids, positions, layout, keep = self._pack(plan)
         scored = self._prompt_rows(plan)
@@ -237,12 +240,35 @@ class ModelRunner:
             return out
         choice = argmax(logits[self._long([r + j for _, r, k in spans for j in range(k + 1)])].float()).tolist()
         at = 0
-        for i, _, k in spans:
+        formatted: list[tuple[int, int, int, Any]] = []  # (index in sampled, row, draft tokens kept, matcher there)
+        for i, r, k in spans:
             draft, own = sampled[i].draft, choice[at:at + k + 1]
             agreed = next((j for j in range(k) if own[j] != draft[j]), k)
             out[i] = [*draft[:agreed], own[agreed]]
             at += k + 1
+            matcher = sampled[i].seq.matcher
+            if matcher is not None:
+                if agreed:
+                    matcher = matcher.deep_copy()
+                    matcher.consume_tokens(list(draft[:agreed]))  # the scheduler's draft is what the format takes
+                formatted.append((i, r + agreed, agreed, matcher))
+        if formatted:
+            self._masked_last(logits, formatted, out)
         return out
+
+    def _masked_last(self, logits: torch.Tensor, formatted: list[tuple[int, int, int, Any]],
+                     out: list[int | list[int] | Exception]) -> None:
+        """The last token of each formatted drafted entry: the greedy choice under its format's
+        mask where its kept draft tokens leave the format (the draft tokens themselves needed
+        none, see ``Speculator``). A format that admits nothing there (a dead end) keeps only the
+        draft tokens, so the next step finds the dead end on the sequence's own matcher."""
+        rows = logits[self._long([row for _, row, _, _ in formatted])].float()
+        self.masks.apply(rows, [SimpleNamespace(matcher=m) for _, _, _, m in formatted])
+        picked = argmax(rows).tolist()
+        for (i, _, agreed, matcher), token in zip(formatted, picked, strict=True):
+            kept = out[i]
+            assert isinstance(kept, list)
+            out[i] = kept[:agreed] if agreed and matcher.is_error() else [*kept[:agreed], token]
 
     @staticmethod
     def _prompt_rows(plan: list[Scheduled]) -> list[tuple[Sequence, list[int], list[int]]]:
