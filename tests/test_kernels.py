@@ -122,6 +122,27 @@ def test_decode_attention_equals_torch_over_the_paged_pool(kernels: Kernels, hea
     torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)  # torch rounds to bf16 inside; C stays fp32
 
 
+@pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(9, 3, 64), (4, 2, 64)])
+def test_long_sequences_split_into_chunks_equal_torch_and_each_alone(kernels: Kernels, heads: int, kv_heads: int, dim: int):
+    """Sequences past 256 keys are split into chunks whose partial softmaxes are combined (SmolLM2's
+    head group reads each block's rows whole; the general path per KV head): equal to torch beside
+    short ones, and each row equal to the same row alone, since only its own length decides."""
+    g = torch.Generator().manual_seed(heads * 7 + dim)
+    lengths = [300, 5, 1029, 256, 257, 2000]
+    pool, d = paged(kv_heads, dim, lengths, g)
+    q = torch.randn(len(lengths), heads, dim, generator=g)
+    want = paged_attention(pool, 0, StepLayout(torch.zeros(0, dtype=torch.long), d, []), q, dim ** -0.5)
+    got = torch.empty_like(want)
+    kernels.decode_attention(q.view(len(lengths), -1), d.index, d.tables, d.lengths, pool.block_size, pool.k[0], pool.v[0],
+                             heads, dim, dim ** -0.5, got)
+    torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)
+    for b in range(len(lengths)):
+        alone = torch.empty(1, heads * dim)
+        kernels.decode_attention(q[d.index[b]].reshape(1, -1), torch.zeros(1, dtype=torch.long), d.tables[b:b + 1].contiguous(),
+                                 d.lengths[b:b + 1].contiguous(), pool.block_size, pool.k[0], pool.v[0], heads, dim, dim ** -0.5, alone)
+        assert torch.equal(alone[0], got[d.index[b]]), lengths[b]
+
+
 def test_attention_over_many_long_sequences_sharing_blocks(kernels: Kernels):
     """128 sequences of 8,192 keys on the same blocks (one long prompt sent many times): each task's
     scores come from the caller's scratch, so nothing grows with the length on a thread's stack."""
