@@ -98,7 +98,7 @@ WORDS = ("the river city winter morning garden letter window market teacher silv
          "hollow narrow bright ancient golden frozen distant hidden simple careful sudden patient curious").split()
 
 
-def passage(seed: int, words: int) -> str:
+def passage(seed: int | str, words: int) -> str:
     """``words`` words of sentences no other seed starts with (so no server's prefix cache holds them)."""
     import random
 
@@ -111,7 +111,7 @@ def passage(seed: int, words: int) -> str:
     return " ".join(out)
 
 
-def long_messages(seed: int, words: int, ask: str) -> list[dict[str, str]]:
+def long_messages(seed: int | str, words: int, ask: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": f"{passage(seed, words)}\n\n{ask}"}]
 
@@ -203,16 +203,18 @@ async def load(server: Server, clients: int, chats: int, max_tokens: int, kind: 
         return tokens / (time.perf_counter() - started)
 
 
-async def prefill(url: str, clients: int, prompts: int, words: int, seed: int) -> tuple[float, float]:
+async def prefill(url: str, clients: int, prompts: int, words: int, seed: str) -> tuple[float, float]:
     """Prompt tokens per second for ``prompts`` unique prompts of ``words`` words sent by
-    ``clients`` concurrent clients, one new token each; and their mean prompt tokens."""
+    ``clients`` concurrent clients, one new token each; and their mean prompt tokens. ``seed``
+    names the prompts: one per run, load and round, so that no server has seen them (a server's
+    prefix cache outlives a run: vLLM's answered a second run's prompts at 10,000 tokens a second)."""
     queue = list(range(prompts))
     counted: list[int] = []
 
     async def client(http: httpx.AsyncClient) -> None:
         while queue:
             i = queue.pop(0)
-            body = {"messages": long_messages(seed * 1000 + i, words, "Say OK."), "max_tokens": 1, "temperature": 0}
+            body = {"messages": long_messages(f"{seed}-{i}", words, "Say OK."), "max_tokens": 1, "temperature": 0}
             r = await http.post(f"{url}/v1/chat/completions", json=body)
             r.raise_for_status()
             counted.append(r.json()["usage"]["prompt_tokens"])
@@ -421,12 +423,14 @@ async def main(args: argparse.Namespace) -> None:
         if args.extract:  # one client, JSON extraction under each case's schema
             await rounds(everyone, "  1 client extracting JSON", "tok/s", args.rounds,
                          chat_load(1, len(EXTRACT_CASES), EXTRACT_MAX_TOKENS, "extract"), lambda s: s.extract)
+        run = f"{time.time_ns():x}"  # no earlier run's prompts
         for clients in args.prefill_clients:  # unique prompts of about 1,400 tokens: prefill alone
             for r in range(args.rounds):
                 line = []
                 for s in openai:
                     await settle()
-                    tps, mean = await prefill(s.url, clients, {1: 3}.get(clients, 2 * clients), args.prefill_words, r + 1)
+                    tps, mean = await prefill(s.url, clients, {1: 3}.get(clients, 2 * clients), args.prefill_words,
+                                              f"{run}-{clients}-{r}")
                     s.prefill.setdefault(clients, []).append(tps)
                     line.append(f"{s.name} {tps:6.1f}")
                 print(f"{clients:>3} clients prefilling prompts of {mean:.0f} tokens, round {r + 1}: " + ", ".join(line)

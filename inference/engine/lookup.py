@@ -53,11 +53,13 @@ class Speculator:
     tokens; sampling, tokens of the same distribution (the runner's rejection rule). A greedy
     sequence with a format (a response format, or tools) is drafted too, its draft cut where the
     format would refuse a token: a draft token the model's unmasked choice agrees with is then
-    its masked choice as well, since masking only takes tokens away. Drafting stops where it does not pay: in steps of more than
-    ``max_batch`` decoding sequences or over ``max_rows`` rows (no longer bound by reading the
-    weights, so the extra rows cost their full compute), and for a sequence whose drafts keep
-    failing (after ``PROBATION`` drafted tokens, a quarter or fewer accepted). A match must be
-    at least ``min_n`` tokens long: shorter ones are common words, not copied text."""
+    its masked choice as well, since masking only takes tokens away.
+
+    Drafting stops where it does not pay: in steps of more than ``max_batch`` decoding sequences
+    or over ``max_rows`` rows (no longer bound by reading the weights, so the extra rows cost their
+    full compute), and for a sequence whose drafts keep failing (after ``PROBATION`` drafted
+    tokens, a quarter or fewer accepted). A match must be at least ``min_n`` tokens long: shorter
+    ones are common words, not copied text."""
 
     PROBATION = 16
     MIN_ACCEPTANCE = 0.25
