@@ -61,7 +61,45 @@ static void scores_any(const Task *a, const float *qb, float *scores) {
     }
 }
 
-/* The same for 3 query heads: 4 keys x 3 heads of sums in registers, reduced together. */
+/* The scaled scores of 4 keys (k0 and the 3 rows after it, stride apart) for 3 query heads qb,
+ * into s0, s1, s2 (a head each): 4 keys x 3 heads of sums in registers, reduced together. */
+static inline void scores_4x3(const float *qb, const uint16_t *k0, int64_t stride, int64_t dim, __m128 sc,
+                              float *s0, float *s1, float *s2) {
+    const uint16_t *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+    __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
+    __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
+    for (int64_t i = 0; i < dim; i += 8) {
+        const __m256 q0 = _mm256_loadu_ps(qb + i), q1 = _mm256_loadu_ps(qb + dim + i);
+        const __m256 q2 = _mm256_loadu_ps(qb + 2 * dim + i);
+        __m256 kv = bf16x8(k0 + i);
+        s00 = _mm256_fmadd_ps(q0, kv, s00); s10 = _mm256_fmadd_ps(q1, kv, s10); s20 = _mm256_fmadd_ps(q2, kv, s20);
+        kv = bf16x8(k1 + i);
+        s01 = _mm256_fmadd_ps(q0, kv, s01); s11 = _mm256_fmadd_ps(q1, kv, s11); s21 = _mm256_fmadd_ps(q2, kv, s21);
+        kv = bf16x8(k2 + i);
+        s02 = _mm256_fmadd_ps(q0, kv, s02); s12 = _mm256_fmadd_ps(q1, kv, s12); s22 = _mm256_fmadd_ps(q2, kv, s22);
+        kv = bf16x8(k3 + i);
+        s03 = _mm256_fmadd_ps(q0, kv, s03); s13 = _mm256_fmadd_ps(q1, kv, s13); s23 = _mm256_fmadd_ps(q2, kv, s23);
+    }
+    _mm_storeu_ps(s0, _mm_mul_ps(sum4(s00, s01, s02, s03), sc));
+    _mm_storeu_ps(s1, _mm_mul_ps(sum4(s10, s11, s12, s13), sc));
+    _mm_storeu_ps(s2, _mm_mul_ps(sum4(s20, s21, s22, s23), sc));
+}
+
+/* One key's scaled scores for 3 query heads. */
+static inline void scores_1x3(const float *qb, const uint16_t *k, int64_t dim, float scale, float *s0, float *s1, float *s2) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
+    for (int64_t i = 0; i < dim; i += 8) {
+        const __m256 kv = bf16x8(k + i);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + i), kv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + dim + i), kv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 2 * dim + i), kv, a2);
+    }
+    *s0 = hsum(a0) * scale;
+    *s1 = hsum(a1) * scale;
+    *s2 = hsum(a2) * scale;
+}
+
+/* scores_any for 3 query heads, 4 keys at a time. */
 static void scores_group3(const Task *a, const float *qb, float *scores) {
     const int64_t dim = a->dim, Lp = a->Lp, stride = a->kv_heads * dim;
     const __m128 sc = _mm_set1_ps(a->scale);
@@ -69,39 +107,10 @@ static void scores_group3(const Task *a, const float *qb, float *scores) {
         const int64_t base = a->table[blk] * a->block_size;
         prefetch_block(a, blk, t);
         int64_t j = 0;
-        for (; j + 4 <= a->block_size && t + 4 <= a->L; j += 4, t += 4) {
-            const uint16_t *k0 = row(a, a->kpool, base, j), *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
-            __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
-            __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
-            for (int64_t i = 0; i < dim; i += 8) {
-                const __m256 q0 = _mm256_loadu_ps(qb + i), q1 = _mm256_loadu_ps(qb + dim + i);
-                const __m256 q2 = _mm256_loadu_ps(qb + 2 * dim + i);
-                __m256 kv = bf16x8(k0 + i);
-                s00 = _mm256_fmadd_ps(q0, kv, s00); s10 = _mm256_fmadd_ps(q1, kv, s10); s20 = _mm256_fmadd_ps(q2, kv, s20);
-                kv = bf16x8(k1 + i);
-                s01 = _mm256_fmadd_ps(q0, kv, s01); s11 = _mm256_fmadd_ps(q1, kv, s11); s21 = _mm256_fmadd_ps(q2, kv, s21);
-                kv = bf16x8(k2 + i);
-                s02 = _mm256_fmadd_ps(q0, kv, s02); s12 = _mm256_fmadd_ps(q1, kv, s12); s22 = _mm256_fmadd_ps(q2, kv, s22);
-                kv = bf16x8(k3 + i);
-                s03 = _mm256_fmadd_ps(q0, kv, s03); s13 = _mm256_fmadd_ps(q1, kv, s13); s23 = _mm256_fmadd_ps(q2, kv, s23);
-            }
-            _mm_storeu_ps(scores + t, _mm_mul_ps(sum4(s00, s01, s02, s03), sc));
-            _mm_storeu_ps(scores + Lp + t, _mm_mul_ps(sum4(s10, s11, s12, s13), sc));
-            _mm_storeu_ps(scores + 2 * Lp + t, _mm_mul_ps(sum4(s20, s21, s22, s23), sc));
-        }
-        for (; j < a->block_size && t < a->L; j++, t++) {
-            const uint16_t *k = row(a, a->kpool, base, j);
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
-            for (int64_t i = 0; i < dim; i += 8) {
-                const __m256 kv = bf16x8(k + i);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + i), kv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + dim + i), kv, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 2 * dim + i), kv, a2);
-            }
-            scores[t] = hsum(a0) * a->scale;
-            scores[Lp + t] = hsum(a1) * a->scale;
-            scores[2 * Lp + t] = hsum(a2) * a->scale;
-        }
+        for (; j + 4 <= a->block_size && t + 4 <= a->L; j += 4, t += 4)
+            scores_4x3(qb, row(a, a->kpool, base, j), stride, dim, sc, scores + t, scores + Lp + t, scores + 2 * Lp + t);
+        for (; j < a->block_size && t < a->L; j++, t++)
+            scores_1x3(qb, row(a, a->kpool, base, j), dim, a->scale, scores + t, scores + Lp + t, scores + 2 * Lp + t);
     }
 }
 
@@ -146,34 +155,41 @@ static void values_any(const Task *a, const float *scores, float *acc) {
     }
 }
 
-/* The same for 3 query heads and dim % 32 == 0: 32 columns at a time, the sums in 12 registers. */
+/* o0, o1, o2 [32] += the 32 values of n rows (v and the rows after it, stride apart) weighted by
+ * p0, p1, p2 [n] (a head each): the sums in 12 registers, each row's product added in order. */
+static inline void values_32x3(const uint16_t *v, int64_t stride, int64_t n, const float *p0, const float *p1,
+                               const float *p2, float *o0, float *o1, float *o2) {
+    __m256 a0 = _mm256_loadu_ps(o0), a1 = _mm256_loadu_ps(o0 + 8), a2 = _mm256_loadu_ps(o0 + 16);
+    __m256 a3 = _mm256_loadu_ps(o0 + 24), b0 = _mm256_loadu_ps(o1), b1 = _mm256_loadu_ps(o1 + 8);
+    __m256 b2 = _mm256_loadu_ps(o1 + 16), b3 = _mm256_loadu_ps(o1 + 24), c0 = _mm256_loadu_ps(o2);
+    __m256 c1 = _mm256_loadu_ps(o2 + 8), c2 = _mm256_loadu_ps(o2 + 16), c3 = _mm256_loadu_ps(o2 + 24);
+    for (int64_t j = 0; j < n; j++, v += stride) {
+        const __m256 v0 = bf16x8(v), v1 = bf16x8(v + 8), v2 = bf16x8(v + 16), v3 = bf16x8(v + 24);
+        __m256 p = _mm256_set1_ps(p0[j]);
+        a0 = _mm256_fmadd_ps(p, v0, a0); a1 = _mm256_fmadd_ps(p, v1, a1);
+        a2 = _mm256_fmadd_ps(p, v2, a2); a3 = _mm256_fmadd_ps(p, v3, a3);
+        p = _mm256_set1_ps(p1[j]);
+        b0 = _mm256_fmadd_ps(p, v0, b0); b1 = _mm256_fmadd_ps(p, v1, b1);
+        b2 = _mm256_fmadd_ps(p, v2, b2); b3 = _mm256_fmadd_ps(p, v3, b3);
+        p = _mm256_set1_ps(p2[j]);
+        c0 = _mm256_fmadd_ps(p, v0, c0); c1 = _mm256_fmadd_ps(p, v1, c1);
+        c2 = _mm256_fmadd_ps(p, v2, c2); c3 = _mm256_fmadd_ps(p, v3, c3);
+    }
+    _mm256_storeu_ps(o0, a0); _mm256_storeu_ps(o0 + 8, a1); _mm256_storeu_ps(o0 + 16, a2); _mm256_storeu_ps(o0 + 24, a3);
+    _mm256_storeu_ps(o1, b0); _mm256_storeu_ps(o1 + 8, b1); _mm256_storeu_ps(o1 + 16, b2); _mm256_storeu_ps(o1 + 24, b3);
+    _mm256_storeu_ps(o2, c0); _mm256_storeu_ps(o2 + 8, c1); _mm256_storeu_ps(o2 + 16, c2); _mm256_storeu_ps(o2 + 24, c3);
+}
+
+/* values_any for 3 query heads and dim % 32 == 0, block by block. */
 static void values_group3(const Task *a, const float *scores, float *acc) {
-    const int64_t dim = a->dim, Lp = a->Lp;
-    for (int64_t i0 = 0; i0 < dim; i0 += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        __m256 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
-        for (int64_t t = 0, blk = 0; t < a->L; blk++) {
-            const int64_t base = a->table[blk] * a->block_size;
-            for (int64_t j = 0; j < a->block_size && t < a->L; j++, t++) {
-                const uint16_t *v = row(a, a->vpool, base, j) + i0;
-                const __m256 v0 = bf16x8(v), v1 = bf16x8(v + 8), v2 = bf16x8(v + 16), v3 = bf16x8(v + 24);
-                __m256 p = _mm256_set1_ps(scores[t]);
-                a0 = _mm256_fmadd_ps(p, v0, a0); a1 = _mm256_fmadd_ps(p, v1, a1);
-                a2 = _mm256_fmadd_ps(p, v2, a2); a3 = _mm256_fmadd_ps(p, v3, a3);
-                p = _mm256_set1_ps(scores[Lp + t]);
-                b0 = _mm256_fmadd_ps(p, v0, b0); b1 = _mm256_fmadd_ps(p, v1, b1);
-                b2 = _mm256_fmadd_ps(p, v2, b2); b3 = _mm256_fmadd_ps(p, v3, b3);
-                p = _mm256_set1_ps(scores[2 * Lp + t]);
-                c0 = _mm256_fmadd_ps(p, v0, c0); c1 = _mm256_fmadd_ps(p, v1, c1);
-                c2 = _mm256_fmadd_ps(p, v2, c2); c3 = _mm256_fmadd_ps(p, v3, c3);
-            }
-        }
-        _mm256_storeu_ps(acc + i0, a0); _mm256_storeu_ps(acc + i0 + 8, a1);
-        _mm256_storeu_ps(acc + i0 + 16, a2); _mm256_storeu_ps(acc + i0 + 24, a3);
-        _mm256_storeu_ps(acc + dim + i0, b0); _mm256_storeu_ps(acc + dim + i0 + 8, b1);
-        _mm256_storeu_ps(acc + dim + i0 + 16, b2); _mm256_storeu_ps(acc + dim + i0 + 24, b3);
-        _mm256_storeu_ps(acc + 2 * dim + i0, c0); _mm256_storeu_ps(acc + 2 * dim + i0 + 8, c1);
-        _mm256_storeu_ps(acc + 2 * dim + i0 + 16, c2); _mm256_storeu_ps(acc + 2 * dim + i0 + 24, c3);
+    const int64_t dim = a->dim, Lp = a->Lp, stride = a->kv_heads * dim;
+    for (int64_t i = 0; i < 3 * dim; i++) acc[i] = 0.0f;
+    for (int64_t t = 0, blk = 0; t < a->L; blk++) {
+        const int64_t base = a->table[blk] * a->block_size, n = a->L - t < a->block_size ? a->L - t : a->block_size;
+        for (int64_t i0 = 0; i0 < dim; i0 += 32)
+            values_32x3(row(a, a->vpool, base, 0) + i0, stride, n, scores + t, scores + Lp + t, scores + 2 * Lp + t,
+                        acc + i0, acc + dim + i0, acc + 2 * dim + i0);
+        t += n;
     }
 }
 
@@ -198,40 +214,10 @@ static void scores_rows3(const Task *a, const float *q, float *scores) {
         for (int64_t kh = 0; kh < a->kv_heads; kh++) {
             const float *qb = q + kh * 3 * dim;
             float *s0 = scores + kh * 3 * Lp + t, *s1 = s0 + Lp, *s2 = s1 + Lp;
+            const uint16_t *k = base + kh * dim;
             int64_t j = 0;
-            for (; j + 4 <= n; j += 4) {
-                const uint16_t *k0 = base + j * stride + kh * dim, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
-                __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
-                __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
-                for (int64_t i = 0; i < dim; i += 8) {
-                    const __m256 q0 = _mm256_loadu_ps(qb + i), q1 = _mm256_loadu_ps(qb + dim + i);
-                    const __m256 q2 = _mm256_loadu_ps(qb + 2 * dim + i);
-                    __m256 kv = bf16x8(k0 + i);
-                    s00 = _mm256_fmadd_ps(q0, kv, s00); s10 = _mm256_fmadd_ps(q1, kv, s10); s20 = _mm256_fmadd_ps(q2, kv, s20);
-                    kv = bf16x8(k1 + i);
-                    s01 = _mm256_fmadd_ps(q0, kv, s01); s11 = _mm256_fmadd_ps(q1, kv, s11); s21 = _mm256_fmadd_ps(q2, kv, s21);
-                    kv = bf16x8(k2 + i);
-                    s02 = _mm256_fmadd_ps(q0, kv, s02); s12 = _mm256_fmadd_ps(q1, kv, s12); s22 = _mm256_fmadd_ps(q2, kv, s22);
-                    kv = bf16x8(k3 + i);
-                    s03 = _mm256_fmadd_ps(q0, kv, s03); s13 = _mm256_fmadd_ps(q1, kv, s13); s23 = _mm256_fmadd_ps(q2, kv, s23);
-                }
-                _mm_storeu_ps(s0 + j, _mm_mul_ps(sum4(s00, s01, s02, s03), sc));
-                _mm_storeu_ps(s1 + j, _mm_mul_ps(sum4(s10, s11, s12, s13), sc));
-                _mm_storeu_ps(s2 + j, _mm_mul_ps(sum4(s20, s21, s22, s23), sc));
-            }
-            for (; j < n; j++) {
-                const uint16_t *k = base + j * stride + kh * dim;
-                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
-                for (int64_t i = 0; i < dim; i += 8) {
-                    const __m256 kv = bf16x8(k + i);
-                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + i), kv, a0);
-                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + dim + i), kv, a1);
-                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 2 * dim + i), kv, a2);
-                }
-                s0[j] = hsum(a0) * a->scale;
-                s1[j] = hsum(a1) * a->scale;
-                s2[j] = hsum(a2) * a->scale;
-            }
+            for (; j + 4 <= n; j += 4) scores_4x3(qb, k + j * stride, stride, dim, sc, s0 + j, s1 + j, s2 + j);
+            for (; j < n; j++) scores_1x3(qb, k + j * stride, dim, a->scale, s0 + j, s1 + j, s2 + j);
         }
         t += n;
     }
@@ -248,30 +234,10 @@ static void values_rows3(const Task *a, const float *scores, float *acc) {
         if (t + 2 * a->block_size < a->L) prefetch_whole(a->vpool, a, blk + 2);
         const int64_t n = a->L - t < a->block_size ? a->L - t : a->block_size;
         for (int64_t kh = 0; kh < a->kv_heads; kh++) {
-            const float *p0 = scores + kh * 3 * Lp + t, *p1 = p0 + Lp, *p2 = p1 + Lp;
-            for (int64_t i0 = 0; i0 < dim; i0 += 32) {
-                float *o0 = acc + kh * 3 * dim + i0, *o1 = o0 + dim, *o2 = o1 + dim;
-                __m256 a0 = _mm256_loadu_ps(o0), a1 = _mm256_loadu_ps(o0 + 8), a2 = _mm256_loadu_ps(o0 + 16);
-                __m256 a3 = _mm256_loadu_ps(o0 + 24), b0 = _mm256_loadu_ps(o1), b1 = _mm256_loadu_ps(o1 + 8);
-                __m256 b2 = _mm256_loadu_ps(o1 + 16), b3 = _mm256_loadu_ps(o1 + 24), c0 = _mm256_loadu_ps(o2);
-                __m256 c1 = _mm256_loadu_ps(o2 + 8), c2 = _mm256_loadu_ps(o2 + 16), c3 = _mm256_loadu_ps(o2 + 24);
-                for (int64_t j = 0; j < n; j++) {
-                    const uint16_t *v = base + j * stride + kh * dim + i0;
-                    const __m256 v0 = bf16x8(v), v1 = bf16x8(v + 8), v2 = bf16x8(v + 16), v3 = bf16x8(v + 24);
-                    __m256 p = _mm256_set1_ps(p0[j]);
-                    a0 = _mm256_fmadd_ps(p, v0, a0); a1 = _mm256_fmadd_ps(p, v1, a1);
-                    a2 = _mm256_fmadd_ps(p, v2, a2); a3 = _mm256_fmadd_ps(p, v3, a3);
-                    p = _mm256_set1_ps(p1[j]);
-                    b0 = _mm256_fmadd_ps(p, v0, b0); b1 = _mm256_fmadd_ps(p, v1, b1);
-                    b2 = _mm256_fmadd_ps(p, v2, b2); b3 = _mm256_fmadd_ps(p, v3, b3);
-                    p = _mm256_set1_ps(p2[j]);
-                    c0 = _mm256_fmadd_ps(p, v0, c0); c1 = _mm256_fmadd_ps(p, v1, c1);
-                    c2 = _mm256_fmadd_ps(p, v2, c2); c3 = _mm256_fmadd_ps(p, v3, c3);
-                }
-                _mm256_storeu_ps(o0, a0); _mm256_storeu_ps(o0 + 8, a1); _mm256_storeu_ps(o0 + 16, a2); _mm256_storeu_ps(o0 + 24, a3);
-                _mm256_storeu_ps(o1, b0); _mm256_storeu_ps(o1 + 8, b1); _mm256_storeu_ps(o1 + 16, b2); _mm256_storeu_ps(o1 + 24, b3);
-                _mm256_storeu_ps(o2, c0); _mm256_storeu_ps(o2 + 8, c1); _mm256_storeu_ps(o2 + 16, c2); _mm256_storeu_ps(o2 + 24, c3);
-            }
+            const float *p0 = scores + kh * 3 * Lp + t;
+            for (int64_t i0 = 0; i0 < dim; i0 += 32)
+                values_32x3(base + kh * dim + i0, stride, n, p0, p0 + Lp, p0 + 2 * Lp, acc + kh * 3 * dim + i0,
+                            acc + (kh * 3 + 1) * dim + i0, acc + (kh * 3 + 2) * dim + i0);
         }
         t += n;
     }
