@@ -15,9 +15,9 @@ is one chat of each task (repeat a passage exactly, repeat it with its spelling 
 extract its names, places, numbers and dates as JSON, summarise it), in plain text. Time to first
 token is measured at one client with streaming. `--extract` (on by default) adds a one-client
 load of JSON extraction, one text of each schema of ``benchmarks.extraction_set`` a round, its
-schema as the response format, up to 200 tokens. `--graphql` (on by default) adds our GraphQL API with its embedded
-engine (`python -m graphql_api`) to the chat, copying and extraction loads, through the `chat` mutation. The
-prefill load sends unique prompts of about 1,400 tokens (no prefix cache can hold them) for one
+schema as the response format, up to 200 tokens. `--graphql` (on by default) adds our GraphQL API
+with its embedded engine (`python -m graphql_api`) to the chat, copying and extraction loads,
+through the `chat` mutation. The prefill load sends unique prompts of about 1,400 tokens (no prefix cache can hold them) for one
 token each, at 1 and 8 clients, in prompt tokens per second; the long-context load decodes at one
 client after a prompt of about 4,000 tokens, timed from the first streamed delta to the last. The
 shared llama.cpp script gives each of its 64 slots 1,024 tokens; the long loads need
@@ -66,7 +66,7 @@ PASSAGES = [
 ]
 
 
-# A passage with spelling mistakes, for "repeat with corrections".
+# The passages with spelling mistakes, for "repeat with corrections".
 MISSPELT = [
     "The Eifel Tower, completed in 1889 for the Worlds Fair in Paris, stands 330 metres tall and was desinged by "
     "Gustave Eiffel's company. It was the tallest man-made structure in the wrold until 1930.",
