@@ -6,6 +6,7 @@ kernels (Q4_1 projections, Q8_0 head) at every position: that is what every deco
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -27,9 +28,9 @@ TOKENS = 2048
 CHUNK = 256
 
 
-def teacher_forced(engine: LLMEngine, ids: list[int], small: bool) -> torch.Tensor:
+def teacher_forced(engine: LLMEngine, ids: list[int], small: bool | None) -> torch.Tensor:
     """Logits at every position of ``ids`` (one sequence), computed in chunks as prefill is, with
-    the engine's weights and KV dtype."""
+    the engine's weights and KV dtype (``small``: as ``Llama.forward`` takes it)."""
     llama = engine.runner.llama
     s, size = llama.shape, 16
     pool = KVPool(s.layers, -(-len(ids) // size), size, s.kv_heads, s.head_dim, engine.runner.pool.k.dtype,
@@ -197,3 +198,67 @@ def test_layers_in_one_c_call_equal_the_layer_by_layer_calls_to_the_bit(native: 
     got, pool = row_by_row(native, ids, chunk)
     assert torch.equal(got, want)
     assert torch.equal(pool.k, want_pool.k) and torch.equal(pool.v, want_pool.v)
+
+
+def test_stacked_weights_are_views_and_compute_what_the_separate_products_did():
+    """``stack`` puts a layer's q/k/v (or gate/up) weights one after another in one tensor that the
+    modules' weights become views of: the values, each module's own product and the stacked
+    product (to the bit) stay what they were, and stacking again copies nothing."""
+    from inference.engine.llama import stack
+
+    torch.manual_seed(0)
+    linears = [torch.nn.Linear(48, rows, bias=False) for rows in (48, 16, 16)]
+    before = [m.weight.detach().clone() for m in linears]
+    x = torch.randn(7, 48)
+    separate = torch.cat([torch.nn.functional.linear(x, w) for w in before], dim=-1)
+    whole = stack(*linears)
+    assert whole.shape == (80, 48)
+    for m, w in zip(linears, before, strict=True):
+        assert torch.equal(m.weight, w)
+        assert isinstance(m.weight, torch.nn.Parameter)
+        assert m.weight.untyped_storage().data_ptr() == whole.untyped_storage().data_ptr()
+    assert torch.equal(torch.nn.functional.linear(x, whole), separate)
+    again = stack(*linears)
+    assert again.data_ptr() == whole.data_ptr() and torch.equal(again, whole)
+    # weights that are not one after another in one storage are stacked anew, not misread
+    apart = [torch.nn.Linear(48, 8, bias=False) for _ in range(2)]
+    assert torch.equal(stack(*apart), torch.cat([m.weight.detach() for m in apart]))
+
+
+def test_each_projection_takes_its_own_crossover(native: LLMEngine, monkeypatch: pytest.MonkeyPatch):
+    """A step runs each projection on the blocks up to that projection's calibrated row count and
+    dense above it; the one-call decode path only where every projection takes the blocks."""
+    from inference.engine import llama as llama_module
+
+    llama = native.runner.llama
+    saved = dict(llama.block_rows)
+    used: list[str] = []
+    for kind in (llama_module.Blocks, llama_module.Dense):
+        inner = kind.__call__
+        monkeypatch.setattr(kind, "__call__", lambda self, x, inner=inner, kind=kind: used.append(kind.__name__) or inner(self, x))
+    ids = native.tokenizer("The lighthouse keeper counted the ships that passed in the night.").input_ids
+    try:
+        llama.use_blocks_up_to({"qkv": len(ids), "o": 1, "gate_up": len(ids), "down": 1})
+        assert llama.int4_max_rows == 1
+        teacher_forced(native, ids, small=None)
+        assert used[:4] == ["Blocks", "Dense", "Blocks", "Dense"]  # the first layer's qkv, o, gate_up, down
+        assert used.count("Blocks") == used.count("Dense") == 2 * llama.shape.layers
+    finally:
+        llama.use_blocks_up_to(saved)
+    assert llama.block_rows == saved
+
+
+def test_calibration_is_kept_per_projection_and_measured_again_for_an_old_file(native: LLMEngine, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    from inference.engine import model_runner
+
+    llama = native.runner.llama
+    measured = {"qkv": 256, "o": 64, "gate_up": 128, "down": 32}
+    calls: list[str] = []
+    monkeypatch.setattr(model_runner, "calibrate_block_rows", lambda _: calls.append("blocks") or measured)
+    monkeypatch.setattr(model_runner, "calibrate_q8_head_rows", lambda _: calls.append("head") or 16)
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"machine": model_runner.machine_key(), "int4_max_rows": 256, "q8_head_rows": 256}))
+    assert model_runner.calibration(llama, path) == (measured, 16)  # a file of the old form: measured again
+    assert model_runner.calibration(llama, path) == (measured, 16)  # then read back
+    assert calls == ["blocks", "head"]

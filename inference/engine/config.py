@@ -53,14 +53,14 @@ class EngineConfig(BaseSettings):
     )
     int4_max_rows: int = Field(
         0, ge=0, le=4096, description="native: the largest step (tokens) run on the GGUF's blocks, dense fp32 above; "
-                                      "0 measures it once per machine."
+                                      "0 measures it for each projection once per machine."
     )
     parse_special_tokens: bool = Field(
         False, description="true: special-token strings in message content become control tokens (the peers' "
                            "default); false: content is plain text, so it cannot forge chat-template turns."
     )
     max_prefill_tokens: int = Field(
-        256, ge=1, description="Prompt tokens prefilled per step; longer prompts are chunked."
+        512, ge=1, description="Prompt tokens prefilled per step; longer prompts are chunked."
     )
     speculative_tokens: int = Field(
         3, ge=0, le=16, description="Speculative decoding by prompt lookup: draft tokens per step for a greedy "

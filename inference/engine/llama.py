@@ -7,9 +7,10 @@ may run on the GGUF's 4-bit weights:
 
 - ``exact``: every projection is a dense fp32 ``F.linear``; greedy answers equal ``model.generate``.
 - ``native``: each projection holds the GGUF's Q4_1 blocks as stored, and the dense weights beside
-  them. A step of at most ``int4_max_rows`` tokens (decoding: memory-bound, where 6-bit weights
-  are a fifth of fp32's bytes) runs the block kernel; a larger one (prefill, big batches:
-  compute-bound) the dense one. The head runs on the GGUF's Q8_0 blocks for up to ``q8_head_rows``
+  them. A step of at most ``block_rows[name]`` tokens (decoding: memory-bound, where 6-bit weights
+  are a fifth of fp32's bytes) runs projection ``name`` on the block kernel; a larger one (prefill,
+  big batches: compute-bound) on the dense one. Each projection has its own crossover, as its
+  shape has its own cost (measured: ``model_runner.calibrate_block_rows``). The head runs on the GGUF's Q8_0 blocks for up to ``q8_head_rows``
   sampled rows. The kernels dequantize each weight exactly as the dense model holds it and compute
   in fp32, so the two modes differ only in the order of the sums (and native's bf16 KV cache).
   Every row of a kernel is computed independently, so a sequence's answer does not depend on what
@@ -40,15 +41,14 @@ class Projection(Protocol):
 
 
 class Dense:
-    """``F.linear`` over one or more weights (outputs concatenated), the model's own tensors."""
+    """``F.linear`` over one or more of the model's Linear modules (outputs concatenated): one
+    product over their weights stacked (``stack``), the model's own tensors."""
 
-    def __init__(self, *weights: torch.Tensor) -> None:
-        self.weights = weights
+    def __init__(self, *linears: torch.nn.Linear) -> None:
+        self.weight = stack(*linears)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.weights) == 1:
-            return F.linear(x, self.weights[0])
-        return torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
+        return F.linear(x, self.weight)
 
     def add_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         out.add_(self(x))
@@ -71,6 +71,8 @@ class Blocks:
 @dataclass(frozen=True, kw_only=True)
 class Projections:
     """One layer's four projections, all of one kind."""
+
+    NAMES = ("qkv", "o", "gate_up", "down")
 
     qkv: Projection
     o: Projection
@@ -168,14 +170,15 @@ class Llama:
                  int4_max_rows: int = 0) -> None:
         """Wrap a transformers ``LlamaForCausalLM`` (its tensors, shared); with ``native`` weights
         (from ``gguf_weights``) and ``kernels``, the projections of steps up to ``int4_max_rows``
-        tokens run on the GGUF's 4-bit blocks."""
+        tokens run on the GGUF's 4-bit blocks (per projection: ``use_blocks_up_to``)."""
         self.shape = shape = Shape.of(model.config)
         inner = model.model
         self.embed: torch.Tensor = inner.embed_tokens.weight
         self.lm_head: torch.Tensor = model.lm_head.weight
         self.norm: torch.Tensor = inner.norm.weight
         self.kernels = kernels if native else None
-        self.int4_max_rows = int4_max_rows if self.kernels else 0
+        self.block_rows: dict[str, int] = {}
+        self.use_blocks_up_to(int4_max_rows)
         # The head's Q8_0 blocks are the dense head exactly, at 9 bits a weight instead of 32:
         # ``q8_head_rows`` (measured) says up to how many sampled rows their kernel is the faster one.
         self.head_q8 = native.head if native and self.kernels else None
@@ -183,9 +186,8 @@ class Llama:
         self.layers: list[Layer] = []
         for i, block in enumerate(inner.layers):
             attn, mlp = block.self_attn, block.mlp
-            dense = Projections(qkv=Dense(attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight),
-                                o=Dense(attn.o_proj.weight), gate_up=Dense(mlp.gate_proj.weight, mlp.up_proj.weight),
-                                down=Dense(mlp.down_proj.weight))
+            dense = Projections(qkv=Dense(attn.q_proj, attn.k_proj, attn.v_proj), o=Dense(attn.o_proj),
+                                gate_up=Dense(mlp.gate_proj, mlp.up_proj), down=Dense(mlp.down_proj))
             blocks = None
             if native and self.kernels:
                 w, k = native.layers[i], self.kernels
@@ -205,6 +207,17 @@ class Llama:
         self._blocks: Any = None
         self._blocks_for: KVPool | None = None
 
+    def use_blocks_up_to(self, rows: int | dict[str, int]) -> None:
+        """Steps of up to ``rows`` tokens run the 4-bit blocks: one count for every projection, or
+        one per projection name."""
+        each = rows if isinstance(rows, dict) else dict.fromkeys(Projections.NAMES, rows)
+        self.block_rows = {name: each[name] if self.kernels else 0 for name in Projections.NAMES}
+
+    @property
+    def int4_max_rows(self) -> int:
+        """The largest step whose projections all run on the blocks (each row summed as alone)."""
+        return min(self.block_rows.values())
+
     @property
     def native(self) -> bool:
         return self.kernels is not None
@@ -217,29 +230,33 @@ class Llama:
                 logits_index: torch.Tensor, small: bool | None = None) -> torch.Tensor:
         """Logits ``[len(logits_index), vocab]`` for packed tokens ``ids`` at ``positions``;
         their keys and values go into ``pool`` as ``layout`` says. ``small`` forces the choice of
-        projections (the 4-bit blocks for small steps, dense for the others)."""
-        if small is None:
-            small = ids.shape[0] <= self.int4_max_rows
+        projections (true: the 4-bit blocks, false: dense); by default each projection's crossover
+        picks for the step's size."""
+        n = ids.shape[0]
+        blocks = {name: (n <= rows if small is None else small) and self.kernels is not None
+                  for name, rows in self.block_rows.items()}
         x = F.embedding(ids, self.embed)  # owned and contiguous: the projections add into it
         k = self.kernels if self.uses_kernels(pool) else None
-        if k is not None and small and self.one_call and layout.decodes is not None and not layout.prefills:
+        if k is not None and all(blocks.values()) and self.one_call and layout.decodes is not None and not layout.prefills:
             k.decode_layers(x, self._layer_blocks(pool, k), self.shape, positions, self.cos, self.sin, layout.slots,
                             layout.decodes, pool.block_size, self.scale)
         else:
             ops: StepOps = KernelOps(self, positions, layout, pool, k) if k else TorchOps(self, positions, layout, pool)
-            self._layers(x, ops, small and self.kernels is not None)
+            self._layers(x, ops, blocks)
         x = F.rms_norm(x[logits_index], (self.shape.hidden,), self.norm, self.shape.eps)
         if self.kernels is not None and self.head_q8 is not None and x.shape[0] <= self.q8_head_rows:
             return self.kernels.q8_0(x, self.head_q8)
         return F.linear(x, self.lm_head)
 
-    def _layers(self, x: torch.Tensor, ops: StepOps, blocks: bool) -> None:
-        """The decoder layers over the residual stream ``x``, in place: the one layer loop. The
-        fused ``decode_layers`` is the same loop in C (``KernelOps`` and the blocks), tested equal."""
+    def _layers(self, x: torch.Tensor, ops: StepOps, blocks: dict[str, bool]) -> None:
+        """The decoder layers over the residual stream ``x``, in place: the one layer loop, each
+        projection on the blocks where ``blocks`` says so. The fused ``decode_layers`` is the same
+        loop in C (``KernelOps`` and the blocks), tested equal."""
         for i, layer in enumerate(self.layers):
-            p = layer.blocks if blocks and layer.blocks is not None else layer.dense
-            p.o.add_into(ops.attention(p.qkv(ops.norm(x, layer.attn_norm)), i), x)
-            p.down.add_into(ops.act(p.gate_up(ops.norm(x, layer.mlp_norm))), x)
+            qkv, o, gate_up, down = (getattr(layer.blocks if blocks[name] and layer.blocks else layer.dense, name)
+                                     for name in Projections.NAMES)
+            o.add_into(ops.attention(qkv(ops.norm(x, layer.attn_norm)), i), x)
+            down.add_into(ops.act(gate_up(ops.norm(x, layer.mlp_norm))), x)
 
     def _layer_blocks(self, pool: KVPool, k: Kernels) -> Any:
         """Each layer's tensors for ``decode_layers``, made once per pool. The pool is kept
@@ -258,6 +275,30 @@ class Llama:
                 rows.append(fields)
             self._blocks, self._blocks_for = k.layer_blocks(rows), pool
         return self._blocks
+
+
+def stack(*linears: torch.nn.Linear) -> torch.Tensor:
+    """The linears' weights as one ``[sum of outputs, inputs]`` tensor that their weights are views
+    of: on first use the weights are copied into one tensor, one after another, and each module's
+    weight then points into it (memory does not grow, and the model computes with the same
+    values). A product over several then costs one call and no concatenation of its outputs; its
+    values equal the separate products' to the bit (MKL sums each output over the inputs alike)."""
+    weights: list[torch.Tensor] = [m.weight for m in linears]
+    first = weights[0]
+    rows, offset = 0, first.storage_offset()
+    for w in weights:
+        if (not w.is_contiguous() or w.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+                or w.storage_offset() != offset + rows * first.shape[1] or w.shape[1:] != first.shape[1:]):
+            break
+        rows += w.shape[0]
+    else:
+        return first.as_strided((rows, first.shape[1]), (first.shape[1], 1))
+    whole = torch.cat([w.detach() for w in weights])
+    start = 0
+    for m, w in zip(linears, weights, strict=True):
+        m.weight.data = whole[start:start + w.shape[0]]
+        start += w.shape[0]
+    return whole
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
