@@ -51,7 +51,7 @@ def decoding(i: int, params: SamplingParams, tokens: list[int], new: int = 10) -
 
 
 def test_only_sequences_whose_logits_nothing_changes_are_drafted():
-    spec = Speculator(tokens=4, max_batch=4, max_rows=7)
+    spec = Speculator(tokens=4, max_batch=4, max_rows=7, first=4)
     copy = [1, 2, 3, 4, 5, 6, 1, 2, 3]
     assert spec.draft(decoding(0, SamplingParams(), copy), rows=7) == [4, 5, 6, 1]
     assert spec.draft(decoding(0, SamplingParams(), copy), rows=2) == [4, 5]
@@ -65,6 +65,21 @@ def test_only_sequences_whose_logits_nothing_changes_are_drafted():
     assert spec.draft(failing, rows=7) == []  # its drafts kept failing
 
 
+def test_a_draft_grows_while_it_is_taken_whole_and_shrinks_to_what_was_taken():
+    spec = Speculator(tokens=6, max_batch=4, max_rows=7)
+    seq = decoding(0, SamplingParams(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3], new=40)
+    assert spec.draft(seq, rows=7) == [4, 5]  # a first draft is short
+    spec.settle(seq, drafted=2, accepted=2)
+    assert spec.draft(seq, rows=7) == [4, 5, 6, 7]  # taken whole: twice as long
+    spec.settle(seq, drafted=4, accepted=4)
+    assert spec.draft(seq, rows=7) == [4, 5, 6, 7, 8, 9]  # at most ``tokens``
+    spec.settle(seq, drafted=6, accepted=1)
+    assert spec.draft(seq, rows=7) == [4, 5]  # what was taken, and one more
+    spec.settle(seq, drafted=2, accepted=0)
+    assert spec.draft(seq, rows=7) == [4]
+    assert (seq.drafted, seq.accepted) == (14, 7)
+
+
 def decoding_plan(sched: Scheduler, seqs: list[Sequence]) -> list:
     for seq in seqs:
         sched.add(seq)
@@ -75,7 +90,7 @@ def decoding_plan(sched: Scheduler, seqs: list[Sequence]) -> list:
 
 def test_the_scheduler_drafts_small_decode_only_steps_within_their_rows_and_never_preempts_for_a_draft():
     copy = [1, 2, 3, 4, 5, 6, 1, 2, 3]
-    spec = Speculator(tokens=4, max_batch=2, max_rows=7)
+    spec = Speculator(tokens=4, max_batch=2, max_rows=7, first=4)
     plan = decoding_plan(Scheduler(8, 256, BlockManager(64, 4), speculator=spec), [decoding(i, SamplingParams(), copy) for i in range(2)])
     assert [s.draft for s in plan] == [(4, 5, 6, 1), (4,)]  # 7 rows in all: the second gets what is left
     assert all(s.num_new == 1 + len(s.draft) for s in plan)

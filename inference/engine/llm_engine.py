@@ -244,8 +244,8 @@ class LLMEngine:
                 # The yield ends with a token of the model's own unless it is all draft.
                 accepted = 0 if tokens is None else yielded - (tuple(tokens) != s.draft[:yielded])
                 seq.num_computed += yielded
-                seq.drafted += len(s.draft)
-                seq.accepted += accepted
+                assert self.scheduler.speculator is not None  # only it drafts
+                self.scheduler.speculator.settle(seq, len(s.draft), accepted)
                 self.stats.draft_tokens += len(s.draft)
                 self.stats.accepted_tokens += accepted
                 self.stats.tokens_generated += yielded

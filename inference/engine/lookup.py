@@ -58,14 +58,27 @@ class Speculator:
     Drafting stops where it does not pay: in steps of more than ``max_batch`` decoding sequences
     or over ``max_rows`` rows (no longer bound by reading the weights, so the extra rows cost their
     full compute), and for a sequence whose drafts keep failing (after ``PROBATION`` drafted
-    tokens, a quarter or fewer accepted). A match must be at least ``min_n`` tokens long: shorter
-    ones are common words, not copied text."""
+    tokens, a quarter or fewer accepted). A draft's length follows the last one's fate
+    (``settle``). A match must be at least ``min_n`` tokens long: shorter ones are common words,
+    not copied text."""
 
     PROBATION = 16
     MIN_ACCEPTANCE = 0.25
 
-    def __init__(self, tokens: int, max_batch: int, max_rows: int, min_n: int = 3, max_n: int = 5) -> None:
+    def __init__(self, tokens: int, max_batch: int, max_rows: int, min_n: int = 3, max_n: int = 5,
+                 first: int = 2) -> None:
+        """``tokens``: the longest draft; ``first``: the length of a sequence's first one."""
         self.tokens, self.max_batch, self.max_rows, self.min_n, self.max_n = tokens, max_batch, max_rows, min_n, max_n
+        self.first = first
+
+    def settle(self, seq: Any, drafted: int, accepted: int) -> None:
+        """After a draft's verification: the next draft may be longer when this one was taken
+        whole, and no longer than what was taken and one more when it was not. Each draft token
+        costs a row whether taken or not, so the length follows how far the answer copies now
+        (a whole quotation, or a few words of one)."""
+        seq.drafted += drafted
+        seq.accepted += accepted
+        seq.draft_room = min(self.tokens, 2 * drafted) if accepted == drafted else accepted + 1
 
     def eligible(self, seq: Any) -> bool:
         p = seq.params
@@ -74,7 +87,7 @@ class Speculator:
     def draft(self, seq: Any, rows: int) -> list[int]:
         """Up to ``tokens`` (and ``rows``) draft tokens for ``seq``'s next step, which always
         yields one token more than the draft, so never past its ``max_new_tokens``."""
-        room = min(self.tokens, rows, seq.max_new_tokens - len(seq.output_ids) - 1)
+        room = min(seq.draft_room or self.first, self.tokens, rows, seq.max_new_tokens - len(seq.output_ids) - 1)
         if room <= 0 or not self.eligible(seq):
             return []
         if seq.drafted >= self.PROBATION and seq.accepted < self.MIN_ACCEPTANCE * seq.drafted:

@@ -53,6 +53,7 @@ class Sequence:
     lookup: Any = None  # lookup.Lookup, the n-gram index of its tokens, made on its first draft
     drafted: int = 0  # draft tokens proposed for it so far
     accepted: int = 0  # of which the model's own greedy choice confirmed
+    draft_room: int = 0  # how long its next draft may be (0: not drafted yet; the speculator sets it)
 
     @property
     def num_tokens(self) -> int:
