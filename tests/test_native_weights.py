@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,40 +226,37 @@ def test_stacked_weights_are_views_and_compute_what_the_separate_products_did():
     assert torch.equal(stack(*apart), torch.cat([m.weight.detach() for m in apart]))
 
 
-def test_each_projection_takes_its_own_crossover(native: LLMEngine, monkeypatch: pytest.MonkeyPatch):
-    """A step runs each projection on the blocks up to that projection's calibrated row count and
-    dense above it; the one-call decode path only where every projection takes the blocks."""
-    from inference.engine import llama as llama_module
-
-    llama = native.runner.llama
-    saved = dict(llama.block_rows)
-    used: list[str] = []
-    for kind in (llama_module.Blocks, llama_module.Dense):
-        inner = kind.__call__
-        monkeypatch.setattr(kind, "__call__", lambda self, x, inner=inner, kind=kind: used.append(kind.__name__) or inner(self, x))
-    ids = native.tokenizer("The lighthouse keeper counted the ships that passed in the night.").input_ids
-    try:
-        llama.use_blocks_up_to({"qkv": len(ids), "o": 1, "gate_up": len(ids), "down": 1})
-        assert llama.int4_max_rows == 1
-        teacher_forced(native, ids, small=None)
-        assert used[:4] == ["Blocks", "Dense", "Blocks", "Dense"]  # the first layer's qkv, o, gate_up, down
-        assert used.count("Blocks") == used.count("Dense") == 2 * llama.shape.layers
-    finally:
-        llama.use_blocks_up_to(saved)
-    assert llama.block_rows == saved
-
-
-def test_calibration_is_kept_per_projection_and_measured_again_for_an_old_file(native: LLMEngine, tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch):
+def test_calibration_is_kept_and_measured_again_for_an_older_one(native: LLMEngine, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    """A kept calibration is used on the machine it was measured on; one from before the crossover
+    was timed with the weights coming from memory (no version) is measured again, then kept."""
     from inference.engine import model_runner
 
     llama = native.runner.llama
-    measured = {"qkv": 256, "o": 64, "gate_up": 128, "down": 32}
     calls: list[str] = []
-    monkeypatch.setattr(model_runner, "calibrate_block_rows", lambda _: calls.append("blocks") or measured)
+    monkeypatch.setattr(model_runner, "calibrate_int4_rows", lambda _: calls.append("blocks") or 128)
     monkeypatch.setattr(model_runner, "calibrate_q8_head_rows", lambda _: calls.append("head") or 16)
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps({"machine": model_runner.machine_key(), "int4_max_rows": 256, "q8_head_rows": 256}))
-    assert model_runner.calibration(llama, path) == (measured, 16)  # a file of the old form: measured again
-    assert model_runner.calibration(llama, path) == (measured, 16)  # then read back
+    assert model_runner.calibration(llama, path) == (128, 16)  # measured again
+    assert model_runner.calibration(llama, path) == (128, 16)  # then read back
     assert calls == ["blocks", "head"]
+    assert json.loads(path.read_text())["version"] == model_runner.CALIBRATION_VERSION
+
+
+def test_the_crossover_is_timed_on_real_projections_and_ends_where_dense_wins_twice(native: LLMEngine):
+    from inference.engine import model_runner
+
+    calls: list[int] = []
+
+    def fast(x: torch.Tensor) -> None:
+        calls.append(x.shape[0])
+        time.sleep(0.0002 if x.shape[0] <= 16 else 0.004)
+
+    def slow(x: torch.Tensor) -> None:
+        time.sleep(0.002)
+
+    assert model_runner.crossover((1, 4, 16, 64, 256, 512), 8, fast, slow, repeats=2, reps=1) == 16
+    assert 512 not in calls  # two losses in a row (64, 256) end the scan
+    rows = model_runner.calibrate_int4_rows(native.runner.llama)
+    assert rows in model_runner.INT4_CALIBRATION_ROWS

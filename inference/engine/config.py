@@ -53,7 +53,7 @@ class EngineConfig(BaseSettings):
     )
     int4_max_rows: int = Field(
         0, ge=0, le=4096, description="native: the largest step (tokens) run on the GGUF's blocks, dense fp32 above; "
-                                      "0 measures it for each projection once per machine."
+                                      "0 measures it once per machine."
     )
     parse_special_tokens: bool = Field(
         False, description="true: special-token strings in message content become control tokens (the peers' "

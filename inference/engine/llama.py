@@ -7,10 +7,9 @@ may run on the GGUF's 4-bit weights:
 
 - ``exact``: every projection is a dense fp32 ``F.linear``; greedy answers equal ``model.generate``.
 - ``native``: each projection holds the GGUF's Q4_1 blocks as stored, and the dense weights beside
-  them. A step of at most ``block_rows[name]`` tokens (decoding: memory-bound, where 6-bit weights
-  are a fifth of fp32's bytes) runs projection ``name`` on the block kernel; a larger one (prefill,
-  big batches: compute-bound) on the dense one. Each projection has its own crossover, as its
-  shape has its own cost (measured: ``model_runner.calibrate_block_rows``). The head runs on the GGUF's Q8_0 blocks for up to ``q8_head_rows``
+  them. A step of at most ``int4_max_rows`` tokens (decoding: memory-bound, where 6-bit weights
+  are a fifth of fp32's bytes) runs the block kernel; a larger one (prefill, big batches:
+  compute-bound) the dense one. The head runs on the GGUF's Q8_0 blocks for up to ``q8_head_rows``
   sampled rows. The kernels dequantize each weight exactly as the dense model holds it and compute
   in fp32, so the two modes differ only in the order of the sums (and native's bf16 KV cache).
   Every row of a kernel is computed independently, so a sequence's answer does not depend on what
@@ -71,8 +70,6 @@ class Blocks:
 @dataclass(frozen=True, kw_only=True)
 class Projections:
     """One layer's four projections, all of one kind."""
-
-    NAMES = ("qkv", "o", "gate_up", "down")
 
     qkv: Projection
     o: Projection
@@ -170,15 +167,14 @@ class Llama:
                  int4_max_rows: int = 0) -> None:
         """Wrap a transformers ``LlamaForCausalLM`` (its tensors, shared); with ``native`` weights
         (from ``gguf_weights``) and ``kernels``, the projections of steps up to ``int4_max_rows``
-        tokens run on the GGUF's 4-bit blocks (per projection: ``use_blocks_up_to``)."""
+        tokens run on the GGUF's 4-bit blocks."""
         self.shape = shape = Shape.of(model.config)
         inner = model.model
         self.embed: torch.Tensor = inner.embed_tokens.weight
         self.lm_head: torch.Tensor = model.lm_head.weight
         self.norm: torch.Tensor = inner.norm.weight
         self.kernels = kernels if native else None
-        self.block_rows: dict[str, int] = {}
-        self.use_blocks_up_to(int4_max_rows)
+        self.int4_max_rows = int4_max_rows if self.kernels else 0
         # The head's Q8_0 blocks are the dense head exactly, at 9 bits a weight instead of 32:
         # ``q8_head_rows`` (measured) says up to how many sampled rows their kernel is the faster one.
         self.head_q8 = native.head if native and self.kernels else None
@@ -207,17 +203,6 @@ class Llama:
         self._blocks: Any = None
         self._blocks_for: KVPool | None = None
 
-    def use_blocks_up_to(self, rows: int | dict[str, int]) -> None:
-        """Steps of up to ``rows`` tokens run the 4-bit blocks: one count for every projection, or
-        one per projection name."""
-        each = rows if isinstance(rows, dict) else dict.fromkeys(Projections.NAMES, rows)
-        self.block_rows = {name: each[name] if self.kernels else 0 for name in Projections.NAMES}
-
-    @property
-    def int4_max_rows(self) -> int:
-        """The largest step whose projections all run on the blocks (each row summed as alone)."""
-        return min(self.block_rows.values())
-
     @property
     def native(self) -> bool:
         return self.kernels is not None
@@ -230,33 +215,29 @@ class Llama:
                 logits_index: torch.Tensor, small: bool | None = None) -> torch.Tensor:
         """Logits ``[len(logits_index), vocab]`` for packed tokens ``ids`` at ``positions``;
         their keys and values go into ``pool`` as ``layout`` says. ``small`` forces the choice of
-        projections (true: the 4-bit blocks, false: dense); by default each projection's crossover
-        picks for the step's size."""
-        n = ids.shape[0]
-        blocks = {name: (n <= rows if small is None else small) and self.kernels is not None
-                  for name, rows in self.block_rows.items()}
+        projections (the 4-bit blocks for small steps, dense for the others)."""
+        if small is None:
+            small = ids.shape[0] <= self.int4_max_rows
         x = F.embedding(ids, self.embed)  # owned and contiguous: the projections add into it
         k = self.kernels if self.uses_kernels(pool) else None
-        if k is not None and all(blocks.values()) and self.one_call and layout.decodes is not None and not layout.prefills:
+        if k is not None and small and self.one_call and layout.decodes is not None and not layout.prefills:
             k.decode_layers(x, self._layer_blocks(pool, k), self.shape, positions, self.cos, self.sin, layout.slots,
                             layout.decodes, pool.block_size, self.scale)
         else:
             ops: StepOps = KernelOps(self, positions, layout, pool, k) if k else TorchOps(self, positions, layout, pool)
-            self._layers(x, ops, blocks)
+            self._layers(x, ops, small and self.kernels is not None)
         x = F.rms_norm(x[logits_index], (self.shape.hidden,), self.norm, self.shape.eps)
         if self.kernels is not None and self.head_q8 is not None and x.shape[0] <= self.q8_head_rows:
             return self.kernels.q8_0(x, self.head_q8)
         return F.linear(x, self.lm_head)
 
-    def _layers(self, x: torch.Tensor, ops: StepOps, blocks: dict[str, bool]) -> None:
-        """The decoder layers over the residual stream ``x``, in place: the one layer loop, each
-        projection on the blocks where ``blocks`` says so. The fused ``decode_layers`` is the same
-        loop in C (``KernelOps`` and the blocks), tested equal."""
+    def _layers(self, x: torch.Tensor, ops: StepOps, blocks: bool) -> None:
+        """The decoder layers over the residual stream ``x``, in place: the one layer loop. The
+        fused ``decode_layers`` is the same loop in C (``KernelOps`` and the blocks), tested equal."""
         for i, layer in enumerate(self.layers):
-            qkv, o, gate_up, down = (getattr(layer.blocks if blocks[name] and layer.blocks else layer.dense, name)
-                                     for name in Projections.NAMES)
-            o.add_into(ops.attention(qkv(ops.norm(x, layer.attn_norm)), i), x)
-            down.add_into(ops.act(gate_up(ops.norm(x, layer.mlp_norm))), x)
+            p = layer.blocks if blocks and layer.blocks is not None else layer.dense
+            p.o.add_into(ops.attention(p.qkv(ops.norm(x, layer.attn_norm)), i), x)
+            p.down.add_into(ops.act(p.gate_up(ops.norm(x, layer.mlp_norm))), x)
 
     def _layer_blocks(self, pool: KVPool, k: Kernels) -> Any:
         """Each layer's tensors for ``decode_layers``, made once per pool. The pool is kept

@@ -11,7 +11,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..boundary import SamplingParams
 from .config import EngineConfig
 from .kv_cache import Decodes, KVPool, Prefill, StepLayout
-from .llama import Llama, Projections
+from .llama import Llama
 from .model_loader import ModelSource, file_digest
 from .penalties import apply_penalties
 from .scheduler import Scheduled
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 ROW_ATTENTION_CHUNK = 32  # native: prompt chunks up to this many tokens attend row by row, in C
 INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CALIBRATION_LAYERS = 10  # layers each timing runs through: more weights than the CPU's caches hold
+CALIBRATION_VERSION = 2  # what a kept calibration must say to be used (2: timed with weights from memory)
 HEAD_CALIBRATION_ROWS = (1, 4, 16, 64, 128, 256)
 
 
@@ -82,8 +83,8 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
         log.warning("native weights unavailable (%s); using exact weights", exc)
         return Llama(model), WeightsPlan("exact", str(exc))
     llama = Llama(model, native, kernels, int4_max_rows=1)
-    block_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration.json")
-    llama.use_blocks_up_to(config.int4_max_rows or block_rows)
+    int4_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration.json")
+    llama.int4_max_rows = config.int4_max_rows or int4_rows
     llama.q8_head_rows = head_rows
     return llama, plan
 
@@ -103,48 +104,47 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def calibration(llama: Llama, path: Path) -> tuple[dict[str, int], int]:
-    """``(block_rows, q8_head_rows)``, measured on this machine once (a few seconds, at ``warm``
+def calibration(llama: Llama, path: Path) -> tuple[int, int]:
+    """``(int4_max_rows, q8_head_rows)``, measured on this machine once (a few seconds, at ``warm``
     or the first start) and kept in ``path`` for this CPU, thread count and torch version."""
     key = machine_key()
     try:
         saved = json.loads(path.read_text())
-        if saved.get("machine") == key:
-            return {name: int(saved["block_rows"][name]) for name in Projections.NAMES}, int(saved["q8_head_rows"])
+        if saved.get("machine") == key and saved.get("version") == CALIBRATION_VERSION:
+            return int(saved["int4_max_rows"]), int(saved["q8_head_rows"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    rows = calibrate_block_rows(llama), calibrate_q8_head_rows(llama)
+    rows = calibrate_int4_rows(llama), calibrate_q8_head_rows(llama)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machine": key, "block_rows": rows[0], "q8_head_rows": rows[1]}))
+        tmp.write_text(json.dumps({"machine": key, "version": CALIBRATION_VERSION, "int4_max_rows": rows[0],
+                                   "q8_head_rows": rows[1]}))
         tmp.replace(path)
     except OSError as exc:
         log.warning("could not keep the kernel calibration in %s: %s", path, exc)
     return rows
 
 
-def calibrate_block_rows(llama: Llama) -> dict[str, int]:
-    """For each projection, the largest step (tokens) for which the 4-bit kernel beats the dense
-    one: 4-bit weights win while a step is memory-bound, dense fp32 (MKL) once it is compute-bound,
-    and where depends on the CPU and on the projection's shape (measured: the down projection
-    turns dense at fewer rows than gate/up). Each timing runs the projection of several layers in
-    turn, so that its weights come from memory, as in a step, not from a cache they stay in."""
+def calibrate_int4_rows(llama: Llama) -> int:
+    """The largest step (tokens) for which the 4-bit kernel beats the dense one, timed on the
+    largest projection (gate/up): 4-bit weights win while a step is memory-bound, dense fp32 (MKL)
+    once it is compute-bound, and where depends on the CPU. Each timing runs the projection of
+    several layers in turn, so that the weights come from memory, as in a step, not from a cache
+    they stay in. One crossover serves every projection: a step whose projections all take the
+    blocks runs its layers in one C call, which a choice per projection gave up above the smallest
+    crossover, and the 64-client load lost more there than the products gained (docs/performance.md)."""
     layers = llama.layers[::max(1, len(llama.layers) // CALIBRATION_LAYERS)][:CALIBRATION_LAYERS]
-    widths = {"qkv": llama.shape.hidden, "o": llama.shape.hidden, "gate_up": llama.shape.hidden,
-              "down": llama.shape.intermediate}
-    rows = {}
-    for name in Projections.NAMES:
-        blocks = [getattr(layer.blocks, name) for layer in layers]
-        dense = [getattr(layer.dense, name) for layer in layers]
-        best = crossover(INT4_CALIBRATION_ROWS, widths[name], _each(blocks), _each(dense), repeats=3, reps=1)
-        rows[name] = max(best, 1)
-    log.info("4-bit kernel for steps of up to %s tokens, dense above", rows)
-    return rows
+    blocks = [layer.blocks.gate_up for layer in layers if layer.blocks is not None]
+    dense = [layer.dense.gate_up for layer in layers]
+    best = crossover(INT4_CALIBRATION_ROWS, llama.shape.hidden, _each(blocks), _each(dense), repeats=3, reps=1)
+    log.info("4-bit kernel for steps of up to %d tokens, dense above", best)
+    return max(best, 1)
 
 
-def _each(projections: list[Callable[[torch.Tensor], object]]) -> Callable[[torch.Tensor], object]:
-    return lambda x: [p(x) for p in projections]
+def _each(projections: Iterable[Callable[[torch.Tensor], object]]) -> Callable[[torch.Tensor], object]:
+    ps = list(projections)
+    return lambda x: [p(x) for p in ps]
 
 
 def calibrate_q8_head_rows(llama: Llama) -> int:
