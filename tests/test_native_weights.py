@@ -201,31 +201,6 @@ def test_layers_in_one_c_call_equal_the_layer_by_layer_calls_to_the_bit(native: 
     assert torch.equal(pool.k, want_pool.k) and torch.equal(pool.v, want_pool.v)
 
 
-def test_stacked_weights_are_views_and_compute_what_the_separate_products_did():
-    """``stack`` puts a layer's q/k/v (or gate/up) weights one after another in one tensor that the
-    modules' weights become views of: the values, each module's own product and the stacked
-    product (to the bit) stay what they were, and stacking again copies nothing."""
-    from inference.engine.llama import stack
-
-    torch.manual_seed(0)
-    linears = [torch.nn.Linear(48, rows, bias=False) for rows in (48, 16, 16)]
-    before = [m.weight.detach().clone() for m in linears]
-    x = torch.randn(7, 48)
-    separate = torch.cat([torch.nn.functional.linear(x, w) for w in before], dim=-1)
-    whole = stack(*linears)
-    assert whole.shape == (80, 48)
-    for m, w in zip(linears, before, strict=True):
-        assert torch.equal(m.weight, w)
-        assert isinstance(m.weight, torch.nn.Parameter)
-        assert m.weight.untyped_storage().data_ptr() == whole.untyped_storage().data_ptr()
-    assert torch.equal(torch.nn.functional.linear(x, whole), separate)
-    again = stack(*linears)
-    assert again.data_ptr() == whole.data_ptr() and torch.equal(again, whole)
-    # weights that are not one after another in one storage are stacked anew, not misread
-    apart = [torch.nn.Linear(48, 8, bias=False) for _ in range(2)]
-    assert torch.equal(stack(*apart), torch.cat([m.weight.detach() for m in apart]))
-
-
 def test_calibration_is_kept_and_measured_again_for_an_older_one(native: LLMEngine, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch):
     """A kept calibration is used on the machine it was measured on; one from before the crossover

@@ -40,14 +40,15 @@ class Projection(Protocol):
 
 
 class Dense:
-    """``F.linear`` over one or more of the model's Linear modules (outputs concatenated): one
-    product over their weights stacked (``stack``), the model's own tensors."""
+    """``F.linear`` over one or more weights (outputs concatenated), the model's own tensors."""
 
-    def __init__(self, *linears: torch.nn.Linear) -> None:
-        self.weight = stack(*linears)
+    def __init__(self, *weights: torch.Tensor) -> None:
+        self.weights = weights
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+        if len(self.weights) == 1:
+            return F.linear(x, self.weights[0])
+        return torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
 
     def add_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         out.add_(self(x))
@@ -182,8 +183,9 @@ class Llama:
         self.layers: list[Layer] = []
         for i, block in enumerate(inner.layers):
             attn, mlp = block.self_attn, block.mlp
-            dense = Projections(qkv=Dense(attn.q_proj, attn.k_proj, attn.v_proj), o=Dense(attn.o_proj),
-                                gate_up=Dense(mlp.gate_proj, mlp.up_proj), down=Dense(mlp.down_proj))
+            dense = Projections(qkv=Dense(attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight),
+                                o=Dense(attn.o_proj.weight), gate_up=Dense(mlp.gate_proj.weight, mlp.up_proj.weight),
+                                down=Dense(mlp.down_proj.weight))
             blocks = None
             if native and self.kernels:
                 w, k = native.layers[i], self.kernels
@@ -256,30 +258,6 @@ class Llama:
                 rows.append(fields)
             self._blocks, self._blocks_for = k.layer_blocks(rows), pool
         return self._blocks
-
-
-def stack(*linears: torch.nn.Linear) -> torch.Tensor:
-    """The linears' weights as one ``[sum of outputs, inputs]`` tensor that their weights are views
-    of: on first use the weights are copied into one tensor, one after another, and each module's
-    weight then points into it (memory does not grow, and the model computes with the same
-    values). A product over several then costs one call and no concatenation of its outputs; its
-    values equal the separate products' to the bit (MKL sums each output over the inputs alike)."""
-    weights: list[torch.Tensor] = [m.weight for m in linears]
-    first = weights[0]
-    rows, offset = 0, first.storage_offset()
-    for w in weights:
-        if (not w.is_contiguous() or w.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
-                or w.storage_offset() != offset + rows * first.shape[1] or w.shape[1:] != first.shape[1:]):
-            break
-        rows += w.shape[0]
-    else:
-        return first.as_strided((rows, first.shape[1]), (first.shape[1], 1))
-    whole = torch.cat([w.detach() for w in weights])
-    start = 0
-    for m, w in zip(linears, weights, strict=True):
-        m.weight.data = whole[start:start + w.shape[0]]
-        start += w.shape[0]
-    return whole
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
