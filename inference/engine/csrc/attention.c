@@ -199,6 +199,19 @@ static inline void prefetch_whole(const uint16_t *pool, const Task *a, int64_t b
     for (int64_t o = 0, bytes = a->block_size * a->kv_heads * a->dim * 2; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
 }
 
+/* The walk of scores_rows3 and values_rows3 over a sequence's blocks in pool, in order: block
+ * blk's rows (every KV head), which begin at key t, with the block after next prefetched; *n: how
+ * many of its rows hold keys. walk_start prefetches the first two. */
+static inline void walk_start(const uint16_t *pool, const Task *a) {
+    for (int64_t blk = 0; blk < 2 && blk * a->block_size < a->L; blk++) prefetch_whole(pool, a, blk);
+}
+
+static inline const uint16_t *walk_block(const uint16_t *pool, const Task *a, int64_t blk, int64_t t, int64_t *n) {
+    if (t + 2 * a->block_size < a->L) prefetch_whole(pool, a, blk + 2);
+    *n = a->L - t < a->block_size ? a->L - t : a->block_size;
+    return pool + a->table[blk] * a->block_size * a->kv_heads * a->dim;
+}
+
 /* scores [heads, Lp] of every query head (q [heads, dim]) for 3 query heads per KV head, block by
  * block, each block's KV heads in turn: a block's rows are read whole and in order (the next
  * block's keys and this block's values prefetched), where a pass per KV head would read a third of
@@ -206,11 +219,9 @@ static inline void prefetch_whole(const uint16_t *pool, const Task *a, int64_t b
 static void scores_rows3(const Task *a, const float *q, float *scores) {
     const int64_t dim = a->dim, Lp = a->Lp, stride = a->kv_heads * dim;
     const __m128 sc = _mm_set1_ps(a->scale);
-    for (int64_t blk = 0; blk < 2 && blk * a->block_size < a->L; blk++) prefetch_whole(a->kpool, a, blk);
-    for (int64_t t = 0, blk = 0; t < a->L; blk++) {
-        const uint16_t *base = a->kpool + a->table[blk] * a->block_size * stride;
-        if (t + 2 * a->block_size < a->L) prefetch_whole(a->kpool, a, blk + 2);
-        const int64_t n = a->L - t < a->block_size ? a->L - t : a->block_size;
+    walk_start(a->kpool, a);
+    for (int64_t t = 0, blk = 0, n; t < a->L; blk++, t += n) {
+        const uint16_t *base = walk_block(a->kpool, a, blk, t, &n);
         for (int64_t kh = 0; kh < a->kv_heads; kh++) {
             const float *qb = q + kh * 3 * dim;
             float *s0 = scores + kh * 3 * Lp + t, *s1 = s0 + Lp, *s2 = s1 + Lp;
@@ -219,7 +230,6 @@ static void scores_rows3(const Task *a, const float *q, float *scores) {
             for (; j + 4 <= n; j += 4) scores_4x3(qb, k + j * stride, stride, dim, sc, s0 + j, s1 + j, s2 + j);
             for (; j < n; j++) scores_1x3(qb, k + j * stride, dim, a->scale, s0 + j, s1 + j, s2 + j);
         }
-        t += n;
     }
 }
 
@@ -228,18 +238,15 @@ static void scores_rows3(const Task *a, const float *q, float *scores) {
 static void values_rows3(const Task *a, const float *scores, float *acc) {
     const int64_t dim = a->dim, Lp = a->Lp, stride = a->kv_heads * dim;
     for (int64_t i = 0; i < a->kv_heads * 3 * dim; i++) acc[i] = 0.0f;
-    for (int64_t blk = 0; blk < 2 && blk * a->block_size < a->L; blk++) prefetch_whole(a->vpool, a, blk);
-    for (int64_t t = 0, blk = 0; t < a->L; blk++) {
-        const uint16_t *base = a->vpool + a->table[blk] * a->block_size * stride;
-        if (t + 2 * a->block_size < a->L) prefetch_whole(a->vpool, a, blk + 2);
-        const int64_t n = a->L - t < a->block_size ? a->L - t : a->block_size;
+    walk_start(a->vpool, a);
+    for (int64_t t = 0, blk = 0, n; t < a->L; blk++, t += n) {
+        const uint16_t *base = walk_block(a->vpool, a, blk, t, &n);
         for (int64_t kh = 0; kh < a->kv_heads; kh++) {
             const float *p0 = scores + kh * 3 * Lp + t;
             for (int64_t i0 = 0; i0 < dim; i0 += 32)
                 values_32x3(base + kh * dim + i0, stride, n, p0, p0 + Lp, p0 + 2 * Lp, acc + kh * 3 * dim + i0,
                             acc + (kh * 3 + 1) * dim + i0, acc + (kh * 3 + 2) * dim + i0);
         }
-        t += n;
     }
 }
 
