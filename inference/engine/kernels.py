@@ -4,7 +4,7 @@ called through the cffi binding built at install (``kernels_build.py``).
 Why our own: torch's CPU int4 kernel takes bf16 activations only (bf16 GEMMs are slow past a row or
 two on CPUs without AVX-512 BF16) and has no Q8_0 at all. These take fp32 activations and
 dequantize each weight as the dequantized model holds it; a decode step reads 5 bits per weight
-(the block's 4-bit quants and its two fp16 scales; 8.5 bits for the Q8_0 head), as llama.cpp does, and from 8 rows up each
+(the block's 4-bit quants and its two fp16 scales; 8.5 bits for the Q8_0 head), as llama.cpp does, and from 12 rows up each
 weight is dequantized once for all rows (panels). Besides the products: norm, rotary, KV write,
 SiLU, paged decode attention, and a step's layers in one call where every row attends alone.
 

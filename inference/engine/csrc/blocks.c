@@ -210,6 +210,19 @@ static inline __m256 q8_block_dot(const int8_t *q, __m256 x0, __m256 x1, __m256 
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), x3, t);
 }
 
+/* A Q4_1 row's offsets . one row's block sums: sum_g m[g] * xs[g], eight blocks a vector, then the
+ * tail. The one-row products and the row tiles both take it from here, so a row's sum is the same
+ * in either. */
+static inline float m_dot(const f16 *m, const float *xs, int64_t G) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t g = 0;
+    for (; g + 8 <= G; g += 8)
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g))), _mm256_loadu_ps(xs + g), acc);
+    float s = hsum(acc);
+    for (; g < G; g++) s += h2f(m[g]) * xs[g];
+    return s;
+}
+
 /* One row (a decode step of one sequence): y[n] = sum_g d[n,g] * (q[n,g] . x[g]) + m[n,g] * sum(x[g]),
  * so a block costs its unpacking, 4 FMAs and one scaling, two output features at a time. */
 static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m, int64_t N,
@@ -226,7 +239,6 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const f16 *d
         const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
         const f16 *d0 = d + n * G, *d1 = two ? d0 + G : d0, *m0 = m + n * G, *m1 = two ? m0 + G : m0;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-        float s0 = 0.0f, s1 = 0.0f;
         for (int64_t g = 0; g < G; g++) {
             const float *xg = x + g * QK;
             const __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
@@ -235,12 +247,10 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const f16 *d
             _mm_prefetch((const char *)(d0 + g) + AHEAD / 8, _MM_HINT_T0);
             _mm_prefetch((const char *)(m0 + g) + AHEAD / 8, _MM_HINT_T0);
             acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(d0[g])), q4_block_dot(q0 + g * 16, x0, x1, x2, x3), acc0);
-            s0 += h2f(m0[g]) * xs[g];
             acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(d1[g])), q4_block_dot(q1 + g * 16, x0, x1, x2, x3), acc1);
-            s1 += h2f(m1[g]) * xs[g];
         }
-        y[n] = (add ? y[n] : 0.0f) + hsum(acc0) + s0;
-        if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1) + s1;
+        y[n] = (add ? y[n] : 0.0f) + hsum(acc0) + m_dot(m0, xs, G);
+        if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1) + m_dot(m1, xs, G);
     }
 }
 
@@ -318,8 +328,7 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
     const f16 *d0 = w->d + n * G, *d1 = two ? d0 + G : d0;
     const f16 *m0 = q4 ? w->m + n * G : 0, *m1 = q4 && two ? m0 + G : m0;
     __m256 acc0[MT], acc1[MT];
-    float s0[MT], s1[MT];
-    for (int r = 0; r < MT; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); s0[r] = s1[r] = 0.0f; }
+    for (int r = 0; r < MT; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); }
     for (int64_t g = 0; g < G; g++) {
         __m256 a0, b0, c0, e0, a1, b1, c1, e1;
         if (q4) {
@@ -334,23 +343,19 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
             q8_unpack((const int8_t *)p1 + g * QK, &a1, &b1, &c1, &e1);
         }
         const __m256 dv0 = _mm256_set1_ps(h2f(d0[g])), dv1 = _mm256_set1_ps(h2f(d1[g]));
-        const float mv0 = q4 ? h2f(m0[g]) : 0.0f, mv1 = q4 ? h2f(m1[g]) : 0.0f;
         for (int r = 0; r < MT; r++) {
             if (r < mt) {
                 const float *xg = x + (int64_t)(r0 + r) * K + g * QK;
                 acc0[r] = _mm256_fmadd_ps(dv0, dot4(a0, b0, c0, e0, xg), acc0[r]);
                 acc1[r] = _mm256_fmadd_ps(dv1, dot4(a1, b1, c1, e1, xg), acc1[r]);
-                if (q4) {
-                    s0[r] += mv0 * xs[(r0 + r) * G + g];
-                    s1[r] += mv1 * xs[(r0 + r) * G + g];
-                }
             }
         }
     }
     for (int r = 0; r < mt; r++) {
         float *yr = y + (int64_t)(r0 + r) * N + n;
-        yr[0] = (add ? yr[0] : 0.0f) + hsum(acc0[r]) + s0[r];
-        if (two) yr[1] = (add ? yr[1] : 0.0f) + hsum(acc1[r]) + s1[r];
+        const float *xsr = xs + (int64_t)(r0 + r) * G;
+        yr[0] = (add ? yr[0] : 0.0f) + hsum(acc0[r]) + (q4 ? m_dot(m0, xsr, G) : 0.0f);
+        if (two) yr[1] = (add ? yr[1] : 0.0f) + hsum(acc1[r]) + (q4 ? m_dot(m1, xsr, G) : 0.0f);
     }
 }
 

@@ -16,7 +16,7 @@
 
 #define MAX_GROUP 8
 /* Steps of fewer rows sum each row as a one-row product does; from here on, panels. */
-#define PANEL_ROWS 8
+#define PANEL_ROWS 12
 
 /* A block's scale as the GGUF stores it, fp16 (widened exactly when read). A type of its own, so that
  * cffi refuses any other 16-bit tensor (the bf16 KV pool, say) in its place. */
