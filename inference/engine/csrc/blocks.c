@@ -1,5 +1,8 @@
 /* Products with W as a GGUF stores it (Q4_1 or Q8_0, blocks of 32 along K): fp32 activations, fp32
- * accumulation, no FMA contraction the source does not write. OpenMP over output features.
+ * accumulation, no FMA contraction the source does not write. OpenMP over output features, in
+ * guided chunks rather than halves: where the host slows one of the two cores, the other takes
+ * the later, smaller chunks instead of waiting at the barrier. A feature's sums are one thread's
+ * whichever takes it, so the split changes no result.
  *
  * Up to PANEL_ROWS - 1 rows (decoding, drafts being verified), each row is summed as a one-row
  * product sums it, d * (q . x) per block plus, for Q4_1, m times the block's sum of x, so a row's
@@ -243,7 +246,7 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const f16 *d
                                  _mm256_add_ps(_mm256_loadu_ps(x + g * QK + 16), _mm256_loadu_ps(x + g * QK + 24)));
         xs[g] = hsum(a);
     }
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided, 16)
     for (int64_t n = 0; n < N; n += 2) {
         const int two = n + 1 < N;
         const uint8_t *q0 = qs + n * (K / 2), *q1 = two ? q0 + K / 2 : q0;
@@ -272,7 +275,7 @@ static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const f16 *d
 /* One row of Q8_0: y[n] = sum_g d[n,g] * (q[n,g] . x[g]), two output features at a time. */
 static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const f16 *d, int64_t N, float *y, int add) {
     const int64_t G = K / QK;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided, 16)
     for (int64_t n = 0; n < N; n += 2) {
         const int two = n + 1 < N;
         const int8_t *q0 = qs + n * K, *q1 = two ? q0 + K : q0;
@@ -389,7 +392,7 @@ static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_
         float *buf = work + K * Mp + omp_get_thread_num() * NR * kc_max;
         for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
             int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(guided, 2)
             for (int64_t n0 = 0; n0 < N; n0 += NR) {
                 int nr = N - n0 < NR ? (int)(N - n0) : NR;
                 for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
@@ -406,7 +409,7 @@ static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_
  * for the rows' block sums. */
 static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *xs) {
     if (w->q4) block_sums(x, M, K, xs);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided, 8)
     for (int64_t n = 0; n < N; n += 2) {
         const int two = n + 1 < N;
         for (int r0 = 0; r0 < M; r0 += MT) { /* constant rows and kind: each case its own inlined loop */
