@@ -40,7 +40,7 @@ def q8(n: int, k: int, g: torch.Generator) -> Q8Weight:
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 11, 12, 16, 17, 24, 70, 130])
 @pytest.mark.parametrize(("n", "k"), [(11, 64), (64, 1536)])
 def test_block_products_equal_the_dense_product_of_the_dequantized_blocks(kernels: Kernels, rows: int, n: int, k: int):
-    """Every path: one row, row tiles of 1 to 4 (and several, up to the panels' 12 rows), panels of 16 and 8 rows with a tail
+    """Every path: one row, row tiles of 1 to 4 (and several, up to 11 rows), panels of 16 and 8 rows with a tail
     of row tiles, more rows than one pass over the panels; an odd number of output features and a
     panel of fewer than 6; K past one chunk of the panels (1536)."""
     g = torch.Generator().manual_seed(rows * 1000 + n)

@@ -236,16 +236,24 @@ static inline float m_dot(const f16 *m, const float *xs, int64_t G) {
     return s;
 }
 
+/* The block sums of rows 0 .. M of x, xs [M, K / QK], as the one-row products take them. */
+static void block_sums(const float *x, int64_t M, int64_t K, float *xs) {
+    const int64_t G = K / QK;
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t g = 0; g < G; g++) {
+            const float *xg = x + r * K + g * QK;
+            const __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xg), _mm256_loadu_ps(xg + 8)),
+                                           _mm256_add_ps(_mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24)));
+            xs[r * G + g] = hsum(a);
+        }
+}
+
 /* One row (a decode step of one sequence): y[n] = sum_g d[n,g] * (q[n,g] . x[g]) + m[n,g] * sum(x[g]),
  * so a block costs its unpacking, 4 FMAs and one scaling, two output features at a time. */
 static void q4_1_gemv(const float *x, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m, int64_t N,
                       float *y, int add, float *xs /* [K / QK] */) {
     const int64_t G = K / QK;
-    for (int64_t g = 0; g < G; g++) {
-        __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x + g * QK), _mm256_loadu_ps(x + g * QK + 8)),
-                                 _mm256_add_ps(_mm256_loadu_ps(x + g * QK + 16), _mm256_loadu_ps(x + g * QK + 24)));
-        xs[g] = hsum(a);
-    }
+    block_sums(x, 1, K, xs);
     #pragma omp parallel for schedule(guided, 16)
     for (int64_t n = 0; n < N; n += 2) {
         const int two = n + 1 < N;
@@ -297,18 +305,6 @@ static void q8_0_gemv(const float *x, int64_t K, const int8_t *qs, const f16 *d,
         y[n] = (add ? y[n] : 0.0f) + hsum(acc0);
         if (two) y[n + 1] = (add ? y[n + 1] : 0.0f) + hsum(acc1);
     }
-}
-
-/* The block sums of rows 0 .. M of x, xs [M, K / QK], as the one-row products take them. */
-static void block_sums(const float *x, int64_t M, int64_t K, float *xs) {
-    const int64_t G = K / QK;
-    for (int64_t r = 0; r < M; r++)
-        for (int64_t g = 0; g < G; g++) {
-            const float *xg = x + r * K + g * QK;
-            const __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xg), _mm256_loadu_ps(xg + 8)),
-                                           _mm256_add_ps(_mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24)));
-            xs[r * G + g] = hsum(a);
-        }
 }
 
 /* A Q4_1 block's 32 quants as floats: weights 0-7, 8-15 (low nibbles), 16-23, 24-31 (high). */
