@@ -7,7 +7,8 @@ layer loop was rewritten; ``test_forward_reference.py`` compares. Recorded again
 when row tiles came to sum each row as a one-row product does: every text and every argmax stayed
 the same, and only the 5-row steps' logits moved (by 0.015 at most). Again when the Q4_1 offsets'
 term (m times the block sums) came to be summed eight blocks a vector: texts and argmaxes the
-same, the one-call paths' logits moved by 0.013 at most. To record them again (only
+same, the one-call paths' logits moved by 0.013 at most. The native paths are measured with fp32
+panels (``panel_dtype``), which every CPU the kernels run on has. To record them again (only
 when the numerics are meant to change): ``python tests/forward_reference.py``.
 """
 
@@ -61,5 +62,6 @@ if __name__ == "__main__":
     from inference.engine.config import EngineConfig
 
     exact = LLMEngine.from_config(EngineConfig(weights="exact", kv_cache_tokens=8192))
-    REFERENCE.write_text(json.dumps(measure(exact, engine_like(exact, weights="native")), indent=1) + "\n")
+    native = engine_like(exact, weights="native", panel_dtype="float32")
+    REFERENCE.write_text(json.dumps(measure(exact, native), indent=1) + "\n")
     print(f"wrote {REFERENCE}")

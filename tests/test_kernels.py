@@ -63,6 +63,50 @@ def test_each_row_of_a_step_below_the_panels_is_its_one_row_product_to_the_bit(k
         assert torch.equal(kernels.q8_0(x[:rows], w8), torch.cat([kernels.q8_0(x[i:i + 1], w8) for i in range(rows)]))
 
 
+@pytest.fixture(scope="module")
+def bf16(kernels: Kernels) -> Kernels:
+    if not kernels.bf16_supported:
+        pytest.skip("this CPU lacks AVX512-BF16: the panels multiply in fp32 only")
+    return kernels.with_bf16_panels(True)
+
+
+def bf16_product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T`` of the operands rounded to bf16 (nearest even), summed in float64."""
+    return (x.bfloat16().double() @ w.float().bfloat16().double().T).float()
+
+
+@pytest.mark.parametrize("rows", [12, 13, 16, 17, 24, 70, 134])
+@pytest.mark.parametrize(("n", "k"), [(11, 64), (64, 1536)])
+def test_bf16_panels_are_the_product_of_the_operands_rounded_to_bf16(kernels: Kernels, bf16: Kernels, rows: int,
+                                                                     n: int, k: int):
+    """From ``panel_rows`` rows on, bf16 panels compute the product of x and of the dequantized
+    weights each rounded to bf16, with fp32 sums: panels of 16 and 8 rows, a 17th row left to the
+    row tiles (in fp32, as without bf16), an odd number of features, K past one chunk."""
+    g = torch.Generator().manual_seed(rows * 1000 + n + 1)
+    w4, w8, x = q4(n, k, g), q8(n, k, g), torch.randn(rows, k, generator=g)
+    panel = rows - rows % 8 if rows % 8 < 4 else rows  # the rest go to row tiles (TAIL_TILE_ROWS in blocks.c)
+    for got, fp32, w in ((bf16.q4_1(x, w4), kernels.q4_1(x, w4), w4.dequantize()),
+                         (bf16.q8_0(x, w8), kernels.q8_0(x, w8), w8.dequantize())):
+        want = bf16_product(x[:panel], w)
+        torch.testing.assert_close(got[:panel], want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+        assert not torch.equal(got[:panel], fp32[:panel])  # rounded: not the fp32 panels
+        assert torch.equal(got[panel:], fp32[panel:])
+    base = torch.randn(rows, n, generator=g)
+    out = base.clone()
+    bf16.q4_1(x, w4, out=out)
+    torch.testing.assert_close(out[:panel], base[:panel] + bf16_product(x[:panel], w4.dequantize()), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_panels_leave_steps_below_the_panels_in_fp32(kernels: Kernels, bf16: Kernels):
+    """Decoding and verified drafts (fewer than ``panel_rows`` rows) multiply as they did."""
+    g = torch.Generator().manual_seed(8)
+    w4, w8 = q4(13, 1536, g), q8(13, 1536, g)
+    for rows in range(1, kernels.panel_rows):
+        x = torch.randn(rows, 1536, generator=g)
+        assert torch.equal(bf16.q4_1(x, w4), kernels.q4_1(x, w4))
+        assert torch.equal(bf16.q8_0(x, w8), kernels.q8_0(x, w8))
+
+
 def test_layer_ops_equal_torch(kernels: Kernels):
     g = torch.Generator().manual_seed(2)
     x, w = torch.randn(13, 96, generator=g), torch.randn(96, generator=g)
@@ -226,9 +270,9 @@ def test_a_kernel_given_too_little_scratch_refuses_and_names_the_size(kernels: K
     assert need > 0
     work = torch.full((need,), float("nan"))
     p = kernels.ptr
-    assert lib.q4_1_matmul(p(x, "x"), 20, 64, p(w.qs, "qs"), p(w.d, "d"), p(w.m, "m"), 8, p(y, "y"), 0, p(work, "w"), need - 1) == need
+    assert lib.q4_1_matmul(p(x, "x"), 20, 64, p(w.qs, "qs"), p(w.d, "d"), p(w.m, "m"), 8, p(y, "y"), 0, 0, p(work, "w"), need - 1) == need
     assert bool((y == 0).all())  # refused before writing anything
-    assert lib.q4_1_matmul(p(x, "x"), 20, 64, p(w.qs, "qs"), p(w.d, "d"), p(w.m, "m"), 8, p(y, "y"), 0, p(work, "w"), need) == 0
+    assert lib.q4_1_matmul(p(x, "x"), 20, 64, p(w.qs, "qs"), p(w.d, "d"), p(w.m, "m"), 8, p(y, "y"), 0, 0, p(work, "w"), need) == 0
     torch.testing.assert_close(y, x @ w.dequantize().T, rtol=1e-4, atol=1e-3)
     assert ffi.typeof(p(w.qs, "qs")).cname == "uint8_t *"
 
@@ -261,5 +305,5 @@ k = load("_kernels_sanitized")
 x, y, work = torch.randn(20, 64), torch.zeros(20, 8), torch.empty(1000)
 qs, d, m = torch.zeros(8, 32, dtype=torch.uint8), torch.ones(8, 2).half(), torch.ones(8, 2).half()
 p = k.ptr
-k._lib.q4_1_matmul(p(x, "x"), 20, 64, p(qs, "q"), p(d, "d"), p(m, "m"), 8, p(y, "y"), 0, p(work, "w"), 10**6)
+k._lib.q4_1_matmul(p(x, "x"), 20, 64, p(qs, "q"), p(d, "d"), p(m, "m"), 8, p(y, "y"), 0, 0, p(work, "w"), 10**6)
 """

@@ -54,7 +54,13 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
     return math.exp(float(nll))
 
 
-def test_native_keeps_top1_agreement_and_perplexity_over_2048_tokens(native: LLMEngine, llm: LLMEngine):
+@pytest.mark.parametrize("panel_dtype", ["float32", "bfloat16"])
+def test_native_keeps_top1_agreement_and_perplexity_over_2048_tokens(llm: LLMEngine, panel_dtype: str):
+    """Prompt chunks of 256 rows take the panels: in fp32, and in bf16 where the CPU has it (the default there)."""
+    native = engine_like(llm, weights="native", panel_dtype=panel_dtype)
+    assert native.runner.llama.kernels is not None
+    if panel_dtype == "bfloat16" and not native.runner.llama.kernels.bf16_panels:
+        pytest.skip("this CPU lacks AVX512-BF16")
     ids = native.tokenizer(TEXT.read_text()).input_ids[:TOKENS]
     assert len(ids) == TOKENS
     assert native.runner.pool.k.dtype == torch.bfloat16  # native keeps KV and computes attention in bf16
@@ -104,9 +110,15 @@ def test_block_kernels_compute_the_dense_products(native: LLMEngine, rows: int):
     layer = llama.layers[0]
     assert layer.blocks is not None
     x = torch.randn(rows, llama.shape.hidden)
+    # bf16 panels (where the CPU has them) round x and the weights: a step's panel rows (all of a
+    # step of panel_rows or more, but for a tail under 4 past a multiple of 8) are compared with the
+    # product of the rounded operands.
+    panel = 0
+    if llama.kernels.bf16_panels and rows >= llama.kernels.panel_rows:
+        panel = rows - rows % 8 if rows % 8 < 4 else rows
     with torch.inference_mode():
-        for got, want in ((layer.blocks.gate_up(x), layer.dense.gate_up(x)),
-                          (llama.kernels.q8_0(x, llama.head_q8), torch.nn.functional.linear(x, llama.lm_head))):
+        for got, w in ((layer.blocks.gate_up(x), torch.cat(layer.dense.gate_up.weights)), (llama.kernels.q8_0(x, llama.head_q8), llama.lm_head)):
+            want = torch.cat([(x[:panel].bfloat16().double() @ w.bfloat16().double().T).float(), x[panel:] @ w.T])
             assert got.shape == want.shape
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
@@ -212,7 +224,8 @@ def test_calibration_is_kept_and_measured_again_for_an_older_one(native: LLMEngi
     monkeypatch.setattr(model_runner, "calibrate_int4_rows", lambda _: calls.append("blocks") or 128)
     monkeypatch.setattr(model_runner, "calibrate_q8_head_rows", lambda _: calls.append("head") or 16)
     path = tmp_path / "calibration.json"
-    path.write_text(json.dumps({"machine": model_runner.machine_key(), "int4_max_rows": 256, "q8_head_rows": 256}))
+    key = model_runner.machine_key(llama.kernels.bf16_panels)
+    path.write_text(json.dumps({"machine": key, "int4_max_rows": 256, "q8_head_rows": 256}))
     assert model_runner.calibration(llama, path) == (128, 16)  # measured again
     assert model_runner.calibration(llama, path) == (128, 16)  # then read back
     assert calls == ["blocks", "head"]
@@ -235,3 +248,20 @@ def test_the_crossover_is_timed_on_real_projections_and_ends_where_dense_wins_tw
     assert 512 not in calls  # two losses in a row (64, 256) end the scan
     rows = model_runner.calibrate_int4_rows(native.runner.llama)
     assert rows in model_runner.INT4_CALIBRATION_ROWS
+
+
+def test_panel_dtype_is_checked_and_bf16_is_taken_only_where_the_cpu_has_it(caplog: pytest.LogCaptureFixture):
+    from pydantic import ValidationError
+
+    from inference.engine.model_runner import panel_kernels
+
+    with pytest.raises(ValidationError, match="panel_dtype"):
+        EngineConfig(panel_dtype="int8")
+    kernels = kernels_module.load()
+    assert not panel_kernels(kernels, "float32").bf16_panels
+    assert panel_kernels(kernels, "auto").bf16_panels == kernels.bf16_supported
+    kernels = kernels.with_bf16_panels(False)
+    kernels.bf16_supported = False  # as on a CPU without AVX512-BF16
+    with caplog.at_level("WARNING"):
+        assert not panel_kernels(kernels, "bfloat16").bf16_panels
+    assert "lacks" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,11 @@ class EngineConfig(BaseSettings):
     int4_max_rows: int = Field(
         0, ge=0, le=4096, description="native: the largest step (tokens) run on the GGUF's blocks, dense fp32 above; "
                                       "0 measures it once per machine."
+    )
+    panel_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="native: what steps of 12 tokens or more (many sequences, prompt chunks) multiply in: "
+                            "bfloat16 (activations and weights rounded, fp32 sums; needs AVX512-BF16), float32, or "
+                            "auto (bfloat16 where the CPU has it). Fewer tokens always multiply in float32."
     )
     parse_special_tokens: bool = Field(
         False, description="true: special-token strings in message content become control tokens (the peers' "

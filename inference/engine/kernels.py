@@ -60,11 +60,18 @@ class Kernels:
     """The C kernels with checked arguments. Tensors are taken as they are: ``x`` arguments must
     already be contiguous fp32 on the CPU (the callers own them), so a call copies nothing."""
 
-    def __init__(self, ffi: Any, lib: Any) -> None:
+    def __init__(self, ffi: Any, lib: Any, bf16_panels: bool = False) -> None:
         self._ffi, self._lib = ffi, lib
         self.max_group: int = lib.MAX_GROUP  # query heads per KV head, at most
         self.panel_rows: int = lib.PANEL_ROWS  # rows from which the products take panels (below: each row as alone)
+        self.bf16_supported: bool = bool(lib.bf16_panels_supported())
+        self.bf16_panels: bool = bf16_panels and self.bf16_supported  # panels multiply in bf16 (csrc/blocks.c)
         self._local = threading.local()
+
+    def with_bf16_panels(self, on: bool) -> Kernels:
+        """These kernels with the panels (steps of ``panel_rows`` rows or more) in bf16 or fp32;
+        bf16 only where the CPU has AVX512-BF16 (``bf16_supported``), else fp32."""
+        return Kernels(self._ffi, self._lib, on)
 
     def unfit(self, shape: Shape) -> str | None:
         """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
@@ -113,7 +120,8 @@ class Kernels:
             work, floats = self._work(self._lib.matmul_work(m, k))
             self._done("q4_1_matmul", self._lib.q4_1_matmul(
                 self.ptr(x, "x"), m, k, self.ptr(w.qs, "qs", (n, k // 2)), self.ptr(w.d, "d", (n, k // 32)),
-                self.ptr(w.m, "m", (n, k // 32)), n, self.ptr(y, "out", (m, n)), out is not None, work, floats))
+                self.ptr(w.m, "m", (n, k // 32)), n, self.ptr(y, "out", (m, n)), out is not None, self.bf16_panels,
+                work, floats))
         return y
 
     def q8_0(self, x: torch.Tensor, w: Q8Weight) -> torch.Tensor:
@@ -125,7 +133,7 @@ class Kernels:
             work, floats = self._work(self._lib.matmul_work(m, k))
             self._done("q8_0_matmul", self._lib.q8_0_matmul(
                 self.ptr(x, "x"), m, k, self.ptr(w.qs, "qs", (n, k)), self.ptr(w.d, "d", (n, k // 32)), n,
-                self.ptr(y, "out"), False, work, floats))
+                self.ptr(y, "out"), False, self.bf16_panels, work, floats))
         return y
 
     # ---- the rest of a layer ----
@@ -200,7 +208,8 @@ class Kernels:
             self.ptr(x, "x", (n, s.hidden)), n, layers, len(layers), s.hidden, s.heads, s.kv_heads, s.head_dim,
             s.intermediate, s.eps, scale, self.ptr(positions, "positions", (n,)), self.ptr(cos, "cos"),
             self.ptr(sin, "sin", tuple(cos.shape)), self.ptr(slots, "slots", (n,)), self.ptr(decodes.index, "index"),
-            self.ptr(decodes.tables, "tables", rows=True), decodes.tables.stride(0), lens, block_size, work, floats))
+            self.ptr(decodes.tables, "tables", rows=True), decodes.tables.stride(0), lens, block_size,
+            self.bf16_panels, work, floats))
 
 
 @functools.cache

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..boundary import SamplingParams
 from .config import EngineConfig
+from .kernels import Kernels
 from .kv_cache import Decodes, KVPool, Prefill, StepLayout
 from .llama import Llama
 from .model_loader import ModelSource, file_digest
@@ -35,10 +36,12 @@ from .topk import argmax, top_k
 log = logging.getLogger(__name__)
 
 ROW_ATTENTION_CHUNK = 32  # native: prompt chunks up to this many tokens attend row by row, in C
-# Not 512: a whole prompt chunk ran faster dense in the engine where gate/up alone timed faster on blocks.
-INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# fp32 panels stop at 256: a whole 512-token prompt chunk ran faster dense in the engine where gate/up
+# alone timed faster on the blocks. bf16 panels won the whole chunk too (docs/performance.md).
+FP32_PANELS_MAX_ROWS = 256
 CALIBRATION_LAYERS = 10  # layers each timing runs through: more weights than the CPU's caches hold
-CALIBRATION_VERSION = 3  # what a kept calibration must say to be used (2: weights from memory; 3: up to 256 rows)
+CALIBRATION_VERSION = 4  # what a kept calibration must say to be used (2: weights from memory; 3: up to 256 rows; 4: bf16 panels to 512)
 HEAD_CALIBRATION_ROWS = (1, 4, 16, 64, 128, 256)
 
 
@@ -74,7 +77,7 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
 
     shape = Shape.of(model.config)
     try:
-        kernels = load()
+        kernels = panel_kernels(load(), config.panel_dtype)
         why = kernels.unfit(shape)
         if why:
             raise KernelsUnavailable(why)
@@ -84,18 +87,31 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
         log.warning("native weights unavailable (%s); using exact weights", exc)
         return Llama(model), WeightsPlan("exact", str(exc))
     llama = Llama(model, native, kernels, int4_max_rows=1)
-    int4_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration.json")
+    panels = "bf16" if kernels.bf16_panels else "fp32"  # one file each: a switch does not measure again
+    int4_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration-{panels}.json")
     llama.int4_max_rows = config.int4_max_rows or int4_rows
     llama.q8_head_rows = head_rows
     return llama, plan
 
 
-def machine_key() -> str:
-    """What the kernel crossovers depend on: the CPU, torch's threads and version, our kernels' build."""
+def panel_kernels(kernels: Kernels, dtype: str) -> Kernels:
+    """``kernels`` with their panels (steps of many tokens) in ``dtype`` (``EngineConfig.panel_dtype``):
+    bf16 where asked or ``auto`` and the CPU has AVX512-BF16; asked for on a CPU without it, fp32, logged."""
+    bf16 = dtype in ("auto", "bfloat16") and kernels.bf16_supported
+    if dtype == "bfloat16" and not kernels.bf16_supported:
+        log.warning("PANEL_DTYPE=bfloat16 needs AVX512-BF16, which this CPU lacks; steps of many tokens multiply in float32")
+    log.info("steps of %d tokens or more multiply in %s", kernels.panel_rows, "bfloat16" if bf16 else "float32")
+    return kernels.with_bf16_panels(bf16)
+
+
+def machine_key(bf16_panels: bool) -> str:
+    """What the kernel crossovers depend on: the CPU, torch's threads and version, our kernels' build
+    and what their panels multiply in."""
     from .kernels import digest
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
-    return f"{cpu or platform.machine()}|threads={torch.get_num_threads()}|torch={torch.__version__}|kernels={digest()}"
+    return (f"{cpu or platform.machine()}|threads={torch.get_num_threads()}|torch={torch.__version__}|kernels={digest()}"
+            f"|panels={'bf16' if bf16_panels else 'fp32'}")
 
 
 def _cpuinfo() -> list[str]:
@@ -107,8 +123,8 @@ def _cpuinfo() -> list[str]:
 
 def calibration(llama: Llama, path: Path) -> tuple[int, int]:
     """``(int4_max_rows, q8_head_rows)``, measured on this machine once (a few seconds, at ``warm``
-    or the first start) and kept in ``path`` for this CPU, thread count and torch version."""
-    key = machine_key()
+    or the first start) and kept in ``path`` for this CPU, thread count, torch version and panels."""
+    key = machine_key(llama.kernels is not None and llama.kernels.bf16_panels)
     try:
         saved = json.loads(path.read_text())
         if saved.get("machine") == key and saved.get("version") == CALIBRATION_VERSION:
@@ -138,7 +154,9 @@ def calibrate_int4_rows(llama: Llama) -> int:
     layers = llama.layers[::max(1, len(llama.layers) // CALIBRATION_LAYERS)][:CALIBRATION_LAYERS]
     blocks = [layer.blocks.gate_up for layer in layers if layer.blocks is not None]
     dense = [layer.dense.gate_up for layer in layers]
-    best = crossover(INT4_CALIBRATION_ROWS, llama.shape.hidden, _each(blocks), _each(dense), repeats=3, reps=1)
+    bf16 = llama.kernels is not None and llama.kernels.bf16_panels
+    sizes = tuple(r for r in INT4_CALIBRATION_ROWS if bf16 or r <= FP32_PANELS_MAX_ROWS)
+    best = crossover(sizes, llama.shape.hidden, _each(blocks), _each(dense), repeats=3, reps=1)
     log.info("4-bit kernel for steps of up to %d tokens, dense above", best)
     return max(best, 1)
 

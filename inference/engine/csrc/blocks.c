@@ -192,6 +192,161 @@ static void transpose(const float *x, int64_t M, int64_t K, float *xT) {
     }
 }
 
+/* ---- panels in bf16 (a caller's choice per call, taken where the CPU has AVX512-BF16) ----
+ * The same panels with each activation and each dequantized weight rounded to bf16 (nearest even)
+ * and multiplied in pairs along K by vdpbf16ps into fp32 sums: two multiply-adds per lane and
+ * instruction where an FMA does one, so a compute-bound step (many rows) takes about half the
+ * instructions. The weights and activations are rounded, not the sums; the quality test holds it
+ * to the same floor as the fp32 panels. */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512bf16")
+
+/* As dequant_rows, into bf16 pairs: buf [nr, kc / 2] 32-bit words, word i of a row holding
+ * columns 2i (low half) and 2i + 1. */
+static void dequant_rows_bf16(const Blocks *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, uint32_t *buf) {
+    const int64_t G = K / QK;
+    for (int j = 0; j < nr; j++) {
+        const uint8_t *q4 = w->q4 ? w->q4 + (n0 + j) * (K / 2) : 0;
+        const int8_t *q8 = w->q8 ? w->q8 + (n0 + j) * K : 0;
+        const f16 *dr = w->d + (n0 + j) * G, *mr = w->m ? w->m + (n0 + j) * G : 0;
+        uint16_t *row = (uint16_t *)(buf + j * (kc / 2));
+        for (int64_t g = k0 / QK; g < (k0 + kc) / QK; g++)
+            for (int h = 0; h < 2; h++) {
+                __m256 wa, wb;
+                if (q4) Q4_PAIR(wa, wb, q4, dr, mr)
+                else Q8_PAIR(wa, wb, q8, dr)
+                _mm_storeu_si128((__m128i *)(row + g * QK - k0 + h * 8), (__m128i)_mm256_cvtneps_pbh(wa));
+                _mm_storeu_si128((__m128i *)(row + g * QK - k0 + 16 + h * 8), (__m128i)_mm256_cvtneps_pbh(wb));
+            }
+    }
+}
+
+/* x [M, K] as xT [K / 2, mp] bf16 pairs (word (i, r): columns 2i and 2i + 1 of row r), zero rows after M. */
+static void transpose_bf16(const float *x, int64_t M, int64_t K, uint32_t *xT) {
+    const int64_t mp = padded_rows(M);
+    #pragma omp parallel for schedule(static) if (M * K > 16384)
+    for (int64_t k0 = 0; k0 < K; k0 += 16) { /* K % 32 == 0: 16 columns of x, 8 pairs */
+        for (int64_t r = 0; r < M; r++) {
+            uint32_t v[8];
+            _mm256_storeu_si256((__m256i *)v, (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + r * K + k0)));
+            for (int i = 0; i < 8; i++) xT[(k0 / 2 + i) * mp + r] = v[i];
+        }
+        for (int i = 0; i < 8; i++)
+            for (int64_t r = M; r < mp; r++) xT[(k0 / 2 + i) * mp + r] = 0;
+    }
+}
+
+#define DP(c, w, a) c = _mm256_dpbf16_ps(c, (__m256bh)(w), (__m256bh)(a))
+
+/* micro6x16 in bf16 pairs: K2 pairs along K. */
+static inline void micro6x16_bf16(const uint32_t *xT, int64_t Mp, int64_t K2, const uint32_t *buf, int64_t m0,
+                                  int64_t M, float *y, int64_t N, int64_t n0, int add) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const uint32_t *b0 = buf, *b1 = buf + K2, *b2 = buf + 2 * K2, *b3 = buf + 3 * K2, *b4 = buf + 4 * K2,
+                   *b5 = buf + 5 * K2;
+    for (int64_t k = 0; k < K2; k++) {
+        const __m256i a0 = _mm256_loadu_si256((const __m256i *)(xT + k * Mp + m0));
+        const __m256i a1 = _mm256_loadu_si256((const __m256i *)(xT + k * Mp + m0 + 8));
+        __m256i w = _mm256_set1_epi32((int)b0[k]);
+        DP(c00, w, a0); DP(c01, w, a1);
+        w = _mm256_set1_epi32((int)b1[k]);
+        DP(c10, w, a0); DP(c11, w, a1);
+        w = _mm256_set1_epi32((int)b2[k]);
+        DP(c20, w, a0); DP(c21, w, a1);
+        w = _mm256_set1_epi32((int)b3[k]);
+        DP(c30, w, a0); DP(c31, w, a1);
+        w = _mm256_set1_epi32((int)b4[k]);
+        DP(c40, w, a0); DP(c41, w, a1);
+        w = _mm256_set1_epi32((int)b5[k]);
+        DP(c50, w, a0); DP(c51, w, a1);
+    }
+    float out[NR][16];
+    _mm256_storeu_ps(out[0], c00); _mm256_storeu_ps(out[0] + 8, c01);
+    _mm256_storeu_ps(out[1], c10); _mm256_storeu_ps(out[1] + 8, c11);
+    _mm256_storeu_ps(out[2], c20); _mm256_storeu_ps(out[2] + 8, c21);
+    _mm256_storeu_ps(out[3], c30); _mm256_storeu_ps(out[3] + 8, c31);
+    _mm256_storeu_ps(out[4], c40); _mm256_storeu_ps(out[4] + 8, c41);
+    _mm256_storeu_ps(out[5], c50); _mm256_storeu_ps(out[5] + 8, c51);
+    for (int r = 0; r < 16 && m0 + r < M; r++) {
+        float *yr = y + (m0 + r) * N + n0;
+        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
+    }
+}
+
+/* Any nr <= NR features, 16 (two) or 8 rows. */
+static inline __attribute__((always_inline)) void micro_bf16(const uint32_t *xT, int64_t Mp, int64_t K2,
+        const uint32_t *buf, const int nr, const int two, int64_t m0, int64_t M, float *y, int64_t N, int64_t n0,
+        int add) {
+    __m256 acc[NR][2];
+    for (int j = 0; j < NR; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K2; k++) {
+        const __m256i a0 = _mm256_loadu_si256((const __m256i *)(xT + k * Mp + m0));
+        const __m256i a1 = two ? _mm256_loadu_si256((const __m256i *)(xT + k * Mp + m0 + 8)) : a0;
+        for (int j = 0; j < NR; j++) {
+            if (j < nr) {
+                const __m256i w = _mm256_set1_epi32((int)buf[j * K2 + k]);
+                DP(acc[j][0], w, a0);
+                if (two) DP(acc[j][1], w, a1);
+            }
+        }
+    }
+    for (int j = 0; j < nr; j++) {
+        float out[16];
+        _mm256_storeu_ps(out, acc[j][0]);
+        _mm256_storeu_ps(out + 8, acc[j][1]);
+        for (int r = 0; r < (two ? 16 : 8) && m0 + r < M; r++) {
+            float *yr = y + (m0 + r) * N + n0 + j;
+            *yr = (add ? *yr : 0.0f) + out[r];
+        }
+    }
+}
+#undef DP
+
+static void panel_bf16(const uint32_t *xT, int64_t Mp, int64_t M, int64_t K, const uint32_t *buf, int nr, float *y,
+                       int64_t N, int64_t n0, int add, int64_t m_begin, int64_t m_end) {
+    for (int64_t m0 = m_begin; m0 < m_end; m0 += 16) {
+        int two = m_end - m0 >= 16;
+        if (nr == NR && two) micro6x16_bf16(xT, Mp, K / 2, buf, m0, M, y, N, n0, add);
+        else if (two) micro_bf16(xT, Mp, K / 2, buf, nr, 1, m0, M, y, N, n0, add);
+        else micro_bf16(xT, Mp, K / 2, buf, nr, 0, m0, M, y, N, n0, add);
+    }
+}
+
+static void panels_bf16(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add,
+                        float *work) {
+    const int64_t Mp = padded_rows(P), kc_max = k_chunk(K);
+    uint32_t *xT = (uint32_t *)work;
+    transpose_bf16(x, P, K, xT);
+    #pragma omp parallel
+    {
+        uint32_t *buf = (uint32_t *)work + K * Mp / 2 + omp_get_thread_num() * NR * kc_max / 2;
+        for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) {
+            int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
+            #pragma omp for schedule(guided, 2)
+            for (int64_t n0 = 0; n0 < N; n0 += NR) {
+                int nr = N - n0 < NR ? (int)(N - n0) : NR;
+                for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+                    const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
+                    dequant_rows_bf16(w, K, n0, nr, k0, kc, buf);
+                    panel_bf16(xT + k0 / 2 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
+                }
+            }
+        }
+    }
+}
+#pragma GCC pop_options
+
+int bf16_panels_supported(void) {
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vl") &&
+                __builtin_cpu_supports("avx512bw");
+    }
+    return known;
+}
+
 /* One Q4_1 block's quants . x (x0..x3: the block's 32 activations), unscaled. */
 static inline __m256 q4_block_dot(const uint8_t *q, __m256 x0, __m256 x1, __m256 x2, __m256 x3) {
     const __m256i f = _mm256_set1_epi32(15);
@@ -379,7 +534,12 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
 }
 
 /* Rows 0 .. P of y (P >= PANEL_ROWS) by panels; work: x transposed, then one panel buffer per thread. */
-static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *work) {
+static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add, int bf16,
+                   float *work) {
+    if (bf16 && bf16_panels_supported()) {
+        panels_bf16(x, P, K, w, N, y, add, work);
+        return;
+    }
     const int64_t Mp = padded_rows(P), kc_max = k_chunk(K);
     float *xT = work;
     transpose(x, P, K, xT);
@@ -429,9 +589,10 @@ static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t
     }
 }
 
-static void matmul(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *work) {
+static void matmul(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, int bf16,
+                   float *work) {
     const int64_t P = panel_rows(M);
-    if (P) panels(x, P, K, w, N, y, add, work);
+    if (P) panels(x, P, K, w, N, y, add, bf16, work);
     if (P < M) tiles(x + P * K, M - P, K, w, N, y + P * N, add, work); /* the rows left: row tiles (after the panels: the same work) */
 }
 
@@ -443,7 +604,7 @@ int64_t matmul_work(int64_t M, int64_t K) {
 }
 
 int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m,
-                    int64_t N, float *y, int add, float *work, int64_t work_floats) {
+                    int64_t N, float *y, int add, int bf16, float *work, int64_t work_floats) {
     const int64_t need = matmul_work(M, K);
     if (work_floats < need) return need;
     if (M == 1) {
@@ -451,12 +612,12 @@ int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, con
         return 0;
     }
     const Blocks w = {qs, 0, d, m};
-    matmul(x, M, K, &w, N, y, add, work);
+    matmul(x, M, K, &w, N, y, add, bf16, work);
     return 0;
 }
 
 int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const f16 *d, int64_t N, float *y,
-                    int add, float *work, int64_t work_floats) {
+                    int add, int bf16, float *work, int64_t work_floats) {
     const int64_t need = matmul_work(M, K);
     if (work_floats < need) return need;
     if (M == 1) {
@@ -464,6 +625,6 @@ int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, cons
         return 0;
     }
     const Blocks w = {0, qs, d, 0};
-    matmul(x, M, K, &w, N, y, add, work);
+    matmul(x, M, K, &w, N, y, add, bf16, work);
     return 0;
 }

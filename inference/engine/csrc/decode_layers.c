@@ -18,7 +18,7 @@ int64_t decode_layers(float *x, int64_t M, const LayerBlocks *layers, int64_t L,
                       int64_t kv_heads, int64_t dim, int64_t inter, float eps, float scale, const int64_t *pos,
                       const float *cos, const float *sin, const int64_t *slots, const int64_t *index,
                       const int64_t *tables, int64_t t_stride, const int64_t *lengths, int64_t block_size,
-                      float *work, int64_t work_floats) {
+                      int bf16, float *work, int64_t work_floats) {
     const int64_t need = decode_layers_work(M, hidden, heads, kv_heads, dim, inter, lengths);
     if (work_floats < need) return need;
     const int64_t q_dim = heads * dim, kv_dim = kv_heads * dim, width = q_dim + 2 * kv_dim;
@@ -28,16 +28,16 @@ int64_t decode_layers(float *x, int64_t M, const LayerBlocks *layers, int64_t L,
     for (int64_t i = 0; i < L; i++) {
         const LayerBlocks *w = layers + i;
         rms_norm(x, M, hidden, w->attn_norm, eps, h);
-        q4_1_matmul(h, M, hidden, w->qkv_q, w->qkv_d, w->qkv_m, width, qkv, 0, rest, rest_floats);
+        q4_1_matmul(h, M, hidden, w->qkv_q, w->qkv_d, w->qkv_m, width, qkv, 0, bf16, rest, rest_floats);
         rope(qkv, M, width, heads + kv_heads, dim, pos, cos, sin);
         kv_write(qkv, M, width, q_dim, q_dim + kv_dim, kv_dim, slots, w->k, w->v);
         decode_attention(qkv, width, index, M, tables, t_stride, lengths, block_size, w->k, w->v, heads, kv_heads,
                          dim, scale, attn, rest, rest_floats);
-        q4_1_matmul(attn, M, q_dim, w->o_q, w->o_d, w->o_m, hidden, x, 1, rest, rest_floats);
+        q4_1_matmul(attn, M, q_dim, w->o_q, w->o_d, w->o_m, hidden, x, 1, bf16, rest, rest_floats);
         rms_norm(x, M, hidden, w->mlp_norm, eps, h);
-        q4_1_matmul(h, M, hidden, w->gate_up_q, w->gate_up_d, w->gate_up_m, 2 * inter, gu, 0, rest, rest_floats);
+        q4_1_matmul(h, M, hidden, w->gate_up_q, w->gate_up_d, w->gate_up_m, 2 * inter, gu, 0, bf16, rest, rest_floats);
         silu_mul(gu, M, inter, act);
-        q4_1_matmul(act, M, inter, w->down_q, w->down_d, w->down_m, hidden, x, 1, rest, rest_floats);
+        q4_1_matmul(act, M, inter, w->down_q, w->down_d, w->down_m, hidden, x, 1, bf16, rest, rest_floats);
     }
     return 0;
 }

@@ -39,12 +39,15 @@ int release_threads(void);
 
 /* ---- block products (blocks.c): y[M, N] (+)= x[M, K] . W[N, K]^T ---- */
 int64_t matmul_work(int64_t M, int64_t K);
-/* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T. */
+/* Whether this CPU has AVX512-BF16 (and VL, BW): where it lacks them, bf16 = 1 below is ignored. */
+int bf16_panels_supported(void);
+/* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T;
+ * bf16: steps of PANEL_ROWS rows or more multiply in bf16 (blocks.c), fewer rows are unaffected. */
 int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m,
-                    int64_t N, float *y, int add, float *work, int64_t work_floats);
+                    int64_t N, float *y, int add, int bf16, float *work, int64_t work_floats);
 /* qs [N, K] int8, d [N, K/32]. */
 int64_t q8_0_matmul(const float *x, int64_t M, int64_t K, const int8_t *qs, const f16 *d, int64_t N, float *y,
-                    int add, float *work, int64_t work_floats);
+                    int add, int bf16, float *work, int64_t work_floats);
 
 /* ---- the rest of a layer (layer_ops.c) ---- */
 /* y = x / sqrt(mean(x^2) + eps) * w, per row of K. */
@@ -79,6 +82,6 @@ int64_t decode_layers(float *x, int64_t M, const LayerBlocks *layers, int64_t L,
                       int64_t kv_heads, int64_t dim, int64_t inter, float eps, float scale, const int64_t *pos,
                       const float *cos, const float *sin, const int64_t *slots, const int64_t *index,
                       const int64_t *tables, int64_t t_stride, const int64_t *lengths, int64_t block_size,
-                      float *work, int64_t work_floats);
+                      int bf16, float *work, int64_t work_floats);
 
 #endif
