@@ -44,6 +44,14 @@ typedef struct {
  * vector lanes): per k, 2 loads of x, NR broadcasts of weights, 2*NR FMAs, all in registers. */
 #define NR 6
 #define PANEL_CHUNK 64 /* rows of x per pass over the panels */
+#define PANEL_CHUNK_BF16 128 /* the same in bf16, whose x takes half the bytes */
+
+/* Rows of x per pass over the panels: at most `most`, the passes near-equal (multiples of 16), as
+ * each pass dequantizes every weight again. */
+static inline int64_t pass_rows(int64_t Mp, int64_t most) {
+    const int64_t passes = (Mp + most - 1) / most;
+    return ((Mp + passes - 1) / passes + 15) & ~(int64_t)15;
+}
 
 /* Columns k0 .. k0+kc of output features n0 .. n0+nr of w (Q4_1 or Q8_0), dequantized into buf [nr, kc]. */
 static void dequant_rows(const Blocks *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, float *buf) {
@@ -321,8 +329,9 @@ static void panels_bf16(const float *x, int64_t P, int64_t K, const Blocks *w, i
     #pragma omp parallel
     {
         uint32_t *buf = (uint32_t *)work + K * Mp / 2 + omp_get_thread_num() * NR * kc_max / 2;
-        for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) {
-            int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
+        const int64_t chunk = pass_rows(Mp, PANEL_CHUNK_BF16);
+        for (int64_t mc = 0; mc < Mp; mc += chunk) {
+            int64_t m_end = Mp - mc < chunk ? Mp : mc + chunk;
             #pragma omp for schedule(guided, 2)
             for (int64_t n0 = 0; n0 < N; n0 += NR) {
                 int nr = N - n0 < NR ? (int)(N - n0) : NR;
