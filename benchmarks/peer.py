@@ -419,7 +419,7 @@ async def main(args: argparse.Namespace) -> None:
                          chat_load(clients, chats.get(clients, clients), args.max_tokens, "chat"), results_at(clients))
         if args.copy:  # one client, answers that copy from their prompts
             await rounds(everyone, "  1 client copying", "tok/s", args.rounds,
-                         chat_load(1, len(COPY_TASKS), args.max_tokens, "copy"), lambda s: s.copy)
+                         chat_load(1, args.copy_chats, args.max_tokens, "copy"), lambda s: s.copy)
         if args.extract:  # one client, JSON extraction under each case's schema
             await rounds(everyone, "  1 client extracting JSON", "tok/s", args.rounds,
                          chat_load(1, len(EXTRACT_CASES), EXTRACT_MAX_TOKENS, "extract"), lambda s: s.extract)
@@ -497,6 +497,8 @@ if __name__ == "__main__":
     parser.add_argument("--chats-at-1", type=int, default=3)
     parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
                         help="also a one-client load whose answers copy from their prompts")
+    parser.add_argument("--copy-chats", type=int, default=len(COPY_TASKS),
+                        help="chats a copying round: chat i is task i mod 4 on passage i mod 3 (12 covers every pair)")
     parser.add_argument("--extract", action=argparse.BooleanOptionalAction, default=True,
                         help="also a one-client load extracting JSON from texts, each with its schema as the response format")
     parser.add_argument("--graphql", action=argparse.BooleanOptionalAction, default=True,
