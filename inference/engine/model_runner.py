@@ -35,7 +35,10 @@ from .topk import argmax, top_k
 
 log = logging.getLogger(__name__)
 
-ROW_ATTENTION_CHUNK = 32  # native: prompt chunks up to this many tokens attend row by row, in C
+# native: prompt chunks up to this many tokens attend row by row, in C, and run every layer in one
+# call; longer ones attend through torch. A short prompt's prefill took 15-20% less at 50 to 230
+# tokens than through torch (docs/performance.md).
+ROW_ATTENTION_CHUNK = 256
 INT4_CALIBRATION_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # fp32 panels stop at 256: a whole 512-token prompt chunk ran faster dense in the engine where gate/up
 # alone timed faster on the blocks. bf16 panels won the whole chunk too (docs/performance.md).
