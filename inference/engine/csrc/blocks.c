@@ -321,29 +321,6 @@ static void panel_bf16(const uint32_t *xT, int64_t Mp, int64_t M, int64_t K, con
     }
 }
 
-static void panels_bf16(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add,
-                        float *work) {
-    const int64_t Mp = padded_rows(P), kc_max = k_chunk(K);
-    uint32_t *xT = (uint32_t *)work;
-    transpose_bf16(x, P, K, xT);
-    #pragma omp parallel
-    {
-        uint32_t *buf = (uint32_t *)work + K * Mp / 2 + omp_get_thread_num() * NR * kc_max / 2;
-        const int64_t chunk = pass_rows(Mp, PANEL_CHUNK_BF16);
-        for (int64_t mc = 0; mc < Mp; mc += chunk) {
-            int64_t m_end = Mp - mc < chunk ? Mp : mc + chunk;
-            #pragma omp for schedule(guided, 2)
-            for (int64_t n0 = 0; n0 < N; n0 += NR) {
-                int nr = N - n0 < NR ? (int)(N - n0) : NR;
-                for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-                    const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
-                    dequant_rows_bf16(w, K, n0, nr, k0, kc, buf);
-                    panel_bf16(xT + k0 / 2 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
-                }
-            }
-        }
-    }
-}
 #pragma GCC pop_options
 
 int bf16_panels_supported(void) {
@@ -545,25 +522,30 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
 /* Rows 0 .. P of y (P >= PANEL_ROWS) by panels; work: x transposed, then one panel buffer per thread. */
 static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_t N, float *y, int add, int bf16,
                    float *work) {
-    if (bf16 && bf16_panels_supported()) {
-        panels_bf16(x, P, K, w, N, y, add, work);
-        return;
-    }
+    bf16 = bf16 && bf16_panels_supported();
     const int64_t Mp = padded_rows(P), kc_max = k_chunk(K);
-    float *xT = work;
-    transpose(x, P, K, xT);
+    /* a chunk of x stays in cache across panels; bf16 x and panels take half the words of fp32's */
+    const int64_t chunk = bf16 ? pass_rows(Mp, PANEL_CHUNK_BF16) : PANEL_CHUNK, words = bf16 ? 2 : 1;
+    if (bf16) transpose_bf16(x, P, K, (uint32_t *)work);
+    else transpose(x, P, K, work);
     #pragma omp parallel
     {
-        float *buf = work + K * Mp + omp_get_thread_num() * NR * kc_max;
-        for (int64_t mc = 0; mc < Mp; mc += PANEL_CHUNK) { /* a chunk of x stays in cache across panels */
-            int64_t m_end = Mp - mc < PANEL_CHUNK ? Mp : mc + PANEL_CHUNK;
+        float *buf = work + (K * Mp + omp_get_thread_num() * NR * kc_max) / words;
+        for (int64_t mc = 0; mc < Mp; mc += chunk) {
+            int64_t m_end = Mp - mc < chunk ? Mp : mc + chunk;
             #pragma omp for schedule(guided, 2)
             for (int64_t n0 = 0; n0 < N; n0 += NR) {
                 int nr = N - n0 < NR ? (int)(N - n0) : NR;
                 for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
                     const int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
-                    dequant_rows(w, K, n0, nr, k0, kc, buf);
-                    panel(xT + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
+                    if (bf16) {
+                        dequant_rows_bf16(w, K, n0, nr, k0, kc, (uint32_t *)buf);
+                        panel_bf16((uint32_t *)work + k0 / 2 * Mp, Mp, P, kc, (uint32_t *)buf, nr, y, N, n0,
+                                   add || k0 > 0, mc, m_end);
+                    } else {
+                        dequant_rows(w, K, n0, nr, k0, kc, buf);
+                        panel(work + k0 * Mp, Mp, P, kc, buf, nr, y, N, n0, add || k0 > 0, mc, m_end);
+                    }
                 }
             }
         }
