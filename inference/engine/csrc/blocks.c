@@ -79,6 +79,21 @@ static inline int64_t k_chunk(int64_t K) {
     return ((K / QK + chunks - 1) / chunks) * QK;
 }
 
+/* A tile's sums into y: acc[j][h] holds rows m0 + 8h .. m0 + 8h + 8 of feature n0 + j, for j < nr
+ * and the tile's `rows` (8 or 16); rows at or past M are padding. */
+static inline __attribute__((always_inline)) void put_tile(const __m256 acc[NR][2], int nr, int rows, int64_t m0,
+                                                          int64_t M, float *y, int64_t N, int64_t n0, int add) {
+    float out[NR][16];
+    for (int j = 0; j < nr; j++) {
+        _mm256_storeu_ps(out[j], acc[j][0]);
+        if (rows > 8) _mm256_storeu_ps(out[j] + 8, acc[j][1]);
+    }
+    for (int r = 0; r < rows && m0 + r < M; r++) {
+        float *yr = y + (m0 + r) * N + n0;
+        for (int j = 0; j < nr; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
+    }
+}
+
 /* y[m0 .. m0+16 (or 8), n0 .. n0+nr] (+)= xT-rows . buf-rows; rows at or past M are padding. */
 static inline __attribute__((always_inline)) void micro(const float *xT, int64_t Mp, int64_t K, const float *buf,
         const int nr, const int two, int64_t m0, int64_t M, float *y, int64_t N, int64_t n0, int add) {
@@ -95,15 +110,7 @@ static inline __attribute__((always_inline)) void micro(const float *xT, int64_t
             }
         }
     }
-    for (int j = 0; j < nr; j++) {
-        float out[16];
-        _mm256_storeu_ps(out, acc[j][0]);
-        _mm256_storeu_ps(out + 8, acc[j][1]);
-        for (int r = 0; r < (two ? 16 : 8) && m0 + r < M; r++) {
-            float *yr = y + (m0 + r) * N + n0 + j;
-            *yr = (add ? *yr : 0.0f) + out[r];
-        }
-    }
+    put_tile(acc, nr, two ? 16 : 8, m0, M, y, N, n0, add);
 }
 
 /* The full 6-feature x 16-row micro-tile, its 12 accumulators named so that they stay in registers. */
@@ -127,17 +134,8 @@ static inline void micro6x16(const float *xT, int64_t Mp, int64_t K, const float
         w = _mm256_broadcast_ss(b5 + k);
         c50 = _mm256_fmadd_ps(w, a0, c50); c51 = _mm256_fmadd_ps(w, a1, c51);
     }
-    float out[NR][16];
-    _mm256_storeu_ps(out[0], c00); _mm256_storeu_ps(out[0] + 8, c01);
-    _mm256_storeu_ps(out[1], c10); _mm256_storeu_ps(out[1] + 8, c11);
-    _mm256_storeu_ps(out[2], c20); _mm256_storeu_ps(out[2] + 8, c21);
-    _mm256_storeu_ps(out[3], c30); _mm256_storeu_ps(out[3] + 8, c31);
-    _mm256_storeu_ps(out[4], c40); _mm256_storeu_ps(out[4] + 8, c41);
-    _mm256_storeu_ps(out[5], c50); _mm256_storeu_ps(out[5] + 8, c51);
-    for (int r = 0; r < 16 && m0 + r < M; r++) {
-        float *yr = y + (m0 + r) * N + n0;
-        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
-    }
+    const __m256 acc[NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    put_tile(acc, NR, 16, m0, M, y, N, n0, add);
 }
 
 static inline void micro6x8(const float *xT, int64_t Mp, int64_t K, const float *buf, int64_t m0, int64_t M,
@@ -153,13 +151,8 @@ static inline void micro6x8(const float *xT, int64_t Mp, int64_t K, const float 
         c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(b4 + k), a, c4);
         c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(b5 + k), a, c5);
     }
-    float out[NR][8];
-    _mm256_storeu_ps(out[0], c0); _mm256_storeu_ps(out[1], c1); _mm256_storeu_ps(out[2], c2);
-    _mm256_storeu_ps(out[3], c3); _mm256_storeu_ps(out[4], c4); _mm256_storeu_ps(out[5], c5);
-    for (int r = 0; r < 8 && m0 + r < M; r++) {
-        float *yr = y + (m0 + r) * N + n0;
-        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
-    }
+    const __m256 z = _mm256_setzero_ps(), acc[NR][2] = {{c0, z}, {c1, z}, {c2, z}, {c3, z}, {c4, z}, {c5, z}};
+    put_tile(acc, NR, 8, m0, M, y, N, n0, add);
 }
 
 /* Rows m_begin .. m_end (multiples of 8) of output features n0 .. n0+nr. */
@@ -269,17 +262,8 @@ static inline void micro6x16_bf16(const uint32_t *xT, int64_t Mp, int64_t K2, co
         w = _mm256_set1_epi32((int)b5[k]);
         DP(c50, w, a0); DP(c51, w, a1);
     }
-    float out[NR][16];
-    _mm256_storeu_ps(out[0], c00); _mm256_storeu_ps(out[0] + 8, c01);
-    _mm256_storeu_ps(out[1], c10); _mm256_storeu_ps(out[1] + 8, c11);
-    _mm256_storeu_ps(out[2], c20); _mm256_storeu_ps(out[2] + 8, c21);
-    _mm256_storeu_ps(out[3], c30); _mm256_storeu_ps(out[3] + 8, c31);
-    _mm256_storeu_ps(out[4], c40); _mm256_storeu_ps(out[4] + 8, c41);
-    _mm256_storeu_ps(out[5], c50); _mm256_storeu_ps(out[5] + 8, c51);
-    for (int r = 0; r < 16 && m0 + r < M; r++) {
-        float *yr = y + (m0 + r) * N + n0;
-        for (int j = 0; j < NR; j++) yr[j] = (add ? yr[j] : 0.0f) + out[j][r];
-    }
+    const __m256 acc[NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    put_tile(acc, NR, 16, m0, M, y, N, n0, add);
 }
 
 /* Any nr <= NR features, 16 (two) or 8 rows. */
@@ -299,15 +283,7 @@ static inline __attribute__((always_inline)) void micro_bf16(const uint32_t *xT,
             }
         }
     }
-    for (int j = 0; j < nr; j++) {
-        float out[16];
-        _mm256_storeu_ps(out, acc[j][0]);
-        _mm256_storeu_ps(out + 8, acc[j][1]);
-        for (int r = 0; r < (two ? 16 : 8) && m0 + r < M; r++) {
-            float *yr = y + (m0 + r) * N + n0 + j;
-            *yr = (add ? *yr : 0.0f) + out[r];
-        }
-    }
+    put_tile(acc, nr, two ? 16 : 8, m0, M, y, N, n0, add);
 }
 #undef DP
 
