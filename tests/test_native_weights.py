@@ -224,7 +224,7 @@ def test_calibration_is_kept_and_measured_again_for_an_older_one(native: LLMEngi
     monkeypatch.setattr(model_runner, "calibrate_int4_rows", lambda _: calls.append("blocks") or 128)
     monkeypatch.setattr(model_runner, "calibrate_q8_head_rows", lambda _: calls.append("head") or 16)
     path = tmp_path / "calibration.json"
-    key = model_runner.machine_key(llama.kernels.bf16_panels)
+    key = model_runner.machine_key(llama.kernels.panels)
     path.write_text(json.dumps({"machine": key, "int4_max_rows": 256, "q8_head_rows": 256}))
     assert model_runner.calibration(llama, path) == (128, 16)  # measured again
     assert model_runner.calibration(llama, path) == (128, 16)  # then read back

@@ -68,6 +68,11 @@ class Kernels:
         self.bf16_panels: bool = bf16_panels and self.bf16_supported  # panels multiply in bf16 (csrc/blocks.c)
         self._local = threading.local()
 
+    @property
+    def panels(self) -> str:
+        """What the panels multiply in, as the log, the calibration's key and its file name say it."""
+        return "bf16" if self.bf16_panels else "fp32"
+
     def with_bf16_panels(self, on: bool) -> Kernels:
         """These kernels with the panels (steps of ``panel_rows`` rows or more) in bf16 or fp32;
         bf16 only where the CPU has AVX512-BF16 (``bf16_supported``), else fp32."""

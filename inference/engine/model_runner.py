@@ -90,8 +90,8 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
         log.warning("native weights unavailable (%s); using exact weights", exc)
         return Llama(model), WeightsPlan("exact", str(exc))
     llama = Llama(model, native, kernels, int4_max_rows=1)
-    panels = "bf16" if kernels.bf16_panels else "fp32"  # one file each: a switch does not measure again
-    int4_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration-{panels}.json")
+    # one file for each panel dtype: a switch between them does not measure again
+    int4_rows, head_rows = calibration(llama, config.model_cache_dir / f"{source.path.stem}-calibration-{kernels.panels}.json")
     llama.int4_max_rows = config.int4_max_rows or int4_rows
     llama.q8_head_rows = head_rows
     return llama, plan
@@ -100,21 +100,21 @@ def build_llama(model, config: EngineConfig, source: ModelSource | None) -> tupl
 def panel_kernels(kernels: Kernels, dtype: str) -> Kernels:
     """``kernels`` with their panels (steps of many tokens) in ``dtype`` (``EngineConfig.panel_dtype``):
     bf16 where asked or ``auto`` and the CPU has AVX512-BF16; asked for on a CPU without it, fp32, logged."""
-    bf16 = dtype in ("auto", "bfloat16") and kernels.bf16_supported
     if dtype == "bfloat16" and not kernels.bf16_supported:
         log.warning("PANEL_DTYPE=bfloat16 needs AVX512-BF16, which this CPU lacks; steps of many tokens multiply in float32")
-    log.info("steps of %d tokens or more multiply in %s", kernels.panel_rows, "bfloat16" if bf16 else "float32")
-    return kernels.with_bf16_panels(bf16)
+    chosen = kernels.with_bf16_panels(dtype in ("auto", "bfloat16") and kernels.bf16_supported)
+    log.info("steps of %d tokens or more multiply in %s", chosen.panel_rows, chosen.panels)
+    return chosen
 
 
-def machine_key(bf16_panels: bool) -> str:
+def machine_key(panels: str) -> str:
     """What the kernel crossovers depend on: the CPU, torch's threads and version, our kernels' build
     and what their panels multiply in."""
     from .kernels import digest
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
     return (f"{cpu or platform.machine()}|threads={torch.get_num_threads()}|torch={torch.__version__}|kernels={digest()}"
-            f"|panels={'bf16' if bf16_panels else 'fp32'}")
+            f"|panels={panels}")
 
 
 def _cpuinfo() -> list[str]:
@@ -127,7 +127,7 @@ def _cpuinfo() -> list[str]:
 def calibration(llama: Llama, path: Path) -> tuple[int, int]:
     """``(int4_max_rows, q8_head_rows)``, measured on this machine once (a few seconds, at ``warm``
     or the first start) and kept in ``path`` for this CPU, thread count, torch version and panels."""
-    key = machine_key(llama.kernels is not None and llama.kernels.bf16_panels)
+    key = machine_key(llama.kernels.panels if llama.kernels is not None else "fp32")
     try:
         saved = json.loads(path.read_text())
         if saved.get("machine") == key and saved.get("version") == CALIBRATION_VERSION:
