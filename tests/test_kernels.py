@@ -40,7 +40,7 @@ def q8(n: int, k: int, g: torch.Generator) -> Q8Weight:
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 11, 12, 16, 17, 24, 70, 130])
 @pytest.mark.parametrize(("n", "k"), [(11, 64), (64, 1536)])
 def test_block_products_equal_the_dense_product_of_the_dequantized_blocks(kernels: Kernels, rows: int, n: int, k: int):
-    """Every path: one row, row tiles of 1 to 4 (and several, up to 11 rows), panels of 16 and 8 rows with a tail
+    """Every path: one row, row tiles of 1 to 4 or 8 (and several, up to 11 rows), panels of 16 and 8 rows with a tail
     of row tiles, more rows than one pass over the panels; an odd number of output features and a
     panel of fewer than 6; K past one chunk of the panels (1536)."""
     g = torch.Generator().manual_seed(rows * 1000 + n)
@@ -61,6 +61,24 @@ def test_each_row_of_a_step_below_the_panels_is_its_one_row_product_to_the_bit(k
     for rows in range(2, kernels.panel_rows):
         assert torch.equal(kernels.q4_1(x[:rows], w4), torch.cat([kernels.q4_1(x[i:i + 1], w4) for i in range(rows)]))
         assert torch.equal(kernels.q8_0(x[:rows], w8), torch.cat([kernels.q8_0(x[i:i + 1], w8) for i in range(rows)]))
+
+
+def test_wide_row_tiles_sum_as_avx2_tiles_to_the_bit(kernels: Kernels):
+    """Where the CPU has AVX-512VL, steps below the panels take 8 rows a tile instead of 4: the same
+    sums in the same order, so the same products to the bit, whatever the rows or the kind."""
+    if not kernels.wide_row_tiles():
+        pytest.skip("this CPU lacks AVX-512VL: the row tiles take 4 rows")
+    g = torch.Generator().manual_seed(11)
+    w4, w8, x = q4(13, 1536, g), q8(13, 1536, g), torch.randn(kernels.panel_rows - 1, 1536, generator=g)
+    try:
+        for rows in range(1, kernels.panel_rows):
+            wide = kernels.q4_1(x[:rows], w4), kernels.q8_0(x[:rows], w8)
+            assert not kernels.wide_row_tiles(False)
+            narrow = kernels.q4_1(x[:rows], w4), kernels.q8_0(x[:rows], w8)
+            assert kernels.wide_row_tiles(True)
+            assert torch.equal(wide[0], narrow[0]) and torch.equal(wide[1], narrow[1]), rows
+    finally:
+        kernels.wide_row_tiles(True)
 
 
 @pytest.fixture(scope="module")

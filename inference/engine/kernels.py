@@ -78,6 +78,12 @@ class Kernels:
         bf16 only where the CPU has AVX512-BF16 (``bf16_supported``), else fp32."""
         return Kernels(self._ffi, self._lib, on)
 
+    def wide_row_tiles(self, on: bool | None = None) -> bool:
+        """Whether steps below ``panel_rows`` rows take 8 rows a tile in AVX-512VL's registers (the
+        default where the CPU has them) rather than AVX2's 4; ``on`` sets it (process-wide: for the
+        tests, which check the two give the same sums to the bit)."""
+        return bool(self._lib.wide_row_tiles(-1 if on is None else int(on)))
+
     def unfit(self, shape: Shape) -> str | None:
         """Why a model's shapes do not fit the kernels (blocks of 32, vectors of 8), or None."""
         s = shape

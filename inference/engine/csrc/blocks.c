@@ -7,10 +7,15 @@
  * Up to PANEL_ROWS - 1 rows (decoding, drafts being verified), each row is summed as a one-row
  * product sums it, d * (q . x) per block plus, for Q4_1, m times the block's sum of x, so a row's
  * result does not depend on how many rows share its step; row tiles unpack each block once for
- * MT rows. From PANEL_ROWS rows on, panels: the weights dequantized once for all rows. */
+ * MT rows (MT_WIDE where the CPU has AVX-512VL). From PANEL_ROWS rows on, panels: the weights
+ * dequantized once for all rows. */
 #include "kernels.h"
 #include "simd.h"
-#define MT 4 /* rows of x per tile */
+/* Rows of x per row tile: a tile's accumulators and unpacked weights fill AVX2's 16 vector registers
+ * at 4 rows; AVX-512VL's 32 registers hold 8 rows of the same 256-bit sums (same instructions, same
+ * order, so the same results), which unpacks each block once for a whole drafted step. */
+#define MT 4
+#define MT_WIDE 8
 /* Products of a few rows stream each weight matrix once and are memory-bound, and the hardware
  * prefetcher alone does not keep the memory busy: the loops prefetch this many bytes ahead in the
  * quants (a quarter of it in the scales). docs/performance.md has the measurement. */
@@ -463,8 +468,8 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
     const uint8_t *p0 = q4 ? w->q4 + n * stride : (const uint8_t *)(w->q8 + n * stride), *p1 = two ? p0 + stride : p0;
     const f16 *d0 = w->d + n * G, *d1 = two ? d0 + G : d0;
     const f16 *m0 = q4 ? w->m + n * G : 0, *m1 = q4 && two ? m0 + G : m0;
-    __m256 acc0[MT], acc1[MT];
-    for (int r = 0; r < MT; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); }
+    __m256 acc0[MT_WIDE], acc1[MT_WIDE];
+    for (int r = 0; r < MT_WIDE; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); }
     for (int64_t g = 0; g < G; g++) {
         __m256 a0, b0, c0, e0, a1, b1, c1, e1;
         if (q4) {
@@ -479,7 +484,7 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
             q8_unpack((const int8_t *)p1 + g * QK, &a1, &b1, &c1, &e1);
         }
         const __m256 dv0 = _mm256_set1_ps(h2f(d0[g])), dv1 = _mm256_set1_ps(h2f(d1[g]));
-        for (int r = 0; r < MT; r++) {
+        for (int r = 0; r < MT_WIDE; r++) {
             if (r < mt) {
                 const float *xg = x + (int64_t)(r0 + r) * K + g * QK;
                 acc0[r] = _mm256_fmadd_ps(dv0, dot4(a0, b0, c0, e0, xg), acc0[r]);
@@ -528,32 +533,61 @@ static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_
     }
 }
 
-/* Rows 0 .. M of y (M small) by row tiles: two output features at a time, MT rows a tile; xs: work
- * for the rows' block sums. */
+/* Output features n, n+1 over all M rows, in tiles of up to `most` rows (MT or MT_WIDE). Each tile's
+ * row count and the weights' kind are constants in its own inlined loop. */
+static inline __attribute__((always_inline)) void tile_rows(const float *x, const float *xs, int64_t M, int64_t K,
+        const Blocks *w, int64_t N, int64_t n, int add, float *y, const int most) {
+    const int two = n + 1 < N, q4 = w->q4 != 0;
+    for (int r0 = 0; r0 < M; r0 += most) {
+        const int mt = M - r0 < most ? (int)(M - r0) : most;
+#define TILE(rows) (q4 ? tile(x, xs, K, N, r0, rows, 1, w, n, two, add, y) : tile(x, xs, K, N, r0, rows, 0, w, n, two, add, y))
+        switch (mt) {
+            case 1: TILE(1); break;
+            case 2: TILE(2); break;
+            case 3: TILE(3); break;
+            case 4: TILE(4); break;
+            case 5: TILE(5); break;
+            case 6: TILE(6); break;
+            case 7: TILE(7); break;
+            default: TILE(MT_WIDE); break;
+        }
+#undef TILE
+    }
+}
+
+static void tiles_avx2(const float *x, const float *xs, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y,
+                       int add) {
+    #pragma omp parallel for schedule(guided, 8)
+    for (int64_t n = 0; n < N; n += 2) tile_rows(x, xs, M, K, w, N, n, add, y, MT);
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl")
+static void tiles_wide(const float *x, const float *xs, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y,
+                       int add) {
+    #pragma omp parallel for schedule(guided, 8)
+    for (int64_t n = 0; n < N; n += 2) tile_rows(x, xs, M, K, w, N, n, add, y, MT_WIDE);
+}
+#pragma GCC pop_options
+
+/* Whether the row tiles take 8 rows in AVX-512VL's registers: -1 until first asked, then the CPU's
+ * answer, or what wide_row_tiles last set. */
+static int wide = -1;
+
+int wide_row_tiles(int on) {
+    if (wide < 0 || on >= 0) {
+        __builtin_cpu_init();
+        wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && on != 0;
+    }
+    return wide;
+}
+
+/* Rows 0 .. M of y (M small) by row tiles: two output features at a time; xs: work for the rows'
+ * block sums. */
 static void tiles(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, float *xs) {
     if (w->q4) block_sums(x, M, K, xs);
-    #pragma omp parallel for schedule(guided, 8)
-    for (int64_t n = 0; n < N; n += 2) {
-        const int two = n + 1 < N;
-        for (int r0 = 0; r0 < M; r0 += MT) { /* constant rows and kind: each case its own inlined loop */
-            const int mt = M - r0 < MT ? (int)(M - r0) : MT;
-            if (w->q4) {
-                switch (mt) {
-                    case 1: tile(x, xs, K, N, r0, 1, 1, w, n, two, add, y); break;
-                    case 2: tile(x, xs, K, N, r0, 2, 1, w, n, two, add, y); break;
-                    case 3: tile(x, xs, K, N, r0, 3, 1, w, n, two, add, y); break;
-                    default: tile(x, xs, K, N, r0, MT, 1, w, n, two, add, y); break;
-                }
-            } else {
-                switch (mt) {
-                    case 1: tile(x, xs, K, N, r0, 1, 0, w, n, two, add, y); break;
-                    case 2: tile(x, xs, K, N, r0, 2, 0, w, n, two, add, y); break;
-                    case 3: tile(x, xs, K, N, r0, 3, 0, w, n, two, add, y); break;
-                    default: tile(x, xs, K, N, r0, MT, 0, w, n, two, add, y); break;
-                }
-            }
-        }
-    }
+    if (wide_row_tiles(-1)) tiles_wide(x, xs, M, K, w, N, y, add);
+    else tiles_avx2(x, xs, M, K, w, N, y, add);
 }
 
 static void matmul(const float *x, int64_t M, int64_t K, const Blocks *w, int64_t N, float *y, int add, int bf16,

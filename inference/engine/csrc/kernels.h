@@ -41,6 +41,11 @@ int release_threads(void);
 int64_t matmul_work(int64_t M, int64_t K);
 /* Whether this CPU has AVX512-BF16 (and VL, BW): where it lacks them, bf16 = 1 below is ignored. */
 int bf16_panels_supported(void);
+/* Whether steps below PANEL_ROWS rows sum up to 8 rows a tile in AVX-512VL's 32 registers (where the
+ * CPU has AVX-512VL: the default) or 4 in AVX2's 16: the same instructions in the same order, so the
+ * same results to the bit. on: 1 wide where the CPU allows, 0 not, -1 leave as is; returns the setting
+ * in force. Not thread-safe to change: the tests compare the two. */
+int wide_row_tiles(int on);
 /* qs [N, K/2] (16 bytes per block, llama.cpp's nibble order), d and m [N, K/32]; add: y += x . W^T;
  * bf16: steps of PANEL_ROWS rows or more multiply in bf16 (blocks.c), fewer rows are unaffected. */
 int64_t q4_1_matmul(const float *x, int64_t M, int64_t K, const uint8_t *qs, const f16 *d, const f16 *m,
