@@ -9,7 +9,10 @@ greedy, the same `max_tokens`, through `/v1/chat/completions`, at each concurren
 alternate (each of ours, then the peer, ...) because this machine's speed varies by the hour; the
 ratios printed are medians of per-round ratios. Tokens are the completion tokens each server
 reports. Each server's turn starts once the machine is idle again (``settle``): vLLM's CPU build
-keeps a core busy for about a second after its last answer. `--copy` (on by default) adds a
+keeps a core busy for about a second after its last answer. Before a load's timed rounds each
+server answers it once, untimed (`--warm`, on by default): the loads send the same prompts every
+round, and a peer kept running from an earlier run holds them in its prefix cache where a server
+this run starts does not, which made the first round's ratio depend on the peer's uptime. `--copy` (on by default) adds a
 one-client load whose answers copy from their prompts, where prompt lookup drafts right: a round
 is one chat of each task (repeat a passage exactly, repeat it with its spelling corrected,
 extract its names, places, numbers and dates as JSON, summarise it), in plain text. Time to first
@@ -371,8 +374,13 @@ def table_row(label: str, everyone: list[Server], pairs: list[tuple[Server, Serv
 
 
 async def rounds(servers: list[Server], label: str, unit: str, rounds: int, run: Callable[[Server], Awaitable[float]],
-                 keep: Callable[[Server], list[float]]) -> None:
-    """``rounds`` rounds of one load, servers alternating within each; printed as they come."""
+                 keep: Callable[[Server], list[float]], warm: bool) -> None:
+    """``rounds`` rounds of one load, servers alternating within each; printed as they come. With
+    ``warm``, each server first runs the load once, untimed, so that every timed round finds its
+    prompts in every server's prefix cache."""
+    if warm:
+        for s in servers:
+            await run(s)
     for r in range(rounds):
         line = []
         for s in servers:
@@ -416,13 +424,14 @@ async def main(args: argparse.Namespace) -> None:
         chats = {1: args.chats_at_1, 8: 16}
         for clients in args.clients:
             await rounds(everyone, f"{clients:>3} clients", "tok/s", args.rounds,
-                         chat_load(clients, chats.get(clients, clients), args.max_tokens, "chat"), results_at(clients))
+                         chat_load(clients, chats.get(clients, clients), args.max_tokens, "chat"), results_at(clients),
+                         args.warm)
         if args.copy:  # one client, answers that copy from their prompts
             await rounds(everyone, "  1 client copying", "tok/s", args.rounds,
-                         chat_load(1, args.copy_chats, args.max_tokens, "copy"), lambda s: s.copy)
+                         chat_load(1, args.copy_chats, args.max_tokens, "copy"), lambda s: s.copy, args.warm)
         if args.extract:  # one client, JSON extraction under each case's schema
             await rounds(everyone, "  1 client extracting JSON", "tok/s", args.rounds,
-                         chat_load(1, len(EXTRACT_CASES), EXTRACT_MAX_TOKENS, "extract"), lambda s: s.extract)
+                         chat_load(1, len(EXTRACT_CASES), EXTRACT_MAX_TOKENS, "extract"), lambda s: s.extract, args.warm)
         run = f"{time.time_ns():x}"  # no earlier run's prompts
         for clients in args.prefill_clients:  # unique prompts of about 1,400 tokens: prefill alone
             for r in range(args.rounds):
@@ -492,6 +501,8 @@ if __name__ == "__main__":
     parser.add_argument("--ours", action="append", default=[], help="NAME=URL of a running service of ours")
     parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",") if c], default=[1, 8, 64])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
+                        help="each server answers a load once, untimed, before its rounds (every prefix cache then holds its prompts)")
     parser.add_argument("--ttft-rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--chats-at-1", type=int, default=3)
