@@ -1,5 +1,6 @@
 /* The block kernels' interface: fp32 activations, the GGUF's Q4_1 / Q8_0 weight blocks as stored,
- * a bf16 paged KV pool. AVX2 + FMA, OpenMP; the panels also in AVX512-BF16 where the CPU has it.
+ * a bf16 paged KV pool. AVX2 + FMA, OpenMP; the panels also in AVX512-BF16, and the row tiles in
+ * AVX-512VL's 32 registers, where the CPU has them.
  *
  * This file is the one statement of the interface: every .c file here includes it, so the compiler
  * checks each definition against it, and kernels_build.py hands its declarations to cffi, so every
