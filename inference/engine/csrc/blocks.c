@@ -533,8 +533,9 @@ static void panels(const float *x, int64_t P, int64_t K, const Blocks *w, int64_
     }
 }
 
-/* Output features n, n+1 over all M rows, in tiles of up to `most` rows (MT or MT_WIDE). Each tile's
- * row count and the weights' kind are constants in its own inlined loop. */
+/* Output features n, n+1 over all M rows, in tiles of up to `most` rows (MT or MT_WIDE, a constant
+ * where inlined). Each tile's row count and the weights' kind are constants in its own inlined loop;
+ * cases past `most` are never taken. */
 static inline __attribute__((always_inline)) void tile_rows(const float *x, const float *xs, int64_t M, int64_t K,
         const Blocks *w, int64_t N, int64_t n, int add, float *y, const int most) {
     const int two = n + 1 < N, q4 = w->q4 != 0;
@@ -549,7 +550,7 @@ static inline __attribute__((always_inline)) void tile_rows(const float *x, cons
             case 5: TILE(5); break;
             case 6: TILE(6); break;
             case 7: TILE(7); break;
-            default: TILE(MT_WIDE); break;
+            default: TILE(most); break; /* a whole tile */
         }
 #undef TILE
     }
